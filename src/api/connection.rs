@@ -1,0 +1,266 @@
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::{SecretRef, schema_name_cel};
+
+/// The desired connection: its plugin, credentials, tables and tests.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "manifold.dev",
+    version = "v1alpha1",
+    kind = "Connection",
+    namespaced,
+    status = "ConnectionStatus",
+    shortname = "conn",
+    category = "manifold",
+    doc = "One data source: a foreign-data-wrapper plugin, its settings and its credentials. Attached to a Workspace through a WorkspaceConnection, it appears there as one schema of foreign tables.",
+    validation = Rule::new(format!(
+        "has(self.spec.schema) || cel.bind(s, self.metadata.name.replace('-', '_').replace('.', '_'), {})",
+        schema_name_cel("s")
+    ))
+    .message("spec.schema is unset and the default derived from metadata.name (with '-' and '.' turned to '_') is not a valid schema name: set spec.schema"),
+    printcolumn(name = "Plugin", type_ = "string", json_path = ".status.plugin"),
+    printcolumn(name = "Schema", type_ = "string", json_path = ".status.schema"),
+    printcolumn(name = "Test", type_ = "string", json_path = ".status.test.result"),
+    printcolumn(name = "Workspaces", type_ = "integer", json_path = ".status.workspaceCount", description = "Number of workspaces that use this connection"),
+    printcolumn(name = "Reason", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].reason"#, priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionSpec {
+    /// The schema that holds this connection's tables in every workspace.
+    /// Defaults to the object's name with `-` and `.` turned to `_`. It must
+    /// match `^[a-z_][a-z0-9_]*$`, be at most 63 bytes, and not be `public`,
+    /// `information_schema` or begin with `pg_`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(schema_name_cel("self")).message(
+        "schema must match ^[a-z_][a-z0-9_]*$, be at most 63 bytes, and not be public, information_schema or begin with pg_"
+    ))]
+    pub schema: Option<String>,
+    /// The foreign-data wrapper and its settings: exactly one of `postgres`,
+    /// `steampipe` or `fdw`.
+    pub plugin: PluginSpec,
+    /// The Secret whose keys become the user mapping. For `postgres`: keys
+    /// `user` and `password`. For `fdw`: every key is a user-mapping option.
+    /// For `steampipe`: every key is added to the plugin's HCL config as an
+    /// argument.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<CredentialsSpec>,
+    /// Which remote tables to import. At most one of `include` and `exclude`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tables: Option<TablesSpec>,
+    /// When and where this connection is tested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<TestSpec>,
+}
+
+/// The foreign-data wrapper of a connection. Exactly one field is set.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new(
+    "[has(self.postgres), has(self.steampipe), has(self.fdw)].filter(x, x).size() == 1"
+).message("exactly one of plugin.postgres, plugin.steampipe or plugin.fdw must be set"))]
+#[serde(rename_all = "camelCase")]
+pub struct PluginSpec {
+    /// Another Postgres database, through `postgres_fdw`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresPlugin>,
+    /// A Steampipe plugin, through Turbot's standalone FDW extension
+    /// `steampipe_postgres_<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steampipe: Option<SteampipePlugin>,
+    /// Any other foreign-data wrapper.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fdw: Option<FdwPlugin>,
+}
+
+/// A remote Postgres database, through `postgres_fdw`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresPlugin {
+    /// Host name or IP address of the remote server.
+    #[schemars(length(min = 1, max = 253))]
+    pub host: String,
+    /// TCP port of the remote server.
+    #[serde(default = "default_pg_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// Name of the remote database.
+    #[schemars(length(min = 1, max = 63))]
+    pub database: String,
+    /// The remote schema whose tables are imported.
+    #[serde(default = "default_remote_schema")]
+    #[schemars(length(min = 1, max = 63))]
+    pub remote_schema: String,
+    /// Further `postgres_fdw` server options, such as `fetch_size` or
+    /// `sslmode`. `host`, `port` and `dbname` come from the fields above.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new("!('host' in self) && !('port' in self) && !('dbname' in self)")
+        .message("host, port and dbname are set by the plugin's own fields, not by options"))]
+    pub options: BTreeMap<String, String>,
+}
+
+fn default_pg_port() -> i32 {
+    5432
+}
+
+fn default_remote_schema() -> String {
+    "public".to_owned()
+}
+
+/// A Steampipe plugin, through its standalone FDW extension.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SteampipePlugin {
+    /// The plugin's name, such as `aws` or `github`. The extension is
+    /// `steampipe_postgres_<name>`.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9_]+$')").message("name must match ^[a-z0-9_]+$"))]
+    #[schemars(length(min = 1, max = 40))]
+    pub name: String,
+    /// The plugin's HCL arguments, such as `regions = ["*"]`. Keys of the
+    /// credentials Secret are appended as further arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+}
+
+/// Any other foreign-data wrapper.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FdwPlugin {
+    /// The extension that provides the wrapper, such as `mysql_fdw`.
+    #[schemars(length(min = 1, max = 63))]
+    pub extension: String,
+    /// The foreign-data wrapper, usually named like the extension.
+    #[schemars(length(min = 1, max = 63))]
+    pub wrapper: String,
+    /// Options of the foreign server.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub server_options: BTreeMap<String, String>,
+    /// The remote schema whose tables are imported.
+    #[schemars(length(min = 1, max = 63))]
+    pub remote_schema: String,
+}
+
+/// Where a connection's credentials come from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsSpec {
+    /// The Secret, in this namespace, whose keys become the user mapping.
+    pub secret_ref: SecretRef,
+}
+
+/// Which remote tables to import (`LIMIT TO` or `EXCEPT`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[x_kube(validation = Rule::new(
+    "!(has(self.include) && size(self.include) > 0 && has(self.exclude) && size(self.exclude) > 0)"
+).message("set at most one of tables.include and tables.exclude"))]
+#[serde(rename_all = "camelCase")]
+pub struct TablesSpec {
+    /// Import only these remote tables (`LIMIT TO`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
+    pub include: Vec<String>,
+    /// Import every remote table except these (`EXCEPT`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
+    pub exclude: Vec<String>,
+}
+
+/// When and where a connection is tested.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TestSpec {
+    /// How often the test runs again, as a duration such as `30m` or `1h`.
+    /// Defaults to `1h`; `0` turns periodic tests off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^(0|([0-9]+(ms|s|m|h))+)$')")
+        .message("interval must be a duration such as 90s, 15m or 1h30m, or 0 to turn periodic tests off"))]
+    pub interval: Option<String>,
+    /// The Workspace, in this namespace, whose database runs the test.
+    /// Defaults to the first Ready Workspace by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+}
+
+/// The observed state of a Connection.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionStatus {
+    /// The generation of the spec that this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Verified` (the result of the last test), `Reconciling` and
+    /// `Stalled`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The plugin, such as `postgres` or `steampipe/aws`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
+    /// The schema that holds this connection's tables in every workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// The result of the last test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<TestResult>,
+    /// The workspaces that use this connection, sorted by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workspaces: Vec<WorkspaceUse>,
+    /// The number of entries in `workspaces`.
+    #[serde(default)]
+    pub workspace_count: i32,
+}
+
+/// The outcome of a connection test.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum TestOutcome {
+    /// Credentials and access work.
+    Passed,
+    /// The test failed; `reason` says why.
+    Failed,
+}
+
+/// The result of the last connection test.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TestResult {
+    /// `Passed` or `Failed`.
+    pub result: TestOutcome,
+    /// A CamelCase reason, such as `Passed` or `AuthenticationFailed`.
+    pub reason: String,
+    /// What happened, for a person. Never contains a secret value.
+    #[serde(default)]
+    pub message: String,
+    /// The number of tables the test imported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tables: Option<i32>,
+    /// How long the test took, in milliseconds.
+    #[serde(default)]
+    pub duration_ms: i64,
+    /// When the test ran.
+    pub tested_at: Time,
+    /// The generation of the spec that was tested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The value of the `manifold.dev/test-request` annotation this test
+    /// answered, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    /// The Workspace whose database ran the test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+}
+
+/// One workspace as seen from a connection.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceUse {
+    /// Name of the Workspace.
+    pub name: String,
+    /// The schema that holds the connection's tables there.
+    pub schema: String,
+    /// `Ready`, or the reason the attachment is not ready.
+    pub state: String,
+}

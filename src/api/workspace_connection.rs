@@ -1,0 +1,72 @@
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// The desired attachment: which connection, in which workspace.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "manifold.dev",
+    version = "v1alpha1",
+    kind = "WorkspaceConnection",
+    namespaced,
+    status = "WorkspaceConnectionStatus",
+    shortname = "wsconn",
+    category = "manifold",
+    doc = "Attaches a Connection to a Workspace of the same namespace: the connection's foreign tables appear in the workspace's database as one schema.",
+    printcolumn(name = "Workspace", type_ = "string", json_path = ".spec.workspace"),
+    printcolumn(name = "Connection", type_ = "string", json_path = ".spec.connection"),
+    printcolumn(name = "Schema", type_ = "string", json_path = ".status.schema"),
+    printcolumn(name = "Tables", type_ = "integer", json_path = ".status.tables"),
+    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
+    printcolumn(name = "Reason", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].reason"#),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceConnectionSpec {
+    /// Name of the Workspace, in this namespace. Immutable: attach the
+    /// connection elsewhere with a new WorkspaceConnection.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("workspace is immutable"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub workspace: String,
+    /// Name of the Connection, in this namespace. Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("connection is immutable"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub connection: String,
+    /// What happens to the schema, server and user mapping when this
+    /// attachment is deleted: `Delete` drops them (unless objects that
+    /// Manifold did not create depend on them), `Orphan` leaves them in place.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// What happens to the Postgres objects when an attachment is deleted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub enum DeletionPolicy {
+    /// Drop the schema, server and user mapping.
+    #[default]
+    Delete,
+    /// Leave them in the database.
+    Orphan,
+}
+
+/// The observed state of an attachment.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceConnectionStatus {
+    /// The generation of the spec that this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Reconciling` and `Stalled`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The schema in the workspace's database that holds the foreign tables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// The number of foreign tables in the schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tables: Option<i32>,
+    /// When the schema was last (re)created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_applied_at: Option<Time>,
+}

@@ -1,0 +1,4 @@
+//! Manifold: a Kubernetes operator that attaches foreign-data-wrapper
+//! connections to Postgres workspaces.
+
+pub mod api;

@@ -1,0 +1,290 @@
+//! Test support for the end-to-end suite: one real control plane and one real
+//! Postgres per test binary, started on first use by `devenv` (see
+//! tests/controlplane), and stopped when this process exits, however it exits:
+//! each devenv reads our end of a pipe and shuts down at end of input.
+//!
+//! Each test gets a fresh namespace and, when it asks, a fresh database.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use serde_json::Value;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Where tests/controlplane/build.sh put etcd, kube-apiserver, kubectl, helm
+/// and devenv.
+pub fn bin_dir() -> PathBuf {
+    std::env::var_os("MANIFOLD_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("tests/controlplane/bin"))
+}
+
+/// A running devenv process, and the JSON it printed once ready.
+pub struct Devenv {
+    pub env: Value,
+    pub dir: PathBuf,
+    io: Mutex<(ChildStdin, BufReader<ChildStdout>)>,
+    _child: Child,
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A name that is unique within this test run.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed))
+}
+
+impl Devenv {
+    /// Starts `devenv MODE` in a new directory and waits until it is ready.
+    pub fn start(mode: &str, extra: &[&str]) -> Devenv {
+        let devenv = bin_dir().join("devenv");
+        assert!(
+            devenv.exists(),
+            "{} is missing: run tests/controlplane/build.sh first",
+            devenv.display()
+        );
+        let dir = std::env::temp_dir().join(unique(&format!("manifold-{mode}")));
+        let mut child = Command::new(&devenv)
+            .arg(mode)
+            .arg("--dir")
+            .arg(&dir)
+            .arg("--bin")
+            .arg(bin_dir())
+            .args(["--stdin", "--cleanup"])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start devenv");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read devenv output");
+        let env: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("devenv {mode} did not start ({e}); see the errors above"));
+        Devenv { env, dir, io: Mutex::new((stdin, stdout)), _child: child }
+    }
+
+    /// Sends one command (see devenv's documentation) and waits for its answer.
+    pub fn command(&self, cmd: &str) {
+        let mut io = self.io.lock().unwrap();
+        writeln!(io.0, "{cmd}").unwrap();
+        io.0.flush().unwrap();
+        let mut answer = String::new();
+        io.1.read_line(&mut answer).unwrap();
+        assert_eq!(answer.trim(), "ok", "devenv command {cmd:?} failed");
+    }
+
+    fn str(&self, key: &str) -> String {
+        self.env[key].as_str().unwrap_or_else(|| panic!("devenv env has no {key}")).to_owned()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Control plane
+
+/// The test binary's control plane, with the CRDs installed.
+pub struct ControlPlane {
+    pub devenv: Devenv,
+    pub kubeconfig: PathBuf,
+}
+
+pub const CRD_NAMES: [&str; 3] = [
+    "crd/workspaces.manifold.dev",
+    "crd/connections.manifold.dev",
+    "crd/workspaceconnections.manifold.dev",
+];
+
+static CONTROL_PLANE: OnceLock<ControlPlane> = OnceLock::new();
+
+pub fn control_plane() -> &'static ControlPlane {
+    CONTROL_PLANE.get_or_init(|| {
+        let devenv = Devenv::start("controlplane", &[]);
+        let kubeconfig = PathBuf::from(devenv.str("kubeconfig"));
+        let cp = ControlPlane { devenv, kubeconfig };
+        let out = cp.kubectl(&["apply", "-f", &repo_root().join("crds").to_string_lossy()]);
+        assert!(out.status.success(), "installing crds/ failed: {}", String::from_utf8_lossy(&out.stderr));
+        let mut args = vec!["wait", "--for=condition=Established", "--timeout=60s"];
+        args.extend(CRD_NAMES.iter().map(|name| *name));
+        let out = cp.kubectl(&args);
+        assert!(out.status.success(), "CRDs not Established: {}", String::from_utf8_lossy(&out.stderr));
+        cp
+    })
+}
+
+impl ControlPlane {
+    /// Runs the kubectl that was built with the control plane.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_stdin(args, "")
+    }
+
+    /// Runs kubectl with `input` on its standard input.
+    pub fn kubectl_stdin(&self, args: &[&str], input: &str) -> Output {
+        let mut child = Command::new(bin_dir().join("kubectl"))
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// A client for the admin kubeconfig. Made per test: a kube Client lives
+    /// on the runtime that created it, and every #[tokio::test] has its own.
+    pub async fn client(&self) -> Client {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).unwrap();
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+        Client::try_from(config).unwrap()
+    }
+}
+
+/// A client and a fresh namespace for one test.
+pub struct TestNs {
+    pub client: Client,
+    pub ns: String,
+}
+
+pub async fn namespace(prefix: &str) -> TestNs {
+    let cp = control_plane();
+    let client = cp.client().await;
+    let ns = unique(prefix);
+    let namespace: Namespace = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": ns, "labels": { "manifold.dev/test": "e2e" } }
+    }))
+    .unwrap();
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace).await.unwrap();
+    TestNs { client, ns }
+}
+
+impl TestNs {
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        let mut all = vec!["-n", self.ns.as_str()];
+        all.extend_from_slice(args);
+        control_plane().kubectl(&all)
+    }
+
+    /// `kubectl apply -f -` of a YAML document, in this namespace.
+    pub fn apply(&self, yaml: &str) -> Output {
+        control_plane().kubectl_stdin(&["-n", &self.ns, "apply", "-f", "-"], yaml)
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+}
+
+/// Standard output of a successful command; panics with its stderr otherwise.
+pub fn stdout_ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls `check` until it returns Some, or panics after `timeout` with the
+/// description and the last value seen.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let start = Instant::now();
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(last) if start.elapsed() > timeout => {
+                panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Postgres
+
+/// A private Postgres instance. TCP connections need the password
+/// (scram-sha-256); the superuser is `postgres`.
+pub struct Postgres {
+    pub devenv: Devenv,
+    pub host: String,
+    pub port: u16,
+    pub password: String,
+}
+
+static POSTGRES: OnceLock<Postgres> = OnceLock::new();
+
+/// The test binary's shared Postgres instance.
+pub fn postgres() -> &'static Postgres {
+    POSTGRES.get_or_init(Postgres::start)
+}
+
+impl Postgres {
+    /// Starts a new private instance. Most tests share `postgres()`; a test
+    /// that stops or kills its database starts its own.
+    pub fn start() -> Postgres {
+        let devenv = Devenv::start("postgres", &[]);
+        Postgres {
+            host: devenv.str("host"),
+            port: devenv.env["port"].as_u64().unwrap() as u16,
+            password: devenv.str("password"),
+            devenv,
+        }
+    }
+
+    /// A libpq URI for `user`/`password` and `database`.
+    pub fn uri(&self, user: &str, password: &str, database: &str) -> String {
+        format!("postgresql://{user}:{password}@{}:{}/{database}", self.host, self.port)
+    }
+
+    /// A superuser URI for `database`.
+    pub fn admin_uri(&self, database: &str) -> String {
+        self.uri("postgres", &self.password, database)
+    }
+
+    /// Connects as the superuser.
+    pub async fn connect(&self, database: &str) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.admin_uri(database), tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {database}: {e}"));
+        tokio::spawn(connection);
+        client
+    }
+
+    /// Creates a fresh, empty database and returns its name.
+    pub async fn database(&self, prefix: &str) -> String {
+        let name = unique(prefix).replace('-', "_");
+        let admin = self.connect("postgres").await;
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+        name
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        Path::new(self.devenv.env["dataDir"].as_str().unwrap())
+    }
+}
