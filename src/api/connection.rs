@@ -18,8 +18,8 @@ use super::{SecretRef, schema_name_cel};
     category = "manifold",
     doc = "One data source: a foreign-data-wrapper plugin, its settings and its credentials. Attached to a Workspace through a WorkspaceConnection, it appears there as one schema of foreign tables.",
     validation = Rule::new(format!(
-        "has(self.spec.schema) || cel.bind(s, self.metadata.name.replace('-', '_').replace('.', '_'), {})",
-        schema_name_cel("s")
+        "has(self.spec.schema) || ({})",
+        schema_name_cel("self.metadata.name.replace('-', '_').replace('.', '_')")
     ))
     .message("spec.schema is unset and the default derived from metadata.name (with '-' and '.' turned to '_') is not a valid schema name: set spec.schema"),
     printcolumn(name = "Plugin", type_ = "string", json_path = ".status.plugin"),

@@ -4,11 +4,13 @@
 //! Everything here is plain data. Behaviour lives in the controllers.
 
 pub mod conditions;
+mod reason;
 mod connection;
 mod workspace;
 mod workspace_connection;
 
 pub use connection::*;
+pub use reason::Reason;
 pub use workspace::*;
 pub use workspace_connection::*;
 

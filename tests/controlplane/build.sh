@@ -15,7 +15,7 @@ mkdir -p "$out"
 
 stamp_of() {
   # $1: module dir; the rest: what the build produces
-  (cd "$1" && { go version; cat go.mod go.sum; find . -name '*.go' -not -path './bin/*' | sort | xargs cat; } | sha256sum | cut -d' ' -f1)
+  (cd "$1" && { go version; cat go.mod go.sum "$here/build.sh"; find . -name '*.go' -not -path './bin/*' | sort | xargs cat; } | sha256sum | cut -d' ' -f1)
 }
 
 build() {
@@ -32,20 +32,28 @@ build() {
   fi
   echo "controlplane: building $name (the first build takes several minutes)"
   (cd "$dir" && go build -trimpath "$@")
+  # The root package of go.etcd.io/etcd/server/v3 builds as "server".
+  if [ -x "$out/server" ]; then mv -f "$out/server" "$out/etcd"; fi
   echo "$want" > "$out/.$name.stamp"
 }
 
+# Without these, every component reports v0.0.0-master, which kubectl's
+# version skew check and Helm's kubeVersion constraints cannot parse.
+k8s_version="$(cd "$here" && go list -m -f '{{.Version}}' k8s.io/kubernetes)"
+k8s_minor="$(echo "$k8s_version" | cut -d. -f2)"
+k8s_ldflags="-s -w"
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  k8s_ldflags="$k8s_ldflags -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$k8s_minor -X $pkg.gitTreeState=clean"
+done
 build kubernetes "$here" "etcd kube-apiserver kube-controller-manager kubectl devenv" \
-  -o "$out/" \
+  -o "$out/" -ldflags "$k8s_ldflags" \
   k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager \
   k8s.io/kubernetes/cmd/kubectl \
   go.etcd.io/etcd/server/v3 \
   ./devenv
-# The root package of go.etcd.io/etcd/server/v3 builds as "v3".
-if [ -x "$out/v3" ]; then mv -f "$out/v3" "$out/etcd"; fi
 
 helm_version="$(cd "$tools" && go list -m -f '{{.Version}}' helm.sh/helm/v3)"
 build helm "$tools" "helm" -o "$out/helm" \
-  -ldflags "-X helm.sh/helm/v3/internal/version.version=$helm_version" \
+  -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version" \
   helm.sh/helm/v3/cmd/helm
