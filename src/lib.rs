@@ -2,3 +2,5 @@
 //! connections to Postgres workspaces.
 
 pub mod api;
+pub mod plugins;
+pub mod postgres;

@@ -1,0 +1,185 @@
+//! Every SQL statement Manifold runs, rendered in this one module. Each
+//! identifier goes through `escape_identifier` and each literal through
+//! `escape_literal`; values from a spec or a Secret are never interpolated
+//! raw. Catalog queries take their inputs as bind parameters.
+
+use postgres_protocol::escape::{escape_identifier as ident, escape_literal as literal};
+
+use super::plan::{AttachPlan, SecretString, TableFilter};
+
+fn options(options: &[(String, SecretString)]) -> String {
+    if options.is_empty() {
+        return String::new();
+    }
+    let rendered: Vec<String> = options.iter().map(|(k, v)| format!("{} {}", ident(k), literal(v.expose()))).collect();
+    format!(" OPTIONS ({})", rendered.join(", "))
+}
+
+fn qualified(schema: &str, name: &str) -> String {
+    format!("{}.{}", ident(schema), ident(name))
+}
+
+pub fn create_extension(extension: &str) -> String {
+    format!("CREATE EXTENSION IF NOT EXISTS {}", ident(extension))
+}
+
+pub fn create_server(plan: &AttachPlan) -> String {
+    format!(
+        "CREATE SERVER {} FOREIGN DATA WRAPPER {}{}",
+        ident(&plan.server),
+        ident(&plan.wrapper),
+        options(&plan.server_options)
+    )
+}
+
+pub fn create_user_mapping(server: &str, mapping_options: &[(String, SecretString)]) -> String {
+    format!("CREATE USER MAPPING FOR CURRENT_USER SERVER {}{}", ident(server), options(mapping_options))
+}
+
+pub fn drop_user_mapping(server: &str) -> String {
+    format!("DROP USER MAPPING IF EXISTS FOR CURRENT_USER SERVER {}", ident(server))
+}
+
+/// Never CASCADE: if anything else uses the server, Postgres refuses, and the
+/// refusal is reported as `DependentObjects`.
+pub fn drop_server(server: &str) -> String {
+    format!("DROP SERVER {} RESTRICT", ident(server))
+}
+
+pub fn create_schema(schema: &str) -> String {
+    format!("CREATE SCHEMA {}", ident(schema))
+}
+
+/// Never CASCADE: a schema that still holds anything we did not create stays.
+pub fn drop_schema(schema: &str) -> String {
+    format!("DROP SCHEMA {} RESTRICT", ident(schema))
+}
+
+/// Drops the listed foreign tables of a schema, refusing if anything (a view
+/// someone built on them) depends on them. None if there are none.
+pub fn drop_foreign_tables(schema: &str, tables: &[String]) -> Option<String> {
+    if tables.is_empty() {
+        return None;
+    }
+    let names: Vec<String> = tables.iter().map(|t| qualified(schema, t)).collect();
+    Some(format!("DROP FOREIGN TABLE {} RESTRICT", names.join(", ")))
+}
+
+pub fn import_foreign_schema(remote_schema: &str, filter: &TableFilter, server: &str, schema: &str) -> String {
+    let list = |tables: &[String]| tables.iter().map(|t| ident(t)).collect::<Vec<_>>().join(", ");
+    let filter = match filter {
+        TableFilter::All => String::new(),
+        TableFilter::LimitTo(t) => format!(" LIMIT TO ({})", list(t)),
+        TableFilter::Except(t) => format!(" EXCEPT ({})", list(t)),
+    };
+    format!(
+        "IMPORT FOREIGN SCHEMA {}{} FROM SERVER {} INTO {}",
+        ident(remote_schema),
+        filter,
+        ident(server),
+        ident(schema)
+    )
+}
+
+pub fn comment_on_schema(schema: &str, comment: &str) -> String {
+    format!("COMMENT ON SCHEMA {} IS {}", ident(schema), literal(comment))
+}
+
+pub fn comment_on_server(server: &str, comment: &str) -> String {
+    format!("COMMENT ON SERVER {} IS {}", ident(server), literal(comment))
+}
+
+/// Bounds every statement of the transaction; values are plain integers.
+pub fn set_timeouts(statement_ms: u64, lock_ms: u64) -> String {
+    format!("SET LOCAL statement_timeout = {statement_ms}; SET LOCAL lock_timeout = {lock_ms}")
+}
+
+/// Serializes work on one schema across operator replicas and workers, for
+/// the rest of the transaction. Parameter: the schema name.
+pub const LOCK_SCHEMA: &str = "SELECT pg_advisory_xact_lock(hashtext('manifold.dev/' || $1::text))";
+
+/// What the catalog shows of one schema and its server, for the current user.
+/// Parameters: schema name, server name.
+pub const OBSERVE_ONE: &str = "
+SELECT
+  (SELECT coalesce(obj_description(n.oid, 'pg_namespace'), '') FROM pg_namespace n WHERE n.nspname = $1) AS schema_comment,
+  (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE n.nspname = $1 AND c.relkind = 'f') AS foreign_tables,
+  (SELECT coalesce(obj_description(s.oid, 'pg_foreign_server'), '') FROM pg_foreign_server s WHERE s.srvname = $2) AS server_comment,
+  EXISTS (SELECT 1 FROM pg_user_mappings m WHERE m.srvname = $2 AND m.umuser = (SELECT oid FROM pg_roles WHERE rolname = current_user)) AS mapping";
+
+/// The foreign tables of a schema that use a server: the ones an
+/// attachment imported. Parameters: schema name, server name.
+pub const OWNED_FOREIGN_TABLES: &str = "
+SELECT c.relname::text FROM pg_class c
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_foreign_table ft ON ft.ftrelid = c.oid
+  JOIN pg_foreign_server s ON s.oid = ft.ftserver
+ WHERE n.nspname = $1 AND s.srvname = $2
+ ORDER BY 1";
+
+/// The whole at-rest resync of a workspace in one round trip: the server
+/// version, and every schema that carries a Manifold marker with its
+/// comment, its foreign-table count, and whether its server and the current
+/// user's mapping exist (as one JSON array).
+pub const OBSERVE_ALL: &str = "
+SELECT current_setting('server_version') AS version, coalesce(json_agg(json_build_object(
+         'schema', m.schema, 'comment', m.comment, 'foreign_tables', m.foreign_tables,
+         'server_comment', m.server_comment, 'mapping', m.mapping)), '[]'::json) AS schemas
+  FROM (
+    SELECT n.nspname AS schema, d.description AS comment,
+           (SELECT count(*) FROM pg_class c WHERE c.relnamespace = n.oid AND c.relkind = 'f') AS foreign_tables,
+           CASE WHEN s.oid IS NULL THEN NULL ELSE coalesce(obj_description(s.oid, 'pg_foreign_server'), '') END AS server_comment,
+           EXISTS (SELECT 1 FROM pg_user_mappings um WHERE um.srvid = s.oid
+                     AND um.umuser = (SELECT oid FROM pg_roles WHERE rolname = current_user)) AS mapping
+      FROM pg_description d
+      JOIN pg_namespace n ON n.oid = d.objoid
+      LEFT JOIN pg_foreign_server s ON s.srvname = n.nspname
+     WHERE d.classoid = 'pg_namespace'::regclass AND d.objsubid = 0
+       AND starts_with(d.description, 'manifold.dev/owner=')
+  ) m";
+
+/// Foreign tables in a schema. Parameter: schema name.
+pub const COUNT_FOREIGN_TABLES: &str = "
+SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = $1 AND c.relkind = 'f'";
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_and_literals_are_quoted() {
+        let opts = vec![
+            ("user".to_owned(), SecretString::new("o'brien".into())),
+            ("pass\"word".to_owned(), SecretString::new("a\\b".into())),
+        ];
+        assert_eq!(
+            create_user_mapping("sa\"les", &opts),
+            r#"CREATE USER MAPPING FOR CURRENT_USER SERVER "sa""les" OPTIONS ("user" 'o''brien', "pass""word"  E'a\\b')"#
+        );
+    }
+
+    #[test]
+    fn import_renders_filters() {
+        let t = vec!["orders".to_owned(), "Line Items".to_owned()];
+        assert_eq!(
+            import_foreign_schema("public", &TableFilter::LimitTo(t.clone()), "s", "sales"),
+            r#"IMPORT FOREIGN SCHEMA "public" LIMIT TO ("orders", "Line Items") FROM SERVER "s" INTO "sales""#
+        );
+        assert_eq!(
+            import_foreign_schema("public", &TableFilter::Except(t), "s", "sales"),
+            r#"IMPORT FOREIGN SCHEMA "public" EXCEPT ("orders", "Line Items") FROM SERVER "s" INTO "sales""#
+        );
+        assert_eq!(drop_foreign_tables("s", &[]), None);
+        assert_eq!(drop_foreign_tables("s", &["a".into()]).unwrap(), r#"DROP FOREIGN TABLE "s"."a" RESTRICT"#);
+    }
+
+    #[test]
+    fn drops_never_cascade() {
+        for stmt in [drop_server("x"), drop_schema("x"), drop_foreign_tables("x", &["t".into()]).unwrap()] {
+            assert!(stmt.ends_with("RESTRICT") && !stmt.contains("CASCADE"), "{stmt}");
+        }
+    }
+}
