@@ -4,3 +4,4 @@
 pub mod api;
 pub mod plugins;
 pub mod postgres;
+pub mod controller;

@@ -2,8 +2,11 @@
 //! a connection.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use manifold::controller::Settings;
+use manifold::postgres::Timeouts;
 
 #[derive(Parser)]
 #[command(name = "manifold", version, about = "Steampipe-style data connections on Kubernetes")]
@@ -15,7 +18,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller.
-    Run,
+    Run(RunArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crds {
         /// Write one file per kind into this directory instead of printing.
@@ -24,11 +27,45 @@ enum Command {
     },
 }
 
+#[derive(Args)]
+struct RunArgs {
+    /// How often each workspace's catalog is observed and drift healed.
+    #[arg(long, env = "MANIFOLD_RESYNC", default_value = "5m", value_parser = duration)]
+    resync: Duration,
+    /// Connections per workspace database: bounds concurrent work in each.
+    #[arg(long, env = "MANIFOLD_POOL_SIZE", default_value_t = 4)]
+    pool_size: usize,
+    /// Reconciles running at once, per kind.
+    #[arg(long, env = "MANIFOLD_CONCURRENCY", default_value_t = 64)]
+    concurrency: u16,
+    /// Connect timeout for workspace databases.
+    #[arg(long, env = "MANIFOLD_CONNECT_TIMEOUT", default_value = "10s", value_parser = duration)]
+    connect_timeout: Duration,
+    /// Statement timeout of the work done in workspace databases.
+    #[arg(long, env = "MANIFOLD_STATEMENT_TIMEOUT", default_value = "30s", value_parser = duration)]
+    statement_timeout: Duration,
+    /// Lock timeout of the work done in workspace databases.
+    #[arg(long, env = "MANIFOLD_LOCK_TIMEOUT", default_value = "10s", value_parser = duration)]
+    lock_timeout: Duration,
+    /// Log format: text or json.
+    #[arg(long, env = "MANIFOLD_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+}
+
+/// Parses a Go-style duration such as `90s`, `5m` or `1h30m`.
+fn duration(s: &str) -> Result<Duration, String> {
+    let d: kube::core::Duration = s.parse().map_err(|e| format!("{e}"))?;
+    if d.is_negative() {
+        return Err("must not be negative".into());
+    }
+    Ok(d.into())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     match cli.command {
         Command::Crds { write } => print_crds(write),
-        Command::Run => run(),
+        Command::Run(args) => run(args),
     }
 }
 
@@ -43,6 +80,42 @@ fn print_crds(write: Option<PathBuf>) -> Result<(), Box<dyn std::error::Error>> 
     Ok(())
 }
 
-fn run() -> Result<(), Box<dyn std::error::Error>> {
-    Err("not yet".into())
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.with_ansi(false).init();
+    }
+}
+
+fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
+    init_tracing(&args.log_format);
+    let settings = Settings {
+        resync: args.resync,
+        pool_size: args.pool_size,
+        concurrency: args.concurrency,
+        timeouts: Timeouts {
+            connect: args.connect_timeout,
+            statement: args.statement_timeout,
+            lock: args.lock_timeout,
+        },
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let client = kube::Client::try_default().await?;
+        manifold::controller::run(client, settings, shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }

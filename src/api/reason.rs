@@ -20,6 +20,8 @@ pub enum Reason {
     NoWorkspace,
     Attached,
     Detached,
+    /// A connection whose spec and credentials resolve, not yet tested.
+    Valid,
     Passed,
     Reachable,
     /// Work in progress, for `Reconciling`.
@@ -49,26 +51,12 @@ impl Reason {
             Reason::NoWorkspace => "NoWorkspace",
             Reason::Attached => "Attached",
             Reason::Detached => "Detached",
+            Reason::Valid => "Valid",
             Reason::Passed => "Passed",
             Reason::Reachable => "Reachable",
             Reason::Progressing => "Progressing",
             Reason::DatabaseError => "DatabaseError",
         }
-    }
-
-    /// Whether retrying without a change to the inputs can help. A spec that
-    /// cannot be acted on or a conflict waits for a change instead of
-    /// spinning; so does a missing reference, which its watch will bring.
-    pub fn is_transient(self) -> bool {
-        !matches!(
-            self,
-            Reason::InvalidSpec
-                | Reason::SchemaConflict
-                | Reason::WorkspaceNotFound
-                | Reason::ConnectionNotFound
-                | Reason::SecretNotFound
-                | Reason::SecretKeyMissing
-        )
     }
 }
 

@@ -119,9 +119,14 @@ pub struct Counters {
     pub ddl: AtomicU64,
 }
 
+static NEXT_DATABASE_ID: AtomicU64 = AtomicU64::new(1);
+
 /// One workspace database: a small pool and what we run in it.
 #[derive(Clone)]
 pub struct Database {
+    /// Distinguishes pools: an observation taken through one pool says
+    /// nothing about the database a new URI points to.
+    id: u64,
     pool: Pool,
     timeouts: Timeouts,
     counters: Arc<Counters>,
@@ -149,6 +154,8 @@ pub type Catalog = HashMap<String, Observed>;
 /// One at-rest observation of a workspace database.
 #[derive(Clone, Debug)]
 pub struct Observation {
+    /// The `Database::id` it was taken through.
+    pub database: u64,
     pub taken: std::time::Instant,
     pub version: String,
     pub catalog: Catalog,
@@ -192,7 +199,11 @@ impl Database {
             .create_timeout(Some(timeouts.connect))
             .build()
             .map_err(|e| DbError::new(Reason::InvalidSpec, format!("workspace pool: {e}")))?;
-        Ok(Database { pool, timeouts, counters, uri_secret })
+        Ok(Database { id: NEXT_DATABASE_ID.fetch_add(1, Ordering::Relaxed), pool, timeouts, counters, uri_secret })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, DbError> {
@@ -232,6 +243,7 @@ impl Database {
         let version: String = row.get("version");
         let schemas: serde_json::Value = row.get("schemas");
         Ok(Observation {
+            database: self.id,
             taken: std::time::Instant::now(),
             version: version.split_whitespace().next().unwrap_or_default().to_owned(),
             catalog: parse_catalog(&schemas),
@@ -424,6 +436,12 @@ impl Pools {
         let db = Database::new(uri, self.max_connections, self.timeouts, self.counters.clone())?;
         pools.insert(key, (version, db.clone()));
         Ok(db)
+    }
+
+    /// The pool a workspace has now, whatever its Secret says: a detach can
+    /// still use it after the Secret is gone.
+    pub fn cached(&self, namespace: &str, name: &str) -> Option<Database> {
+        self.pools.lock().unwrap().get(&(namespace.to_owned(), name.to_owned())).map(|(_, db)| db.clone())
     }
 
     /// Drops a workspace's pool, closing its connections.

@@ -51,6 +51,12 @@ pub fn unique(prefix: &str) -> String {
 impl Devenv {
     /// Starts `devenv MODE` in a new directory and waits until it is ready.
     pub fn start(mode: &str, extra: &[&str]) -> Devenv {
+        Devenv::start_with_env(mode, extra, &[])
+    }
+
+    /// Like `start`, with extra environment variables for devenv and what it
+    /// runs.
+    pub fn start_with_env(mode: &str, extra: &[&str], envs: &[(&str, &Path)]) -> Devenv {
         let devenv = bin_dir().join("devenv");
         assert!(
             devenv.exists(),
@@ -66,6 +72,7 @@ impl Devenv {
             .arg(bin_dir())
             .args(["--stdin", "--cleanup"])
             .args(extra)
+            .envs(envs.iter().map(|(k, v)| (*k, *v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -287,4 +294,86 @@ impl Postgres {
     pub fn data_dir(&self) -> &Path {
         Path::new(self.devenv.env["dataDir"].as_str().unwrap())
     }
+}
+
+// ---------------------------------------------------------------------------
+// The operator
+
+/// The operator under test, one per test binary, watching every namespace,
+/// with a short resync so that drift tests finish quickly.
+pub struct Operator {
+    pub devenv: Devenv,
+    pub log: PathBuf,
+}
+
+pub const RESYNC_SECS: u64 = 3;
+
+static OPERATOR: OnceLock<Operator> = OnceLock::new();
+
+pub fn operator() -> &'static Operator {
+    OPERATOR.get_or_init(|| {
+        let cp = control_plane();
+        let resync = format!("{RESYNC_SECS}s");
+        let devenv = Devenv::start_with_env(
+            "exec",
+            &["--", env!("CARGO_BIN_EXE_manifold"), "run", "--resync", &resync, "--statement-timeout", "10s", "--lock-timeout", "3s"],
+            &[("KUBECONFIG", &cp.kubeconfig)],
+        );
+        let log = PathBuf::from(devenv.str("log"));
+        Operator { devenv, log }
+    })
+}
+
+impl Operator {
+    /// Everything the operator has logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Source databases
+
+/// A source database with a few tables, and a read-only role for it.
+pub struct Source {
+    pub db: String,
+    pub user: String,
+    pub password: String,
+}
+
+impl Postgres {
+    /// Creates a source database: `public.orders` (3 rows),
+    /// `public.customers` (2 rows), `archive.old_orders` (1 row), and a role
+    /// that can read them.
+    pub async fn source(&self, prefix: &str) -> Source {
+        let db = self.database(prefix).await;
+        let user = unique("reader").replace('-', "_");
+        let password = format!("pw-{}", unique("s"));
+        let admin = self.connect("postgres").await;
+        admin.batch_execute(&format!("CREATE ROLE {user} LOGIN PASSWORD '{password}'")).await.unwrap();
+        let c = self.connect(&db).await;
+        c.batch_execute(&format!(
+            "CREATE TABLE orders (id int PRIMARY KEY, customer_id int, amount numeric);
+             INSERT INTO orders VALUES (1, 1, 10.5), (2, 1, 20), (3, 2, 7.25);
+             CREATE TABLE customers (id int PRIMARY KEY, name text);
+             INSERT INTO customers VALUES (1, 'Ada'), (2, 'Grace');
+             CREATE SCHEMA archive;
+             CREATE TABLE archive.old_orders (id int, amount numeric);
+             INSERT INTO archive.old_orders VALUES (100, 1);
+             GRANT USAGE ON SCHEMA public, archive TO {user};
+             GRANT SELECT ON ALL TABLES IN SCHEMA public, archive TO {user};"
+        ))
+        .await
+        .unwrap();
+        Source { db, user, password }
+    }
+}
+
+/// YAML for a Secret with string data.
+pub fn secret_yaml(name: &str, data: &[(&str, &str)]) -> String {
+    let mut yaml = format!("apiVersion: v1\nkind: Secret\nmetadata: {{ name: {name} }}\nstringData:\n");
+    for (k, v) in data {
+        yaml.push_str(&format!("  {k}: {}\n", serde_json::to_string(v).unwrap()));
+    }
+    yaml
 }

@@ -1,0 +1,274 @@
+//! The controllers: one reconciler per kind, and what they share.
+//!
+//! Four watches (the three kinds and Secrets) feed four reflector stores.
+//! Every watch event is also mapped, in `relations`, to the objects of other
+//! kinds that depend on it, and those are queued on the controllers through
+//! `reconcile_on`; so a rotated Secret reaches every attachment that uses it.
+//! Only the attachment reconciler touches schemas; the workspace reconciler
+//! owns the periodic resync (one catalog query per workspace) and the
+//! connection reconciler owns tests and the connection's status.
+
+mod attachment;
+mod connection;
+mod observations;
+mod relations;
+mod resolve;
+mod status;
+mod workspace;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::channel::mpsc::{UnboundedSender, unbounded};
+use futures::{Stream, StreamExt, TryStreamExt, future};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::runtime::controller::{self, Action};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::{Controller, WatchStreamExt};
+use kube::{Client, Resource, ResourceExt};
+use tracing::{info, warn};
+
+use crate::api::{Connection, Workspace, WorkspaceConnection};
+use crate::postgres::{Pools, Timeouts};
+pub use observations::Observations;
+
+/// The field manager of every status write, and the reporting controller of
+/// every Event.
+pub const MANAGER: &str = "manifold";
+
+/// How the controllers behave.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How often each workspace's catalog is observed, and drift healed.
+    pub resync: Duration,
+    /// Connections per workspace pool: the bound on concurrent work in one
+    /// database.
+    pub pool_size: usize,
+    /// Reconciles running at once, per controller.
+    pub concurrency: u16,
+    pub timeouts: Timeouts,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { resync: Duration::from_secs(300), pool_size: 4, concurrency: 64, timeouts: Timeouts::default() }
+    }
+}
+
+/// The reflector stores of the four watched kinds.
+#[derive(Clone)]
+pub struct Stores {
+    pub workspaces: Store<Workspace>,
+    pub connections: Store<Connection>,
+    pub attachments: Store<WorkspaceConnection>,
+    pub secrets: Store<Secret>,
+}
+
+impl Stores {
+    pub fn workspace(&self, ns: &str, name: &str) -> Option<Arc<Workspace>> {
+        self.workspaces.get(&ObjectRef::new(name).within(ns))
+    }
+
+    pub fn connection(&self, ns: &str, name: &str) -> Option<Arc<Connection>> {
+        self.connections.get(&ObjectRef::new(name).within(ns))
+    }
+
+    pub fn secret(&self, ns: &str, name: &str) -> Option<Arc<Secret>> {
+        self.secrets.get(&ObjectRef::new(name).within(ns))
+    }
+
+    pub fn attachments_where(&self, ns: &str, pred: impl Fn(&WorkspaceConnection) -> bool) -> Vec<Arc<WorkspaceConnection>> {
+        let mut found: Vec<_> =
+            self.attachments.state().into_iter().filter(|a| a.namespace().as_deref() == Some(ns) && pred(a)).collect();
+        found.sort_by_key(|a| a.name_any());
+        found
+    }
+}
+
+/// Queues reconciles on the controllers from outside their own watches.
+#[derive(Clone)]
+pub struct Triggers {
+    pub workspaces: UnboundedSender<ObjectRef<Workspace>>,
+    pub connections: UnboundedSender<ObjectRef<Connection>>,
+    pub attachments: UnboundedSender<ObjectRef<WorkspaceConnection>>,
+}
+
+/// Per-object retry delays: 1 s, doubling up to 5 minutes, with jitter, and
+/// reset by a success. Failures back off; they do not spin.
+#[derive(Default)]
+pub struct Backoff {
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Backoff {
+    pub fn failed(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap();
+        let n = failures.entry(key.to_owned()).or_default();
+        *n = n.saturating_add(1);
+        let base = Duration::from_secs(1).saturating_mul(1 << (*n - 1).min(9)).min(Duration::from_secs(300));
+        // Jitter of up to a quarter, so that many objects failing together
+        // (a database restart) do not retry in lockstep.
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+        base + base.mul_f64(f64::from(nanos % 1000) / 4000.0)
+    }
+
+    pub fn succeeded(&self, key: &str) {
+        self.failures.lock().unwrap().remove(key);
+    }
+}
+
+/// Everything the reconcilers share.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub stores: Stores,
+    pub pools: Pools,
+    pub observations: Observations,
+    pub recorder: Recorder,
+    pub backoff: Backoff,
+    pub triggers: Triggers,
+}
+
+/// A reconcile that failed against the Kubernetes API. Database and spec
+/// problems are not errors here: they are reported in status.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("{0}")]
+    Held(String),
+}
+
+fn error_policy<K: Resource<DynamicType = ()>>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!("{}/{}/{}", K::kind(&()), obj.meta().namespace.as_deref().unwrap_or(""), obj.meta().name.as_deref().unwrap_or(""));
+    let delay = ctx.backoff.failed(&key);
+    warn!(object = %key, error = %err, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// A watch of one kind, across the cluster, whose events are reflected into
+/// a shared store, handed to `relate` (which queues dependents), and
+/// broadcast to the kind's own controller.
+fn reflect<K>(
+    client: &Client,
+    stores: &Arc<std::sync::OnceLock<Stores>>,
+    triggers: &Triggers,
+    relate: fn(&Stores, &Triggers, &Event<K>),
+) -> (Store<K>, impl Stream<Item = Arc<K>> + Send + 'static, impl Future<Output = ()> + Send + 'static)
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store_shared::<K>(1024);
+    let subscriber = writer.subscribe().expect("a shared store has subscribers");
+    let driver = watcher::watcher(Api::<K>::all(client.clone()), watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(|obj| {
+            // Nothing reads managed fields; they are most of an object's size.
+            obj.meta_mut().managed_fields = None;
+        })
+        .inspect_ok({
+            let (stores, triggers) = (stores.clone(), triggers.clone());
+            move |event| {
+                if let Some(stores) = stores.get() {
+                    relate(stores, &triggers, event)
+                }
+            }
+        })
+        .reflect_shared(writer)
+        .for_each(|event| {
+            if let Err(err) = event {
+                warn!(kind = %K::kind(&()), error = %err, "watch failed; retrying");
+            }
+            future::ready(())
+        });
+    (reader, subscriber, driver)
+}
+
+type RunResult<K> = Result<(ObjectRef<K>, Action), controller::Error<Error, watcher::Error>>;
+
+fn log_result<K: Resource>(kind: &'static str, result: RunResult<K>) -> future::Ready<()> {
+    match result {
+        Ok(_) | Err(controller::Error::ReconcilerFailed(..)) => {} // error_policy logs those
+        Err(other) => warn!(kind, error = %other, "controller"),
+    }
+    future::ready(())
+}
+
+/// Runs the three controllers until `shutdown` resolves.
+pub async fn run(client: Client, settings: Settings, shutdown: impl Future<Output = ()> + Send + 'static) {
+    let (ws_tx, ws_rx) = unbounded();
+    let (conn_tx, conn_rx) = unbounded();
+    let (att_tx, att_rx) = unbounded();
+    let triggers = Triggers { workspaces: ws_tx, connections: conn_tx, attachments: att_tx };
+
+    // The relations need the stores of other kinds, which exist only once
+    // every reflector is made; they are filled in right after.
+    let stores_cell: Arc<std::sync::OnceLock<Stores>> = Arc::default();
+    let (workspaces, ws_sub, ws_driver) = reflect(&client, &stores_cell, &triggers, relations::workspace_changed);
+    let (connections, conn_sub, conn_driver) = reflect(&client, &stores_cell, &triggers, relations::connection_changed);
+    let (attachments, att_sub, att_driver) = reflect(&client, &stores_cell, &triggers, relations::attachment_changed);
+    let (secrets, secret_sub, secret_driver) = reflect(&client, &stores_cell, &triggers, relations::secret_changed);
+    let stores = Stores { workspaces, connections, attachments, secrets };
+    stores_cell.set(stores.clone()).ok();
+
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        pools: Pools::new(settings.pool_size, settings.timeouts),
+        observations: Observations::default(),
+        recorder: Recorder::new(client.clone(), Reporter { controller: MANAGER.into(), instance: std::env::var("POD_NAME").ok() }),
+        backoff: Backoff::default(),
+        settings: settings.clone(),
+        stores: stores.clone(),
+        triggers,
+    });
+
+    let drivers = tokio::spawn(future::join4(ws_driver, conn_driver, att_driver, secret_driver));
+    // Secrets have no controller of their own; their subscriber is drained.
+    let secrets_drained = tokio::spawn(secret_sub.for_each(|_| future::ready(())));
+    // A reconcile reads all four stores: until each has listed its kind, a
+    // missing reference would be reported wrongly.
+    let ready = future::join4(
+        stores.workspaces.wait_until_ready(),
+        stores.connections.wait_until_ready(),
+        stores.attachments.wait_until_ready(),
+        stores.secrets.wait_until_ready(),
+    );
+    if let (Err(e), _, _, _) | (_, Err(e), _, _) | (_, _, Err(e), _) | (_, _, _, Err(e)) = ready.await {
+        warn!(error = %e, "stores never became ready");
+        return;
+    }
+    info!("caches synced");
+
+    let config = controller::Config::default().concurrency(settings.concurrency);
+    let shutdown = futures::FutureExt::shared(shutdown);
+    let workspace_controller = Controller::for_shared_stream(ws_sub, stores.workspaces.clone())
+        .with_config(config.clone().debounce(Duration::from_millis(200)))
+        .reconcile_on(ws_rx)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(workspace::reconcile, error_policy, ctx.clone())
+        .for_each(|r| log_result("Workspace", r));
+    let connection_controller = Controller::for_shared_stream(conn_sub, stores.connections.clone())
+        .with_config(config.clone().debounce(Duration::from_millis(200)))
+        .reconcile_on(conn_rx)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(connection::reconcile, error_policy, ctx.clone())
+        .for_each(|r| log_result("Connection", r));
+    let attachment_controller = Controller::for_shared_stream(att_sub, stores.attachments.clone())
+        .with_config(config)
+        .reconcile_on(att_rx)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(attachment::reconcile, error_policy, ctx.clone())
+        .for_each(|r| log_result("WorkspaceConnection", r));
+
+    info!(resync = ?settings.resync, pool_size = settings.pool_size, "controllers starting");
+    future::join3(workspace_controller, connection_controller, attachment_controller).await;
+    drivers.abort();
+    secrets_drained.abort();
+    info!("controllers stopped");
+}
