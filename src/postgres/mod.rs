@@ -434,7 +434,9 @@ impl Pools {
             return Ok(db.clone());
         }
         let db = Database::new(uri, self.max_connections, self.timeouts, self.counters.clone())?;
-        pools.insert(key, (version, db.clone()));
+        if let Some((_, old)) = pools.insert(key, (version, db.clone())) {
+            old.pool.close();
+        }
         Ok(db)
     }
 

@@ -544,3 +544,37 @@ async fn a_resync_at_rest_costs_one_query_and_writes_nothing() {
     assert!((2..=4).contains(&calls), "one query per resync interval over three intervals, got {calls}");
     assert_eq!(versions().await, before, "no status write at rest");
 }
+
+#[tokio::test]
+async fn deleting_a_workspace_removes_its_schemas() {
+    let w = world("ws-delete").await;
+    w.workspace("ws");
+    w.connection("gone", "");
+    w.connection("stays", "");
+    w.attach("ws-gone", "ws", "gone", "");
+    w.attach("ws-stays", "ws", "stays", "  deletionPolicy: Orphan\n");
+    w.wait_ready("ws-gone").await;
+    w.wait_ready("ws-stays").await;
+
+    // Status is written by one field manager, with server-side apply.
+    let managers = stdout_ok(&w.t.kubectl(&[
+        "get", "wsconn", "ws-gone", "--show-managed-fields", "-o",
+        "jsonpath={range .metadata.managedFields[?(@.subresource==\"status\")]}{.manager}/{.operation} {end}",
+    ]));
+    assert_eq!(managers.trim(), "manifold/Apply");
+
+    let workspaces: Api<Workspace> = w.t.api();
+    workspaces.delete("ws", &DeleteParams::default()).await.unwrap();
+    wait_for("workspace deleted", WAIT, || async {
+        match workspaces.get_opt("ws").await.unwrap() {
+            None => Ok(()),
+            Some(ws) => Err(format!("{:?}", ws.status)),
+        }
+    })
+    .await;
+    let ws = w.ws().await;
+    assert!(!schema_exists(&ws, "gone").await, "the Delete attachment's schema is removed");
+    assert!(!server_exists(&ws, "gone").await);
+    assert!(schema_exists(&ws, "stays").await, "the Orphan attachment's schema stays");
+    w.wait_reason("ws-gone", "WorkspaceNotFound").await;
+}
