@@ -19,6 +19,20 @@ struct Cli {
 enum Command {
     /// Run the controller.
     Run(RunArgs),
+    /// Test a connection now and print the result: sets the
+    /// manifold.dev/test-request annotation, then waits for the operator's
+    /// answer. Exits 0 if the test passed, 1 if it failed or could not run,
+    /// 2 if no answer came in time.
+    Test {
+        /// Name of the Connection.
+        name: String,
+        /// Its namespace; defaults to the kubeconfig's.
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// How long to wait for the result.
+        #[arg(long, default_value = "30s", value_parser = duration)]
+        timeout: Duration,
+    },
     /// Print the CustomResourceDefinitions as YAML.
     Crds {
         /// Write one file per kind into this directory instead of printing.
@@ -47,6 +61,9 @@ struct RunArgs {
     /// Lock timeout of the work done in workspace databases.
     #[arg(long, env = "MANIFOLD_LOCK_TIMEOUT", default_value = "10s", value_parser = duration)]
     lock_timeout: Duration,
+    /// Bounds every statement of a connection test.
+    #[arg(long, env = "MANIFOLD_TEST_TIMEOUT", default_value = "10s", value_parser = duration)]
+    test_timeout: Duration,
     /// Log format: text or json.
     #[arg(long, env = "MANIFOLD_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -66,6 +83,49 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Crds { write } => print_crds(write),
         Command::Run(args) => run(args),
+        Command::Test { name, namespace, timeout } => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let code = runtime.block_on(test_connection(&name, namespace, timeout))?;
+            std::process::exit(code)
+        }
+    }
+}
+
+/// The command-line Test Connection button.
+async fn test_connection(name: &str, namespace: Option<String>, timeout: Duration) -> Result<i32, Box<dyn std::error::Error>> {
+    use kube::api::{Api, Patch, PatchParams};
+    use manifold::api::{Connection, TEST_REQUEST_ANNOTATION, TestOutcome};
+
+    let client = kube::Client::try_default().await?;
+    let ns = namespace.unwrap_or_else(|| client.default_namespace().to_owned());
+    let api: Api<Connection> = Api::namespaced(client, &ns);
+    let request = format!("{}-{}", jiff::Timestamp::now(), std::process::id());
+    let patch = serde_json::json!({ "metadata": { "annotations": { TEST_REQUEST_ANNOTATION: request } } });
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let conn = api.get(name).await?;
+        if let Some(test) = conn.status.and_then(|s| s.test).filter(|t| t.request.as_deref() == Some(request.as_str())) {
+            let place = test.workspace.map(|w| format!(" in workspace {w}")).unwrap_or_default();
+            match test.result {
+                TestOutcome::Passed => {
+                    let tables = test.tables.unwrap_or(0);
+                    println!("{ns}/{name}: Passed: {tables} tables, {} ms{place}", test.duration_ms);
+                    println!("  {}", test.message);
+                    return Ok(0);
+                }
+                outcome => {
+                    println!("{ns}/{name}: {outcome:?}: {}{place}", test.reason);
+                    println!("  {}", test.message);
+                    return Ok(1);
+                }
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            eprintln!("{ns}/{name}: no test result after {timeout:?}; is the operator running?");
+            return Ok(2);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -102,6 +162,7 @@ fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             statement: args.statement_timeout,
             lock: args.lock_timeout,
         },
+        test_timeout: args.test_timeout,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {

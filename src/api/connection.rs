@@ -220,13 +220,15 @@ pub enum TestOutcome {
     Passed,
     /// The test failed; `reason` says why.
     Failed,
+    /// The test could not run: there is no workspace to run it in.
+    Unknown,
 }
 
 /// The result of the last connection test.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TestResult {
-    /// `Passed` or `Failed`.
+    /// `Passed`, `Failed`, or `Unknown` when there was no workspace to test in.
     pub result: TestOutcome,
     /// A CamelCase reason, such as `Passed` or `AuthenticationFailed`.
     pub reason: String,
@@ -251,6 +253,10 @@ pub struct TestResult {
     /// The Workspace whose database ran the test.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<String>,
+    /// The version (uid@resourceVersion) of the credentials Secret that was
+    /// tested: a new version is tested again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<String>,
 }
 
 /// One workspace as seen from a connection.

@@ -1,23 +1,255 @@
 //! The connection reconciler: resolves the plugin, schema and credentials,
-//! and lists the workspaces that use the connection.
+//! tests the connection (on change, on a schedule and on demand), and lists
+//! the workspaces that use it.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
+use tracing::info;
 
+use super::resolve::{self, Failure};
 use super::status::{self, Outcome};
-use super::{Context, Error, resolve};
-use crate::api::{Connection, ConnectionStatus, Reason, WorkspaceUse, conditions};
+use super::{Context, Error};
+use crate::api::conditions::{Desired, Status, VERIFIED};
+use crate::api::{
+    Connection, ConnectionStatus, Reason, TEST_REQUEST_ANNOTATION, TestOutcome, TestResult, Workspace, WorkspaceUse,
+    conditions,
+};
 use crate::plugins;
+use crate::postgres::plan::{AttachPlan, Owner, PlanInput};
+
+/// The default of `spec.test.interval`.
+pub const DEFAULT_TEST_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Why a test runs now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// Never tested, or tested against another generation of the spec.
+    Spec,
+    /// The credentials Secret changed.
+    Credentials,
+    /// `manifold.dev/test-request` took a new value.
+    Requested,
+    /// The interval elapsed since the last test.
+    Periodic,
+    /// The last test failed or could not run; retried with backoff.
+    Retry,
+}
+
+/// The test interval of a connection; None when periodic tests are off.
+pub fn interval(conn: &Connection) -> Option<Duration> {
+    let Some(text) = conn.spec.test.as_ref().and_then(|t| t.interval.as_deref()) else {
+        return Some(DEFAULT_TEST_INTERVAL);
+    };
+    let parsed: Duration = text.parse::<kube::core::Duration>().map(Into::into).unwrap_or(DEFAULT_TEST_INTERVAL);
+    (!parsed.is_zero()).then_some(parsed)
+}
+
+/// Decides whether a test is due, from the last result and the inputs.
+/// `since_last` is how long ago the last test ran; `retry_after` is the
+/// backoff of a failed or unrun test.
+pub fn due(
+    conn: &Connection,
+    credentials: Option<&str>,
+    since_last: Option<Duration>,
+    retry_after: Duration,
+    workspace_available: bool,
+) -> Option<Cause> {
+    let Some(last) = conn.status.as_ref().and_then(|s| s.test.as_ref()) else {
+        return Some(Cause::Spec);
+    };
+    if last.observed_generation != conn.meta().generation {
+        return Some(Cause::Spec);
+    }
+    let request = conn.annotations().get(TEST_REQUEST_ANNOTATION);
+    if request.is_some() && request != last.request.as_ref() {
+        return Some(Cause::Requested);
+    }
+    if last.credentials.as_deref() != credentials {
+        return Some(Cause::Credentials);
+    }
+    let since = since_last.unwrap_or(Duration::MAX);
+    // A test that had nowhere to run runs as soon as somewhere appears.
+    if last.result == TestOutcome::Unknown && workspace_available {
+        return Some(Cause::Retry);
+    }
+    if last.result == TestOutcome::Failed && since >= retry_after {
+        return Some(Cause::Retry);
+    }
+    match interval(conn) {
+        Some(every) if since >= every => Some(Cause::Periodic),
+        _ => None,
+    }
+}
+
+/// When the next test falls due, if nothing else changes.
+fn next_test(conn: &Connection, since_last: Duration, retry_after: Duration) -> Option<Duration> {
+    let last = conn.status.as_ref()?.test.as_ref()?;
+    let mut next = interval(conn).map(|every| every.saturating_sub(since_last));
+    if last.result == TestOutcome::Failed {
+        let retry = retry_after.saturating_sub(since_last);
+        next = Some(next.map_or(retry, |n| n.min(retry)));
+    }
+    next
+}
+
+fn since(tested_at: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> Duration {
+    let elapsed = jiff::Timestamp::now().duration_since(tested_at.0);
+    Duration::try_from(elapsed).unwrap_or_default()
+}
+
+/// The workspace a test runs in: `spec.test.workspace`, or the first Ready
+/// Workspace of the namespace by name. Never another namespace's.
+fn test_workspace(ctx: &Context, conn: &Connection) -> Result<Arc<Workspace>, String> {
+    let ns = conn.namespace().unwrap_or_default();
+    if let Some(name) = conn.spec.test.as_ref().and_then(|t| t.workspace.as_deref()) {
+        return ctx
+            .stores
+            .workspace(&ns, name)
+            .filter(|w| w.meta().deletion_timestamp.is_none())
+            .ok_or_else(|| format!("spec.test.workspace {name:?} not found"));
+    }
+    let mut ready: Vec<Arc<Workspace>> = ctx
+        .stores
+        .workspaces
+        .state()
+        .into_iter()
+        .filter(|w| {
+            w.namespace().as_deref() == Some(&ns)
+                && w.meta().deletion_timestamp.is_none()
+                && w.status.as_ref().is_some_and(|s| conditions::is_ready(&s.conditions))
+        })
+        .collect();
+    ready.sort_by_key(|w| w.name_any());
+    ready.into_iter().next().ok_or_else(|| "there is no Ready Workspace in this namespace to test in".to_owned())
+}
+
+/// Runs one test. Failures to resolve the connection are test failures too.
+async fn run_test(ctx: &Context, conn: &Connection, resolved: &Result<(plugins::Wrapper, String, Option<String>), Failure>) -> TestResult {
+    let started = Instant::now();
+    let generation = conn.meta().generation;
+    let request = conn.annotations().get(TEST_REQUEST_ANNOTATION).cloned();
+    let mut result = TestResult {
+        result: TestOutcome::Failed,
+        reason: String::new(),
+        message: String::new(),
+        tables: None,
+        duration_ms: 0,
+        tested_at: status::now(),
+        observed_generation: generation,
+        request,
+        workspace: None,
+        credentials: resolved.as_ref().ok().and_then(|(_, _, v)| v.clone()),
+    };
+    let outcome: Result<i64, (Reason, String)> = async {
+        let (wrapper, _, version) = resolved.as_ref().map_err(|f| (f.reason, f.message.clone()))?;
+        let ws = test_workspace(ctx, conn).map_err(|m| (Reason::NoWorkspace, m))?;
+        result.workspace = Some(ws.name_any());
+        let uri = resolve::workspace_uri(&ctx.stores, &ws)
+            .map_err(|f| (f.reason, format!("Workspace {:?}: {}", ws.name_any(), f.message)))?;
+        let db = ctx.pools.get(&ws.namespace().unwrap_or_default(), &ws.name_any(), &uri).map_err(|e| (e.reason, e.message))?;
+        // A scratch schema and server that no attachment can own; the
+        // transaction is rolled back whatever happens.
+        let scratch = format!("manifold_test_{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() & 0xffff_ffff_ffff);
+        let plan = AttachPlan::new(PlanInput {
+            owner: Owner { namespace: conn.namespace().unwrap_or_default(), name: conn.name_any() },
+            uid: conn.metadata.uid.as_deref().unwrap_or(""),
+            schema: &scratch,
+            wrapper: wrapper.clone(),
+            tables: resolve::table_filter(conn),
+            credentials_version: version.as_deref(),
+        });
+        // Errors name the scratch server; a person knows the connection.
+        db.test(&plan, ctx.settings.test_timeout)
+            .await
+            .map_err(|e| (e.reason, e.message.replace(&scratch, &conn.name_any())))
+    }
+    .await;
+    result.duration_ms = started.elapsed().as_millis() as i64;
+    match outcome {
+        Ok(tables) => {
+            result.result = TestOutcome::Passed;
+            result.reason = Reason::Passed.as_str().to_owned();
+            result.tables = Some(tables as i32);
+            result.message = if tables == 0 {
+                "connected and imported, but the remote schema has no tables to read".to_owned()
+            } else {
+                format!("imported {tables} tables and read a row")
+            };
+        }
+        Err((Reason::NoWorkspace, message)) => {
+            result.result = TestOutcome::Unknown;
+            result.reason = Reason::NoWorkspace.as_str().to_owned();
+            result.message = message;
+        }
+        Err((reason, message)) => {
+            result.reason = reason.as_str().to_owned();
+            result.message = message;
+        }
+    }
+    result
+}
 
 pub async fn reconcile(conn: Arc<Connection>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let outcome = match resolve::connection(&ctx.stores, &conn) {
-        Ok(_) => Outcome::new(Reason::Valid, "the plugin, schema and credentials resolve"),
-        Err(f) => Outcome::new(f.reason, f.message),
+    let resolved = resolve::connection(&ctx.stores, &conn);
+    let backoff_key = format!("ConnectionTest/{}/{}", conn.namespace().unwrap_or_default(), conn.name_any());
+    let last = conn.status.as_ref().and_then(|s| s.test.as_ref());
+    let since_last = last.map(|t| since(&t.tested_at));
+    let retry_after = ctx.backoff.peek(&backoff_key);
+    let credentials = resolved.as_ref().ok().and_then(|(_, _, v)| v.clone()).or_else(|| {
+        // Unresolvable credentials still have a version, so that fixing the
+        // Secret is a change.
+        resolve::credentials(&ctx.stores, &conn).ok().flatten().map(|s| resolve::secret_version(&s))
+    });
+
+    let mut test = last.cloned();
+    let workspace_available = test_workspace(&ctx, &conn).is_ok();
+    if let Some(cause) = due(&conn, credentials.as_deref(), since_last, retry_after, workspace_available) {
+        let result = run_test(&ctx, &conn, &resolved).await;
+        info!(connection = %conn.name_any(), namespace = %conn.namespace().unwrap_or_default(), ?cause,
+              result = ?result.result, reason = %result.reason, duration_ms = result.duration_ms, "tested");
+        if result.result == TestOutcome::Passed {
+            ctx.backoff.succeeded(&backoff_key);
+        } else if result.result == TestOutcome::Failed {
+            ctx.backoff.failed(&backoff_key);
+        }
+        let (warning, reason) = match result.result {
+            TestOutcome::Passed => (false, "TestPassed"),
+            TestOutcome::Failed => (true, "TestFailed"),
+            TestOutcome::Unknown => (false, "NoWorkspace"),
+        };
+        let note = match result.result {
+            TestOutcome::Passed => format!("{} in {} ms", result.message, result.duration_ms),
+            _ => format!("{}: {}", result.reason, result.message),
+        };
+        status::event(&ctx, &*conn, warning, reason, "Test", note).await;
+        test = Some(result);
+    }
+
+    let outcome = match (&resolved, &test) {
+        (Err(f), _) => Outcome::new(f.reason, f.message.clone()),
+        (Ok(_), Some(t)) if t.result == TestOutcome::Failed => {
+            Outcome::new(Reason::TestFailed, format!("the last test failed: {}: {}", t.reason, t.message))
+        }
+        (Ok(_), Some(t)) if t.result == TestOutcome::Passed => Outcome::new(Reason::Passed, "the last test passed"),
+        (Ok(_), _) => Outcome::new(Reason::Valid, "the plugin, schema and credentials resolve; not tested yet"),
     };
-    report(&conn, &ctx, &outcome).await?;
-    Ok(Action::await_change())
+    report(&conn, &ctx, &outcome, test.clone()).await?;
+
+    let since_now = test.as_ref().map(|t| since(&t.tested_at)).unwrap_or_default();
+    Ok(match next_test(&conn_with_test(&conn, test), since_now, ctx.backoff.peek(&backoff_key)) {
+        Some(after) => Action::requeue(after.max(Duration::from_millis(100))),
+        None => Action::await_change(),
+    })
+}
+
+/// The connection as it will look once its status holds `test`.
+fn conn_with_test(conn: &Connection, test: Option<TestResult>) -> Connection {
+    let mut conn = conn.clone();
+    conn.status.get_or_insert_with(Default::default).test = test;
+    conn
 }
 
 fn workspaces(ctx: &Context, conn: &Connection) -> Vec<WorkspaceUse> {
@@ -44,27 +276,115 @@ fn workspaces(ctx: &Context, conn: &Connection) -> Vec<WorkspaceUse> {
     list
 }
 
-async fn report(conn: &Connection, ctx: &Context, outcome: &Outcome) -> Result<(), Error> {
+/// The `Verified` condition for a test result.
+fn verified(test: Option<&TestResult>) -> Desired {
+    match test {
+        Some(t) if t.result == TestOutcome::Passed => Desired::new(VERIFIED, Status::True, Reason::Passed.as_str(), t.message.clone()),
+        Some(t) if t.result == TestOutcome::Failed => Desired::new(VERIFIED, Status::False, t.reason.clone(), t.message.clone()),
+        Some(t) => Desired::new(VERIFIED, Status::Unknown, t.reason.clone(), t.message.clone()),
+        None => Desired::new(VERIFIED, Status::Unknown, "NotTested", "not tested yet"),
+    }
+}
+
+async fn report(conn: &Connection, ctx: &Context, outcome: &Outcome, test: Option<TestResult>) -> Result<(), Error> {
     let current = conn.status.as_ref();
     let generation = conn.meta().generation;
     let workspaces = workspaces(ctx, conn);
     let previous_reason = current.and_then(|s| status::ready_reason(&s.conditions)).map(str::to_owned);
+    let mut wanted = outcome.conditions();
+    wanted.push(verified(test.as_ref()));
     let status = ConnectionStatus {
         observed_generation: generation,
-        conditions: status::merge_conditions(
-            current.map(|s| s.conditions.as_slice()).unwrap_or_default(),
-            &outcome.conditions(),
-            generation,
-        ),
+        conditions: status::merge_conditions(current.map(|s| s.conditions.as_slice()).unwrap_or_default(), &wanted, generation),
         plugin: Some(plugins::label(&conn.spec.plugin)),
         schema: resolve::connection_schema(conn).ok(),
-        test: current.and_then(|s| s.test.clone()),
+        test,
         workspace_count: workspaces.iter().filter(|w| w.state == "Ready").count() as i32,
         workspaces,
     };
     status::write(ctx, conn, current, &status).await?;
-    if !outcome.is_ready() && previous_reason.as_deref() != Some(outcome.reason.as_str()) {
+    if !outcome.is_ready()
+        && outcome.reason != Reason::TestFailed
+        && previous_reason.as_deref() != Some(outcome.reason.as_str())
+    {
         status::event(ctx, conn, true, outcome.reason.as_str(), "Resolve", outcome.message.clone()).await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ConnectionSpec, PluginSpec, TestSpec};
+
+    fn conn(generation: i64, interval: Option<&str>, test: Option<TestResult>, request: Option<&str>) -> Connection {
+        let mut c = Connection::new(
+            "c",
+            ConnectionSpec {
+                schema: None,
+                plugin: PluginSpec { postgres: None, steampipe: None, fdw: None },
+                credentials: None,
+                tables: None,
+                test: Some(TestSpec { interval: interval.map(str::to_owned), workspace: None }),
+            },
+        );
+        c.metadata.generation = Some(generation);
+        if let Some(r) = request {
+            c.metadata.annotations = Some([(TEST_REQUEST_ANNOTATION.to_owned(), r.to_owned())].into());
+        }
+        c.status = Some(ConnectionStatus { test, ..Default::default() });
+        c
+    }
+
+    fn result(outcome: TestOutcome, generation: i64, request: Option<&str>, credentials: Option<&str>) -> TestResult {
+        TestResult {
+            result: outcome,
+            reason: "Passed".into(),
+            message: String::new(),
+            tables: None,
+            duration_ms: 1,
+            tested_at: status::now(),
+            observed_generation: Some(generation),
+            request: request.map(str::to_owned),
+            workspace: None,
+            credentials: credentials.map(str::to_owned),
+        }
+    }
+
+    const MIN: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn a_new_or_changed_connection_is_tested() {
+        assert_eq!(due(&conn(1, None, None, None), None, None, MIN, false), Some(Cause::Spec));
+        let tested = Some(result(TestOutcome::Passed, 1, None, None));
+        assert_eq!(due(&conn(2, None, tested.clone(), None), None, Some(MIN), MIN, false), Some(Cause::Spec));
+        assert_eq!(due(&conn(1, None, tested, None), None, Some(MIN), MIN, false), None);
+    }
+
+    #[test]
+    fn new_credentials_and_new_requests_are_tested() {
+        let tested = Some(result(TestOutcome::Passed, 1, Some("a"), Some("uid@1")));
+        assert_eq!(due(&conn(1, None, tested.clone(), Some("a")), Some("uid@2"), Some(MIN), MIN, false), Some(Cause::Credentials));
+        assert_eq!(due(&conn(1, None, tested.clone(), Some("b")), Some("uid@1"), Some(MIN), MIN, false), Some(Cause::Requested));
+        assert_eq!(due(&conn(1, None, tested, Some("a")), Some("uid@1"), Some(MIN), MIN, false), None);
+    }
+
+    #[test]
+    fn the_interval_schedules_tests_and_zero_turns_them_off() {
+        let tested = Some(result(TestOutcome::Passed, 1, None, None));
+        let hour = Duration::from_secs(3600);
+        assert_eq!(due(&conn(1, None, tested.clone(), None), None, Some(hour), MIN, false), Some(Cause::Periodic));
+        assert_eq!(due(&conn(1, Some("2h"), tested.clone(), None), None, Some(hour), MIN, false), None);
+        assert_eq!(due(&conn(1, Some("0"), tested.clone(), None), None, Some(hour * 100), MIN, false), None);
+        assert_eq!(next_test(&conn(1, Some("90s"), tested, None), Duration::from_secs(30), MIN), Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn a_failed_test_is_retried_with_backoff() {
+        let failed = Some(result(TestOutcome::Failed, 1, None, None));
+        let c = conn(1, None, failed, None);
+        assert_eq!(due(&c, None, Some(Duration::from_secs(5)), Duration::from_secs(10), false), None);
+        assert_eq!(due(&c, None, Some(Duration::from_secs(10)), Duration::from_secs(10), false), Some(Cause::Retry));
+        assert_eq!(next_test(&c, Duration::from_secs(4), Duration::from_secs(10)), Some(Duration::from_secs(6)));
+    }
 }

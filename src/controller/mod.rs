@@ -51,11 +51,19 @@ pub struct Settings {
     /// Reconciles running at once, per controller.
     pub concurrency: u16,
     pub timeouts: Timeouts,
+    /// Bounds every statement of a connection test.
+    pub test_timeout: Duration,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { resync: Duration::from_secs(300), pool_size: 4, concurrency: 64, timeouts: Timeouts::default() }
+        Settings {
+            resync: Duration::from_secs(300),
+            pool_size: 4,
+            concurrency: 64,
+            timeouts: Timeouts::default(),
+            test_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -114,6 +122,13 @@ impl Backoff {
         // (a database restart) do not retry in lockstep.
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
         base + base.mul_f64(f64::from(nanos % 1000) / 4000.0)
+    }
+
+    /// The delay `failed` would give next, without counting a failure and
+    /// without jitter: 1 s when nothing has failed yet.
+    pub fn peek(&self, key: &str) -> Duration {
+        let n = self.failures.lock().unwrap().get(key).copied().unwrap_or(0);
+        Duration::from_secs(1).saturating_mul(1 << n.saturating_sub(1).min(9)).min(Duration::from_secs(300))
     }
 
     pub fn succeeded(&self, key: &str) {

@@ -8,7 +8,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::Event;
 
 use super::{Stores, Triggers};
-use crate::api::{Connection, Reason, Workspace, WorkspaceConnection, conditions};
+use crate::api::{Connection, Reason, TestOutcome, Workspace, WorkspaceConnection, conditions};
 
 fn objects<K>(event: &Event<K>) -> Option<&K> {
     match event {
@@ -32,6 +32,18 @@ pub fn workspace_changed(stores: &Stores, triggers: &Triggers, event: &Event<Wor
     let (ns, name) = (ws.namespace().unwrap_or_default(), ws.name_any());
     for att in stores.attachments_where(&ns, |a| a.spec.workspace == name) {
         send(&triggers.attachments, &ns, &att.name_any());
+    }
+    // A workspace that appears or becomes Ready may be where a connection's
+    // test can finally run, or the one its tests are pinned to.
+    for conn in stores.connections.state() {
+        if conn.namespace().as_deref() != Some(&ns) {
+            continue;
+        }
+        let untested = conn.status.as_ref().and_then(|s| s.test.as_ref()).is_none_or(|t| t.result == TestOutcome::Unknown);
+        let pinned = conn.spec.test.as_ref().and_then(|t| t.workspace.as_deref()) == Some(name.as_str());
+        if untested || pinned {
+            send(&triggers.connections, &ns, &conn.name_any());
+        }
     }
 }
 

@@ -94,6 +94,8 @@ pub fn classify(err: &tokio_postgres::Error, secrets: &[&str]) -> DbError {
     } else {
         Reason::DatabaseError
     };
+    // One line: libpq's hints arrive as extra tab-indented lines.
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
     DbError::new(reason, redact(&text, secrets))
 }
 
@@ -321,6 +323,43 @@ impl Database {
             .map_err(err)?;
         tx.commit().await.map_err(err)?;
         Ok(Attached { change, tables })
+    }
+
+    /// Tests a plan: in one transaction that is always rolled back, creates
+    /// the server, the user mapping and a scratch schema, imports, and reads
+    /// one row of the first imported table. Nothing is left behind. Returns
+    /// the number of tables imported. `timeout` bounds every statement.
+    pub async fn test(&self, plan: &AttachPlan, timeout: Duration) -> Result<i64, DbError> {
+        let secrets: Vec<&str> = plan
+            .server_options
+            .iter()
+            .chain(&plan.mapping_options)
+            .filter(|(_, v)| v.is_secret())
+            .map(|(_, v)| v.expose())
+            .chain([&*self.uri_secret])
+            .collect();
+        let err = |e: tokio_postgres::Error| classify(&e, &secrets);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(err)?;
+        let ms = timeout.as_millis() as u64;
+        let ddl = [
+            sql::set_timeouts(ms, ms),
+            sql::create_extension(&plan.extension),
+            sql::create_server(plan),
+            sql::create_user_mapping(&plan.server, &plan.mapping_options),
+            sql::create_schema(&plan.schema),
+            sql::import_foreign_schema(&plan.remote_schema, &plan.tables, &plan.server, &plan.schema),
+        ];
+        self.count(ddl.len() as u64 + 1, 0);
+        tx.batch_execute(&ddl.join(";\n")).await.map_err(err)?;
+        let tables: Vec<String> =
+            tx.query(sql::FOREIGN_TABLES, &[&plan.schema]).await.map_err(err)?.iter().map(|r| r.get(0)).collect();
+        if let Some(first) = tables.first() {
+            self.count(1, 0);
+            tx.simple_query(&sql::read_one_row(&plan.schema, first)).await.map_err(err)?;
+        }
+        tx.rollback().await.map_err(err)?;
+        Ok(tables.len() as i64)
     }
 
     /// Removes what an attachment owns: its foreign tables, its schema, its

@@ -81,6 +81,16 @@ pub fn import_foreign_schema(remote_schema: &str, filter: &TableFilter, server: 
     )
 }
 
+/// Reads one row of a foreign table: proves access, not only syntax.
+pub fn read_one_row(schema: &str, table: &str) -> String {
+    format!("SELECT * FROM {} LIMIT 1", qualified(schema, table))
+}
+
+/// The foreign tables of a schema, by name. Parameter: schema name.
+pub const FOREIGN_TABLES: &str = "
+SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = $1 AND c.relkind = 'f' ORDER BY 1";
+
 pub fn comment_on_schema(schema: &str, comment: &str) -> String {
     format!("COMMENT ON SCHEMA {} IS {}", ident(schema), literal(comment))
 }

@@ -234,10 +234,13 @@ async fn one_connection_in_two_workspaces() {
     .await;
     let names: Vec<_> = conn.workspaces.iter().map(|u| (u.name.as_str(), u.schema.as_str(), u.state.as_str())).collect();
     assert_eq!(names, [("alpha", "shared", "Ready"), ("beta", "shared", "Ready")]);
-    let printed = stdout_ok(&w.t.kubectl(&["get", "conn", "shared"]));
+    let printed = wait_for("kubectl shows the test result", WAIT, || async {
+        let printed = stdout_ok(&w.t.kubectl(&["get", "conn", "shared"]));
+        if printed.contains("Passed") { Ok(printed) } else { Err(printed) }
+    })
+    .await;
     let row: Vec<_> = printed.lines().nth(1).unwrap().split_whitespace().collect();
-    // Not tested yet: the TEST column is empty.
-    assert_eq!(&row[..4], ["shared", "postgres", "shared", "2"], "{printed}");
+    assert_eq!(&row[..5], ["shared", "postgres", "shared", "Passed", "2"], "{printed}");
 }
 
 #[tokio::test]

@@ -6,3 +6,4 @@ mod support;
 
 mod attach;
 mod crds;
+mod test_connection;

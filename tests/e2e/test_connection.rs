@@ -1,0 +1,238 @@
+//! Test Connection, end to end: each way a connection can fail is reported
+//! with the reason that tells a person what to fix, no secret leaks, nothing
+//! is left in the workspace, and `manifold test` is the command-line button.
+
+use std::process::Command;
+use std::time::Duration;
+
+use kube::api::{Api, DeleteParams};
+use manifold::api::{Connection, TestOutcome, TestResult, conditions};
+
+use crate::attach::{World, world};
+use crate::support::{control_plane, operator, secret_yaml, stdout_ok, wait_for};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+impl World {
+    pub fn connections(&self) -> Api<Connection> {
+        self.t.api()
+    }
+
+    /// Waits until the connection's last test satisfies `check`.
+    pub async fn wait_test(&self, name: &str, what: &str, check: impl Fn(&TestResult) -> bool) -> Connection {
+        let api = self.connections();
+        wait_for(&format!("{name}: test {what}"), WAIT, || async {
+            let conn = api.get(name).await.map_err(|e| e.to_string())?;
+            match conn.status.as_ref().and_then(|s| s.test.as_ref()) {
+                Some(t) if check(t) => Ok(conn),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await
+    }
+
+    pub async fn wait_test_reason(&self, name: &str, reason: &str) -> Connection {
+        self.wait_test(name, reason, |t| t.reason == reason).await
+    }
+
+    /// Every status and Event in the namespace, as JSON text.
+    fn everything_visible(&self) -> String {
+        let statuses = stdout_ok(&self.t.kubectl(&["get", "conn,mws,wsconn", "-o", "json"]));
+        let events = stdout_ok(&self.t.kubectl(&["get", "events", "-o", "json"]));
+        format!("{statuses}\n{events}")
+    }
+}
+
+/// No leftover of a test in the workspace database.
+async fn assert_no_leftovers(w: &World) {
+    let ws = w.ws().await;
+    for (what, sql) in [
+        ("servers", "SELECT count(*) FROM pg_foreign_server WHERE srvname LIKE 'manifold_test_%'"),
+        ("schemas", "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'manifold_test_%'"),
+        ("user mappings", "SELECT count(*) FROM pg_user_mappings WHERE srvname LIKE 'manifold_test_%'"),
+        ("foreign tables", "SELECT count(*) FROM pg_foreign_table"),
+    ] {
+        let n: i64 = ws.query_one(sql, &[]).await.unwrap().get(0);
+        assert_eq!(n, 0, "the test left {what} behind");
+    }
+}
+
+fn condition(conn: &Connection, type_: &str) -> (String, String) {
+    let c = conditions::find(&conn.status.as_ref().unwrap().conditions, type_).unwrap();
+    (c.status.clone(), c.reason.clone())
+}
+
+#[tokio::test]
+async fn good_credentials_pass_and_leave_nothing_behind() {
+    let w = world("test-good").await;
+    w.workspace("ws");
+    w.connection("sales", "");
+    let conn = w.wait_test("sales", "Passed", |t| t.result == TestOutcome::Passed).await;
+    let test = conn.status.as_ref().unwrap().test.clone().unwrap();
+    assert_eq!(test.tables, Some(2));
+    assert_eq!(test.workspace.as_deref(), Some("ws"));
+    assert_eq!(test.observed_generation, conn.metadata.generation);
+    assert_eq!(condition(&conn, "Verified"), ("True".into(), "Passed".into()));
+    assert_eq!(condition(&conn, "Ready"), ("True".into(), "Passed".into()));
+    assert_no_leftovers(&w).await;
+    let printed = stdout_ok(&w.t.kubectl(&["get", "conn", "sales"]));
+    assert!(printed.lines().nth(1).unwrap().split_whitespace().nth(3) == Some("Passed"), "{printed}");
+    let events = stdout_ok(&w.t.kubectl(&["get", "events", "-o", "jsonpath={range .items[*]}{.reason}{\"\\n\"}{end}"]));
+    assert!(events.lines().any(|r| r == "TestPassed"), "{events}");
+}
+
+/// One bad connection per reason, all in one namespace with one workspace.
+#[tokio::test]
+async fn each_failure_has_a_reason_that_says_what_to_fix_and_no_secret_leaks() {
+    let w = world("test-bad").await;
+    w.workspace("ws");
+    let wrong_password = format!("wrong-{}", crate::support::unique("secret"));
+
+    // Wrong password.
+    w.apply(&secret_yaml("badpw-creds", &[("user", &w.src.user), ("password", &wrong_password)]));
+    w.connection_only("badpw", "");
+    // Nothing listening on the port.
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    w.credentials("nohost", &w.src.password);
+    w.apply(&format!(
+        "apiVersion: manifold.dev/v1alpha1\nkind: Connection\nmetadata: {{ name: nohost }}\nspec:\n\
+         \x20 plugin:\n    postgres: {{ host: 127.0.0.1, port: {closed_port}, database: {} }}\n\
+         \x20 credentials: {{ secretRef: {{ name: nohost-creds }} }}\n",
+        w.src.db
+    ));
+    // A remote schema that does not exist.
+    w.credentials("noschema", &w.src.password);
+    w.apply(&format!(
+        "apiVersion: manifold.dev/v1alpha1\nkind: Connection\nmetadata: {{ name: noschema }}\nspec:\n\
+         \x20 plugin:\n    postgres: {{ host: 127.0.0.1, port: {}, database: {}, remoteSchema: nowhere }}\n\
+         \x20 credentials: {{ secretRef: {{ name: noschema-creds }} }}\n",
+        w.pg.port, w.src.db
+    ));
+    // A missing Secret.
+    w.connection_only("nosecret", "");
+    // A steampipe plugin whose extension is not installed.
+    w.apply(
+        "apiVersion: manifold.dev/v1alpha1\nkind: Connection\nmetadata: { name: aws }\n\
+         spec: { plugin: { steampipe: { name: aws, config: 'regions = [\"*\"]' } } }\n",
+    );
+
+    for (name, reason) in [
+        ("badpw", "AuthenticationFailed"),
+        ("nohost", "HostUnreachable"),
+        ("noschema", "RemoteSchemaMissing"),
+        ("nosecret", "SecretNotFound"),
+        ("aws", "ExtensionMissing"),
+    ] {
+        let conn = w.wait_test_reason(name, reason).await;
+        let test = conn.status.as_ref().unwrap().test.clone().unwrap();
+        assert_eq!(test.result, TestOutcome::Failed, "{name}");
+        assert!(!test.message.is_empty(), "{name}: a message for a person");
+        let (verified, verified_reason) = condition(&conn, "Verified");
+        assert_eq!((verified.as_str(), verified_reason.as_str()), ("False", reason), "{name}");
+        let (ready, ready_reason) = condition(&conn, "Ready");
+        if name == "nosecret" {
+            assert_eq!((ready.as_str(), ready_reason.as_str()), ("False", "SecretNotFound"));
+        } else {
+            assert_eq!((ready.as_str(), ready_reason.as_str()), ("False", "TestFailed"), "{name}");
+        }
+    }
+    assert_no_leftovers(&w).await;
+    let events = stdout_ok(&w.t.kubectl(&["get", "events", "-o", "jsonpath={range .items[*]}{.reason}{\"\\n\"}{end}"]));
+    assert!(events.lines().any(|r| r == "TestFailed"), "{events}");
+
+    // A source table with SELECT revoked (on a source of its own).
+    let other = w.pg.source("test-revoked").await;
+    w.pg.connect(&other.db)
+        .await
+        .batch_execute(&format!("REVOKE SELECT ON ALL TABLES IN SCHEMA public FROM {}", other.user))
+        .await
+        .unwrap();
+    w.apply(&secret_yaml("revoked-creds", &[("user", &other.user), ("password", &other.password)]));
+    w.apply(&format!(
+        "apiVersion: manifold.dev/v1alpha1\nkind: Connection\nmetadata: {{ name: revoked }}\nspec:\n\
+         \x20 plugin:\n    postgres: {{ host: 127.0.0.1, port: {}, database: {} }}\n\
+         \x20 credentials: {{ secretRef: {{ name: revoked-creds }} }}\n",
+        w.pg.port, other.db
+    ));
+    w.wait_test_reason("revoked", "PermissionDenied").await;
+
+    // No secret value anywhere a person or a log collector can see.
+    let visible = w.everything_visible();
+    let logs = operator().logs();
+    for secret in [wrong_password.as_str(), w.src.password.as_str()] {
+        assert!(!visible.contains(secret), "a secret leaked into a status or Event");
+        assert!(!logs.contains(secret), "a secret leaked into the operator's log");
+    }
+    assert!(!visible.contains(&w.src.user), "the user name from the Secret is redacted too");
+
+    // Fixing the Secret is enough: the new version is tested.
+    w.credentials("badpw", &w.src.password);
+    w.wait_test("badpw", "Passed after the fix", |t| t.result == TestOutcome::Passed).await;
+}
+
+#[tokio::test]
+async fn no_workspace_means_unknown_until_one_is_ready() {
+    let w = world("test-nows").await;
+    w.connection("lonely", "");
+    let conn = w.wait_test_reason("lonely", "NoWorkspace").await;
+    assert_eq!(conn.status.as_ref().unwrap().test.as_ref().unwrap().result, TestOutcome::Unknown);
+    assert_eq!(condition(&conn, "Verified"), ("Unknown".into(), "NoWorkspace".into()));
+    w.workspace("late");
+    w.wait_test("lonely", "Passed once a workspace is Ready", |t| t.result == TestOutcome::Passed).await;
+}
+
+#[tokio::test]
+async fn a_periodic_test_runs_again_after_its_interval() {
+    let w = world("test-periodic").await;
+    w.workspace("ws");
+    w.connection("ticking", "  test: { interval: 2s }\n");
+    let first = w.wait_test("ticking", "Passed", |t| t.result == TestOutcome::Passed).await;
+    let first_at = first.status.unwrap().test.unwrap().tested_at;
+    w.wait_test("ticking", "tested again", |t| t.tested_at > first_at).await;
+
+    // interval 0 turns it off.
+    w.connection_only("ticking", "  test: { interval: \"0\" }\n");
+    let off = w.wait_test("ticking", "the new generation", |t| t.observed_generation == Some(2)).await;
+    let at = off.status.unwrap().test.unwrap().tested_at;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let later = w.connections().get("ticking").await.unwrap().status.unwrap().test.unwrap().tested_at;
+    assert_eq!(later, at, "no periodic test with interval 0");
+}
+
+#[tokio::test]
+async fn manifold_test_is_the_test_connection_button() {
+    let w = world("test-cli").await;
+    w.workspace("ws");
+    w.connection("good", "");
+    w.apply(&secret_yaml("bad-creds", &[("user", &w.src.user), ("password", "not-the-password")]));
+    w.connection_only("bad", "");
+    w.wait_test("good", "first", |_| true).await;
+    w.wait_test("bad", "first", |_| true).await;
+
+    let run = |name: &str| {
+        Command::new(env!("CARGO_BIN_EXE_manifold"))
+            .args(["test", name, "-n", &w.t.ns, "--timeout", "30s"])
+            .env("KUBECONFIG", &control_plane().kubeconfig)
+            .output()
+            .unwrap()
+    };
+    let good = run("good");
+    let printed = String::from_utf8_lossy(&good.stdout);
+    assert_eq!(good.status.code(), Some(0), "{printed}{}", String::from_utf8_lossy(&good.stderr));
+    assert!(printed.contains("Passed: 2 tables"), "{printed}");
+
+    let bad = run("bad");
+    let printed = String::from_utf8_lossy(&bad.stdout);
+    assert_eq!(bad.status.code(), Some(1), "{printed}");
+    assert!(printed.contains("Failed: AuthenticationFailed"), "{printed}");
+    assert!(!printed.contains("not-the-password"));
+
+    // Each press is answered by a new test.
+    let conn = w.connections().get("good").await.unwrap();
+    let request = conn.metadata.annotations.unwrap()["manifold.dev/test-request"].clone();
+    assert_eq!(conn.status.unwrap().test.unwrap().request.as_deref(), Some(request.as_str()));
+
+    w.connections().delete("bad", &DeleteParams::default()).await.unwrap();
+    let missing = run("bad");
+    assert_ne!(missing.status.code(), Some(0));
+}
