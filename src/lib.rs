@@ -5,3 +5,4 @@ pub mod api;
 pub mod plugins;
 pub mod postgres;
 pub mod controller;
+pub mod metrics;

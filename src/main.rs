@@ -64,6 +64,22 @@ struct RunArgs {
     /// Bounds every statement of a connection test.
     #[arg(long, env = "MANIFOLD_TEST_TIMEOUT", default_value = "10s", value_parser = duration)]
     test_timeout: Duration,
+    /// Watch only these namespaces (comma-separated); empty means all. Use
+    /// with the chart's namespaced RBAC.
+    #[arg(long, env = "MANIFOLD_NAMESPACES", value_delimiter = ',')]
+    namespaces: Vec<String>,
+    /// Address of the admin server: /healthz, /readyz and /metrics.
+    #[arg(long, env = "MANIFOLD_ADMIN_ADDRESS", default_value = "127.0.0.1:8080")]
+    admin_address: std::net::SocketAddr,
+    /// Elect a leader through a Lease, so that only one replica reconciles.
+    #[arg(long, env = "MANIFOLD_LEADER_ELECT", default_value_t = false)]
+    leader_elect: bool,
+    /// Name of the leader Lease.
+    #[arg(long, env = "MANIFOLD_LEASE_NAME", default_value = "manifold")]
+    lease_name: String,
+    /// Namespace of the leader Lease; defaults to the pod's (POD_NAMESPACE).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
     /// Log format: text or json.
     #[arg(long, env = "MANIFOLD_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -165,11 +181,73 @@ fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         test_timeout: args.test_timeout,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async move {
+    let lost = runtime.block_on(async move {
         let client = kube::Client::try_default().await?;
-        manifold::controller::run(client, settings, shutdown_signal()).await;
-        Ok(())
-    })
+        let metrics = std::sync::Arc::new(manifold::metrics::Metrics::default());
+        let health = manifold::metrics::Health::default();
+        let admin = manifold::metrics::serve(args.admin_address, metrics.clone(), health.clone()).await?;
+        tracing::info!(address = %admin, "admin server listening");
+        let shared = manifold::controller::Shared::new(client.clone(), settings, metrics);
+
+        if !args.leader_elect {
+            manifold::controller::run(shared, &args.namespaces, health, std::future::ready(()), shutdown_signal()).await;
+            return Ok::<bool, Box<dyn std::error::Error>>(false);
+        }
+        // Leader election: a Lease held for 15 s and renewed 5 s before it
+        // expires, so a standby takes over about 15 s after the leader dies.
+        let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
+            format!("{}-{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "manifold".into()), std::process::id())
+        });
+        let manager = kube_lease_manager::LeaseManagerBuilder::new(client, &args.lease_name)
+            .with_namespace(&args.lease_namespace)
+            .with_identity(&identity)
+            .with_duration(15)
+            .with_grace(5)
+            .build()
+            .await?;
+        let (mut is_leader, lease_task) = manager.watch().await;
+        tracing::info!(identity = %identity, lease = %args.lease_name, "waiting for leadership");
+        let mut lost_rx = is_leader.clone();
+        let elected = async move {
+            while !*is_leader.borrow_and_update() {
+                if is_leader.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let lost_flag = lost.clone();
+        // Stop when asked, or when the Lease is lost after it was held.
+        let shutdown = async move {
+            let lease_lost = async {
+                while !*lost_rx.borrow_and_update() {
+                    if lost_rx.changed().await.is_err() {
+                        return;
+                    }
+                }
+                while *lost_rx.borrow_and_update() {
+                    if lost_rx.changed().await.is_err() {
+                        break;
+                    }
+                }
+                lost_flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!("leader Lease lost; stopping");
+            };
+            tokio::select! {
+                _ = shutdown_signal() => {}
+                _ = lease_lost => {}
+            }
+        };
+        manifold::controller::run(shared, &args.namespaces, health, elected, shutdown).await;
+        // The receivers are gone with `run`: the Lease task releases the
+        // Lease for the next leader, and ends.
+        let _ = tokio::time::timeout(Duration::from_secs(5), lease_task).await;
+        Ok(lost.load(std::sync::atomic::Ordering::Relaxed))
+    })?;
+    if lost {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 /// Resolves on SIGTERM or SIGINT.

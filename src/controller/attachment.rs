@@ -259,6 +259,9 @@ async fn report(att: &WorkspaceConnection, ctx: &Context, step: &Step) -> Result
         last_applied_at: if applied { Some(status::now()) } else { current.and_then(|s| s.last_applied_at.clone()) },
     };
     status::write(ctx, att, current, &status).await?;
+    if !step.outcome.is_ready() {
+        ctx.metrics.failed("WorkspaceConnection", step.outcome.reason);
+    }
 
     if !step.detached.is_empty() {
         let note = format!("dropped schema {} from Workspace {:?}", step.detached.join(", "), att.spec.workspace);

@@ -210,6 +210,10 @@ pub async fn reconcile(conn: Arc<Connection>, ctx: Arc<Context>) -> Result<Actio
         let result = run_test(&ctx, &conn, &resolved).await;
         info!(connection = %conn.name_any(), namespace = %conn.namespace().unwrap_or_default(), ?cause,
               result = ?result.result, reason = %result.reason, duration_ms = result.duration_ms, "tested");
+        ctx.metrics
+            .tests
+            .get_or_create(&crate::metrics::TestLabels { result: format!("{:?}", result.result), reason: result.reason.clone() })
+            .inc();
         if result.result == TestOutcome::Passed {
             ctx.backoff.succeeded(&backoff_key);
         } else if result.result == TestOutcome::Failed {
@@ -303,6 +307,9 @@ async fn report(conn: &Connection, ctx: &Context, outcome: &Outcome, test: Optio
         workspaces,
     };
     status::write(ctx, conn, current, &status).await?;
+    if !outcome.is_ready() {
+        ctx.metrics.failed("Connection", outcome.reason);
+    }
     if !outcome.is_ready()
         && outcome.reason != Reason::TestFailed
         && previous_reason.as_deref() != Some(outcome.reason.as_str())

@@ -33,6 +33,7 @@ use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use crate::api::{Connection, Workspace, WorkspaceConnection};
+use crate::metrics::{Health, Metrics, StatementLabels};
 use crate::postgres::{Pools, Timeouts};
 pub use observations::Observations;
 
@@ -136,16 +137,18 @@ impl Backoff {
     }
 }
 
-/// Everything the reconcilers share.
+/// Everything a reconciler needs: the stores and triggers of its scope (all
+/// namespaces, or one), and what every scope shares.
 pub struct Context {
     pub client: Client,
     pub settings: Settings,
     pub stores: Stores,
-    pub pools: Pools,
-    pub observations: Observations,
-    pub recorder: Recorder,
-    pub backoff: Backoff,
     pub triggers: Triggers,
+    pub pools: Arc<Pools>,
+    pub observations: Arc<Observations>,
+    pub backoff: Arc<Backoff>,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
 }
 
 /// A reconcile that failed against the Kubernetes API. Database and spec
@@ -167,21 +170,32 @@ fn error_policy<K: Resource<DynamicType = ()>>(obj: Arc<K>, err: &Error, ctx: Ar
     Action::requeue(delay)
 }
 
-/// A watch of one kind, across the cluster, whose events are reflected into
-/// a shared store, handed to `relate` (which queues dependents), and
-/// broadcast to the kind's own controller.
+/// A watch of one kind, in one scope (all namespaces, or one), whose events
+/// are reflected into a shared store, handed to `relate` (which queues
+/// dependents), and broadcast to the kind's own controller.
 fn reflect<K>(
     client: &Client,
+    namespace: Option<&str>,
     stores: &Arc<std::sync::OnceLock<Stores>>,
     triggers: &Triggers,
     relate: fn(&Stores, &Triggers, &Event<K>),
 ) -> (Store<K>, impl Stream<Item = Arc<K>> + Send + 'static, impl Future<Output = ()> + Send + 'static)
 where
-    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
 {
     let (reader, writer) = reflector::store_shared::<K>(1024);
     let subscriber = writer.subscribe().expect("a shared store has subscribers");
-    let driver = watcher::watcher(Api::<K>::all(client.clone()), watcher::Config::default().any_semantic())
+    let api = match namespace {
+        Some(ns) => Api::<K>::namespaced(client.clone(), ns),
+        None => Api::<K>::all(client.clone()),
+    };
+    let driver = watcher::watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
         .modify(|obj| {
             // Nothing reads managed fields; they are most of an object's size.
@@ -215,75 +229,201 @@ fn log_result<K: Resource>(kind: &'static str, result: RunResult<K>) -> future::
     future::ready(())
 }
 
-/// Runs the three controllers until `shutdown` resolves.
-pub async fn run(client: Client, settings: Settings, shutdown: impl Future<Output = ()> + Send + 'static) {
+/// Times a reconcile for the metrics; failures reported in status are
+/// counted where the status is written.
+async fn measured(kind: &'static str, ctx: Arc<Context>, run: impl Future<Output = Result<Action, Error>>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = run.await;
+    ctx.metrics.reconciled(kind, started.elapsed(), result.is_err());
+    result
+}
+
+/// What the operator shares across scopes.
+pub struct Shared {
+    pub client: Client,
+    pub settings: Settings,
+    pub pools: Arc<Pools>,
+    pub observations: Arc<Observations>,
+    pub backoff: Arc<Backoff>,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Self {
+        // One `let` each: a family's guard must be gone before the next
+        // get_or_create takes its lock.
+        let queries = metrics.statements.get_or_create(&StatementLabels { kind: "query" }).clone();
+        let ddl = metrics.statements.get_or_create(&StatementLabels { kind: "ddl" }).clone();
+        let counters = crate::postgres::Counters { queries, ddl };
+        Shared {
+            pools: Arc::new(Pools::new(settings.pool_size, settings.timeouts, counters)),
+            observations: Arc::default(),
+            backoff: Arc::default(),
+            recorder: Recorder::new(
+                client.clone(),
+                Reporter { controller: MANAGER.into(), instance: std::env::var("POD_NAME").ok() },
+            ),
+            client,
+            settings,
+            metrics,
+        }
+    }
+}
+
+/// The watches, stores and controllers of one scope.
+struct Scope {
+    ctx: Arc<Context>,
+    subscribers: (
+        futures::stream::BoxStream<'static, Arc<Workspace>>,
+        futures::stream::BoxStream<'static, Arc<Connection>>,
+        futures::stream::BoxStream<'static, Arc<WorkspaceConnection>>,
+    ),
+    receivers: (
+        futures::channel::mpsc::UnboundedReceiver<ObjectRef<Workspace>>,
+        futures::channel::mpsc::UnboundedReceiver<ObjectRef<Connection>>,
+        futures::channel::mpsc::UnboundedReceiver<ObjectRef<WorkspaceConnection>>,
+    ),
+}
+
+/// Starts the watches of one scope; their drivers are spawned.
+fn watch_scope(shared: &Shared, namespace: Option<&str>, tasks: &mut Vec<tokio::task::JoinHandle<()>>) -> Scope {
     let (ws_tx, ws_rx) = unbounded();
     let (conn_tx, conn_rx) = unbounded();
     let (att_tx, att_rx) = unbounded();
     let triggers = Triggers { workspaces: ws_tx, connections: conn_tx, attachments: att_tx };
-
     // The relations need the stores of other kinds, which exist only once
-    // every reflector is made; they are filled in right after.
-    let stores_cell: Arc<std::sync::OnceLock<Stores>> = Arc::default();
-    let (workspaces, ws_sub, ws_driver) = reflect(&client, &stores_cell, &triggers, relations::workspace_changed);
-    let (connections, conn_sub, conn_driver) = reflect(&client, &stores_cell, &triggers, relations::connection_changed);
-    let (attachments, att_sub, att_driver) = reflect(&client, &stores_cell, &triggers, relations::attachment_changed);
-    let (secrets, secret_sub, secret_driver) = reflect(&client, &stores_cell, &triggers, relations::secret_changed);
+    // every reflector is made; the cell is filled right after.
+    let cell: Arc<std::sync::OnceLock<Stores>> = Arc::default();
+    let client = &shared.client;
+    let (workspaces, ws_sub, ws_driver) = reflect(client, namespace, &cell, &triggers, relations::workspace_changed);
+    let (connections, conn_sub, conn_driver) = reflect(client, namespace, &cell, &triggers, relations::connection_changed);
+    let (attachments, att_sub, att_driver) = reflect(client, namespace, &cell, &triggers, relations::attachment_changed);
+    let (secrets, secret_sub, secret_driver) = reflect(client, namespace, &cell, &triggers, relations::secret_changed);
     let stores = Stores { workspaces, connections, attachments, secrets };
-    stores_cell.set(stores.clone()).ok();
-
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        pools: Pools::new(settings.pool_size, settings.timeouts),
-        observations: Observations::default(),
-        recorder: Recorder::new(client.clone(), Reporter { controller: MANAGER.into(), instance: std::env::var("POD_NAME").ok() }),
-        backoff: Backoff::default(),
-        settings: settings.clone(),
-        stores: stores.clone(),
-        triggers,
-    });
-
-    let drivers = tokio::spawn(future::join4(ws_driver, conn_driver, att_driver, secret_driver));
+    cell.set(stores.clone()).ok();
+    tasks.push(tokio::spawn(ws_driver));
+    tasks.push(tokio::spawn(conn_driver));
+    tasks.push(tokio::spawn(att_driver));
+    tasks.push(tokio::spawn(secret_driver));
     // Secrets have no controller of their own; their subscriber is drained.
-    let secrets_drained = tokio::spawn(secret_sub.for_each(|_| future::ready(())));
+    tasks.push(tokio::spawn(secret_sub.for_each(|_| future::ready(()))));
+    Scope {
+        ctx: Arc::new(Context {
+            client: shared.client.clone(),
+            settings: shared.settings.clone(),
+            stores,
+            triggers,
+            pools: shared.pools.clone(),
+            observations: shared.observations.clone(),
+            backoff: shared.backoff.clone(),
+            recorder: shared.recorder.clone(),
+            metrics: shared.metrics.clone(),
+        }),
+        subscribers: (ws_sub.boxed(), conn_sub.boxed(), att_sub.boxed()),
+        receivers: (ws_rx, conn_rx, att_rx),
+    }
+}
+
+/// Runs the operator: the watches start at once (so a standby replica has
+/// warm caches and is ready), the controllers once `leader` resolves, and
+/// everything stops when `shutdown` resolves. `namespaces` limits the
+/// watches to those namespaces; empty means all.
+pub async fn run(
+    shared: Shared,
+    namespaces: &[String],
+    health: Health,
+    leader: impl Future<Output = ()> + Send,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let shutdown = futures::FutureExt::shared(shutdown);
+    let mut tasks = Vec::new();
+    let scopes: Vec<Scope> = if namespaces.is_empty() {
+        vec![watch_scope(&shared, None, &mut tasks)]
+    } else {
+        namespaces.iter().map(|ns| watch_scope(&shared, Some(ns), &mut tasks)).collect()
+    };
+
     // A reconcile reads all four stores: until each has listed its kind, a
     // missing reference would be reported wrongly.
-    let ready = future::join4(
-        stores.workspaces.wait_until_ready(),
-        stores.connections.wait_until_ready(),
-        stores.attachments.wait_until_ready(),
-        stores.secrets.wait_until_ready(),
-    );
-    if let (Err(e), _, _, _) | (_, Err(e), _, _) | (_, _, Err(e), _) | (_, _, _, Err(e)) = ready.await {
-        warn!(error = %e, "stores never became ready");
-        return;
+    for scope in &scopes {
+        let s = &scope.ctx.stores;
+        let ready = future::join4(
+            s.workspaces.wait_until_ready(),
+            s.connections.wait_until_ready(),
+            s.attachments.wait_until_ready(),
+            s.secrets.wait_until_ready(),
+        );
+        if let (Err(e), _, _, _) | (_, Err(e), _, _) | (_, _, Err(e), _) | (_, _, _, Err(e)) = ready.await {
+            warn!(error = %e, "stores never became ready");
+            return;
+        }
     }
-    info!("caches synced");
+    let attachment_stores: Vec<Store<WorkspaceConnection>> = scopes.iter().map(|s| s.ctx.stores.attachments.clone()).collect();
+    shared.metrics.add_state_source(Box::new(move || attachment_states(&attachment_stores)));
+    health.set_ready();
+    info!(scopes = scopes.len(), "caches synced");
 
-    let config = controller::Config::default().concurrency(settings.concurrency);
-    let shutdown = futures::FutureExt::shared(shutdown);
-    let workspace_controller = Controller::for_shared_stream(ws_sub, stores.workspaces.clone())
-        .with_config(config.clone().debounce(Duration::from_millis(200)))
-        .reconcile_on(ws_rx)
-        .graceful_shutdown_on(shutdown.clone())
-        .run(workspace::reconcile, error_policy, ctx.clone())
-        .for_each(|r| log_result("Workspace", r));
-    let connection_controller = Controller::for_shared_stream(conn_sub, stores.connections.clone())
-        .with_config(config.clone().debounce(Duration::from_millis(200)))
-        .reconcile_on(conn_rx)
-        .graceful_shutdown_on(shutdown.clone())
-        .run(connection::reconcile, error_policy, ctx.clone())
-        .for_each(|r| log_result("Connection", r));
-    let attachment_controller = Controller::for_shared_stream(att_sub, stores.attachments.clone())
-        .with_config(config)
-        .reconcile_on(att_rx)
-        .graceful_shutdown_on(shutdown.clone())
-        .run(attachment::reconcile, error_policy, ctx.clone())
-        .for_each(|r| log_result("WorkspaceConnection", r));
+    tokio::select! {
+        _ = leader => {}
+        _ = shutdown.clone() => {
+            tasks.iter().for_each(|t| t.abort());
+            return;
+        }
+    }
+    shared.metrics.leader.set(1);
+    info!(resync = ?shared.settings.resync, pool_size = shared.settings.pool_size, "leading: controllers starting");
 
-    info!(resync = ?settings.resync, pool_size = settings.pool_size, "controllers starting");
-    future::join3(workspace_controller, connection_controller, attachment_controller).await;
-    drivers.abort();
-    secrets_drained.abort();
+    let config = controller::Config::default().concurrency(shared.settings.concurrency);
+    let mut controllers: Vec<std::pin::Pin<Box<dyn Future<Output = ()>>>> = Vec::new();
+    for scope in scopes {
+        let Scope { ctx, subscribers: (ws_sub, conn_sub, att_sub), receivers: (ws_rx, conn_rx, att_rx) } = scope;
+        controllers.push(Box::pin(
+            Controller::for_shared_stream(ws_sub, ctx.stores.workspaces.clone())
+                .with_config(config.clone().debounce(Duration::from_millis(200)))
+                .reconcile_on(ws_rx)
+                .graceful_shutdown_on(shutdown.clone())
+                .run(|o, c| measured("Workspace", c.clone(), workspace::reconcile(o, c)), error_policy, ctx.clone())
+                .for_each(|r| log_result("Workspace", r)),
+        ));
+        controllers.push(Box::pin(
+            Controller::for_shared_stream(conn_sub, ctx.stores.connections.clone())
+                .with_config(config.clone().debounce(Duration::from_millis(200)))
+                .reconcile_on(conn_rx)
+                .graceful_shutdown_on(shutdown.clone())
+                .run(|o, c| measured("Connection", c.clone(), connection::reconcile(o, c)), error_policy, ctx.clone())
+                .for_each(|r| log_result("Connection", r)),
+        ));
+        controllers.push(Box::pin(
+            Controller::for_shared_stream(att_sub, ctx.stores.attachments.clone())
+                .with_config(config.clone())
+                .reconcile_on(att_rx)
+                .graceful_shutdown_on(shutdown.clone())
+                .run(
+                    |o, c| measured("WorkspaceConnection", c.clone(), attachment::reconcile(o, c)),
+                    error_policy,
+                    ctx.clone(),
+                )
+                .for_each(|r| log_result("WorkspaceConnection", r)),
+        ));
+    }
+    future::join_all(controllers).await;
+    tasks.iter().for_each(|t| t.abort());
+    shared.metrics.leader.set(0);
     info!("controllers stopped");
+}
+
+/// Attachments by state (Ready, or the reason), for the metrics.
+fn attachment_states(stores: &[Store<WorkspaceConnection>]) -> Vec<(String, i64)> {
+    let mut counts: HashMap<String, i64> = HashMap::new();
+    for att in stores.iter().flat_map(|s| s.state()) {
+        let conditions = att.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+        let state = match crate::api::conditions::find(conditions, crate::api::conditions::READY) {
+            Some(c) if c.status == "True" => "Ready".to_owned(),
+            Some(c) => c.reason.clone(),
+            None => "Pending".to_owned(),
+        };
+        *counts.entry(state).or_default() += 1;
+    }
+    counts.into_iter().collect()
 }

@@ -121,6 +121,9 @@ async fn report(ws: &Workspace, ctx: &Context, outcome: &Outcome, version: Optio
         connections,
     };
     status::write(ctx, ws, current, &status).await?;
+    if !outcome.is_ready() {
+        ctx.metrics.failed("Workspace", outcome.reason);
+    }
     if !outcome.is_ready() && previous_reason.as_deref() != Some(outcome.reason.as_str()) {
         status::event(ctx, ws, true, outcome.reason.as_str(), "Connect", outcome.message.clone()).await;
     }

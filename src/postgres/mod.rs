@@ -113,12 +113,12 @@ impl Default for Timeouts {
     }
 }
 
-/// Counts the statements Manifold sends, for the metrics and for the tests
-/// that prove a resync at rest costs one query.
-#[derive(Default, Debug)]
+/// Counts the statements Manifold sends to workspace databases, for the
+/// metrics: queries (catalog reads, locks, settings) and DDL.
+#[derive(Default, Debug, Clone)]
 pub struct Counters {
-    pub statements: AtomicU64,
-    pub ddl: AtomicU64,
+    pub queries: prometheus_client::metrics::counter::Counter,
+    pub ddl: prometheus_client::metrics::counter::Counter,
 }
 
 static NEXT_DATABASE_ID: AtomicU64 = AtomicU64::new(1);
@@ -232,8 +232,8 @@ impl Database {
     }
 
     fn count(&self, statements: u64, ddl: u64) {
-        self.counters.statements.fetch_add(statements, Ordering::Relaxed);
-        self.counters.ddl.fetch_add(ddl, Ordering::Relaxed);
+        self.counters.queries.inc_by(statements.saturating_sub(ddl));
+        self.counters.ddl.inc_by(ddl);
     }
 
     /// The at-rest resync: the server version and every managed schema, in
@@ -455,8 +455,8 @@ pub struct Pools {
 }
 
 impl Pools {
-    pub fn new(max_connections: usize, timeouts: Timeouts) -> Self {
-        Pools { pools: Mutex::default(), counters: Arc::default(), max_connections, timeouts }
+    pub fn new(max_connections: usize, timeouts: Timeouts, counters: Counters) -> Self {
+        Pools { pools: Mutex::default(), counters: Arc::new(counters), max_connections, timeouts }
     }
 
     /// The database of a workspace, for its current URI.

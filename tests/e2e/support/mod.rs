@@ -304,6 +304,13 @@ impl Postgres {
 pub struct Operator {
     pub devenv: Devenv,
     pub log: PathBuf,
+    /// The admin server: /healthz, /readyz, /metrics.
+    pub admin: String,
+}
+
+/// A free 127.0.0.1 port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 pub const RESYNC_SECS: u64 = 3;
@@ -314,13 +321,26 @@ pub fn operator() -> &'static Operator {
     OPERATOR.get_or_init(|| {
         let cp = control_plane();
         let resync = format!("{RESYNC_SECS}s");
+        let admin = format!("127.0.0.1:{}", free_port());
         let devenv = Devenv::start_with_env(
             "exec",
-            &["--", env!("CARGO_BIN_EXE_manifold"), "run", "--resync", &resync, "--statement-timeout", "10s", "--lock-timeout", "3s"],
+            &[
+                "--",
+                env!("CARGO_BIN_EXE_manifold"),
+                "run",
+                "--resync",
+                &resync,
+                "--statement-timeout",
+                "10s",
+                "--lock-timeout",
+                "3s",
+                "--admin-address",
+                &admin,
+            ],
             &[("KUBECONFIG", &cp.kubeconfig)],
         );
         let log = PathBuf::from(devenv.str("log"));
-        Operator { devenv, log }
+        Operator { devenv, log, admin }
     })
 }
 
