@@ -6,152 +6,15 @@ use std::time::Duration;
 
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams};
-use manifold::api::{Connection, Workspace, WorkspaceConnection, conditions};
+use manifold::api::{Connection, Workspace, conditions};
 
-use crate::support::{self, Postgres, Source, TestNs, namespace, operator, postgres, secret_yaml, stdout_ok, wait_for};
+pub use crate::support::world::*;
+use crate::support::{self, Postgres, operator, secret_yaml, stdout_ok, wait_for};
 
-const WAIT: Duration = Duration::from_secs(60);
-
-/// One test's namespace, source database and workspace database.
-pub struct World {
-    pub t: TestNs,
-    pub pg: &'static Postgres,
-    pub src: Source,
-    pub ws_db: String,
-}
-
+/// A world watched by the test binary's shared operator.
 pub async fn world(prefix: &str) -> World {
     operator();
-    let t = namespace(prefix).await;
-    let pg = postgres();
-    let src = pg.source(prefix).await;
-    let ws_db = pg.database(&format!("{prefix}-ws")).await;
-    World { t, pg, src, ws_db }
-}
-
-impl World {
-    pub fn apply(&self, yaml: &str) {
-        stdout_ok(&self.t.apply(yaml));
-    }
-
-    /// A Workspace on database `db` of `pg`, with its URI Secret.
-    pub fn workspace_on(&self, name: &str, pg: &Postgres, db: &str) {
-        self.apply(&secret_yaml(&format!("{name}-db"), &[("uri", &pg.admin_uri(db))]));
-        self.apply(&format!(
-            "apiVersion: manifold.dev/v1alpha1\nkind: Workspace\nmetadata: {{ name: {name} }}\n\
-             spec: {{ database: {{ secretRef: {{ name: {name}-db }} }} }}\n"
-        ));
-    }
-
-    pub fn workspace(&self, name: &str) {
-        self.workspace_on(name, self.pg, &self.ws_db);
-    }
-
-    /// The credentials Secret of connection `name`.
-    pub fn credentials(&self, name: &str, password: &str) {
-        self.apply(&secret_yaml(&format!("{name}-creds"), &[("user", &self.src.user), ("password", password)]));
-    }
-
-    /// A postgres Connection to the source database; `extra` is more YAML
-    /// under `spec` (indented two spaces).
-    pub fn connection(&self, name: &str, extra: &str) {
-        self.credentials(name, &self.src.password);
-        self.connection_only(name, extra);
-    }
-
-    pub fn connection_only(&self, name: &str, extra: &str) {
-        self.apply(&format!(
-            "apiVersion: manifold.dev/v1alpha1\nkind: Connection\nmetadata: {{ name: {name} }}\nspec:\n\
-             \x20 plugin:\n    postgres: {{ host: 127.0.0.1, port: {port}, database: {db} }}\n\
-             \x20 credentials: {{ secretRef: {{ name: {name}-creds }} }}\n{extra}",
-            port = self.pg.port,
-            db = self.src.db,
-        ));
-    }
-
-    pub fn attach(&self, name: &str, workspace: &str, connection: &str, extra: &str) {
-        self.apply(&format!(
-            "apiVersion: manifold.dev/v1alpha1\nkind: WorkspaceConnection\nmetadata: {{ name: {name} }}\n\
-             spec:\n  workspace: {workspace}\n  connection: {connection}\n{extra}"
-        ));
-    }
-
-    pub fn attachments(&self) -> Api<WorkspaceConnection> {
-        self.t.api()
-    }
-
-    /// Waits until `check` accepts the attachment; returns it.
-    pub async fn wait_attachment(&self, name: &str, what: &str, check: impl Fn(&WorkspaceConnection) -> bool) -> WorkspaceConnection {
-        let api = self.attachments();
-        wait_for(&format!("{name}: {what}"), WAIT, || async {
-            match api.get_opt(name).await {
-                Ok(Some(att)) if check(&att) => Ok(att),
-                Ok(other) => Err(format!("{:?}", other.and_then(|a| a.status))),
-                Err(e) => Err(e.to_string()),
-            }
-        })
-        .await
-    }
-
-    /// Waits until the attachment is Ready for its current generation.
-    pub async fn wait_ready(&self, name: &str) -> WorkspaceConnection {
-        self.wait_attachment(name, "Ready", |a| {
-            a.status.as_ref().is_some_and(|s| {
-                conditions::is_ready(&s.conditions) && s.observed_generation == a.metadata.generation
-            })
-        })
-        .await
-    }
-
-    /// Waits until the attachment's Ready reason is `reason`.
-    pub async fn wait_reason(&self, name: &str, reason: &str) -> WorkspaceConnection {
-        self.wait_attachment(name, reason, |a| ready_reason(a) == Some(reason)).await
-    }
-
-    pub async fn wait_gone(&self, name: &str) {
-        let api = self.attachments();
-        wait_for(&format!("{name} deleted"), WAIT, || async {
-            match api.get_opt(name).await {
-                Ok(None) => Ok(()),
-                Ok(Some(a)) => Err(format!("{:?}", a.status)),
-                Err(e) => Err(e.to_string()),
-            }
-        })
-        .await
-    }
-
-    pub async fn ws(&self) -> tokio_postgres::Client {
-        self.pg.connect(&self.ws_db).await
-    }
-}
-
-pub fn ready_reason(att: &WorkspaceConnection) -> Option<&str> {
-    att.status.as_ref().and_then(|s| conditions::find(&s.conditions, conditions::READY)).map(|c| c.reason.as_str())
-}
-
-pub async fn schema_exists(c: &tokio_postgres::Client, schema: &str) -> bool {
-    c.query_one("SELECT count(*) FROM pg_namespace WHERE nspname = $1", &[&schema]).await.unwrap().get::<_, i64>(0) == 1
-}
-
-pub async fn foreign_tables(c: &tokio_postgres::Client, schema: &str) -> Vec<String> {
-    c.query(
-        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE n.nspname = $1 AND c.relkind = 'f' ORDER BY 1",
-        &[&schema],
-    )
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| r.get(0))
-    .collect()
-}
-
-pub async fn server_exists(c: &tokio_postgres::Client, server: &str) -> bool {
-    c.query_one("SELECT count(*) FROM pg_foreign_server WHERE srvname = $1", &[&server]).await.unwrap().get::<_, i64>(0) == 1
-}
-
-async fn count(c: &tokio_postgres::Client, sql: &str) -> i64 {
-    c.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
+    world_without_operator(prefix).await
 }
 
 #[tokio::test]

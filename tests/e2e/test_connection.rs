@@ -5,43 +5,12 @@
 use std::process::Command;
 use std::time::Duration;
 
-use kube::api::{Api, DeleteParams};
-use manifold::api::{Connection, TestOutcome, TestResult, conditions};
+use kube::api::DeleteParams;
+use manifold::api::{Connection, TestOutcome, conditions};
 
 use crate::attach::{World, world};
-use crate::support::{control_plane, operator, secret_yaml, stdout_ok, wait_for};
+use crate::support::{control_plane, operator, secret_yaml, stdout_ok};
 
-const WAIT: Duration = Duration::from_secs(60);
-
-impl World {
-    pub fn connections(&self) -> Api<Connection> {
-        self.t.api()
-    }
-
-    /// Waits until the connection's last test satisfies `check`.
-    pub async fn wait_test(&self, name: &str, what: &str, check: impl Fn(&TestResult) -> bool) -> Connection {
-        let api = self.connections();
-        wait_for(&format!("{name}: test {what}"), WAIT, || async {
-            let conn = api.get(name).await.map_err(|e| e.to_string())?;
-            match conn.status.as_ref().and_then(|s| s.test.as_ref()) {
-                Some(t) if check(t) => Ok(conn),
-                other => Err(format!("{other:?}")),
-            }
-        })
-        .await
-    }
-
-    pub async fn wait_test_reason(&self, name: &str, reason: &str) -> Connection {
-        self.wait_test(name, reason, |t| t.reason == reason).await
-    }
-
-    /// Every status and Event in the namespace, as JSON text.
-    fn everything_visible(&self) -> String {
-        let statuses = stdout_ok(&self.t.kubectl(&["get", "conn,mws,wsconn", "-o", "json"]));
-        let events = stdout_ok(&self.t.kubectl(&["get", "events", "-o", "json"]));
-        format!("{statuses}\n{events}")
-    }
-}
 
 /// No leftover of a test in the workspace database.
 async fn assert_no_leftovers(w: &World) {

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod world;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
@@ -135,6 +137,38 @@ pub fn control_plane() -> &'static ControlPlane {
 }
 
 impl ControlPlane {
+    /// A kubeconfig that authenticates with a token of ServiceAccount
+    /// `ns/name`, obtained through TokenRequest (`kubectl create token`).
+    pub fn token_kubeconfig(&self, ns: &str, name: &str) -> PathBuf {
+        let token = stdout_ok(&self.kubectl(&["create", "token", name, "-n", ns, "--duration", "2h"]));
+        let view = |path: &str| {
+            stdout_ok(&self.kubectl(&["config", "view", "--raw", "-o", &format!("jsonpath={{.clusters[0].cluster.{path}}}")]))
+        };
+        let config = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority-data: {}\n\
+             users:\n- name: sa\n  user:\n    token: {}\ncontexts:\n- name: sa\n  context: {{ cluster: c, user: sa, namespace: {ns} }}\n\
+             current-context: sa\n",
+            view("server"),
+            view("certificate-authority-data"),
+            token.trim()
+        );
+        let path = std::env::temp_dir().join(format!("{}.kubeconfig", unique("sa")));
+        std::fs::write(&path, config).unwrap();
+        path
+    }
+
+    /// Runs the helm that was built with the control plane, against it.
+    pub fn helm(&self, args: &[&str]) -> Output {
+        Command::new(bin_dir().join("helm"))
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HELM_CACHE_HOME", std::env::temp_dir().join("manifold-helm/cache"))
+            .env("HELM_CONFIG_HOME", std::env::temp_dir().join("manifold-helm/config"))
+            .env("HELM_DATA_HOME", std::env::temp_dir().join("manifold-helm/data"))
+            .output()
+            .expect("run helm")
+    }
+
     /// Runs the kubectl that was built with the control plane.
     pub fn kubectl(&self, args: &[&str]) -> Output {
         self.kubectl_stdin(args, "")
@@ -345,6 +379,54 @@ pub fn operator() -> &'static Operator {
 }
 
 impl Operator {
+    /// Starts an operator process of its own: `manifold run` with `args`,
+    /// the given kubeconfig, and an admin server on a free port.
+    pub fn start(kubeconfig: &Path, args: &[&str]) -> Operator {
+        let admin = format!("127.0.0.1:{}", free_port());
+        let mut all = vec!["--", env!("CARGO_BIN_EXE_manifold"), "run", "--admin-address", &admin];
+        all.extend_from_slice(args);
+        let devenv = Devenv::start_with_env("exec", &all, &[("KUBECONFIG", kubeconfig)]);
+        let log = PathBuf::from(devenv.str("log"));
+        Operator { devenv, log, admin }
+    }
+
+    /// The process id of the operator.
+    pub fn pid(&self) -> u64 {
+        self.devenv.env["pid"].as_u64().unwrap()
+    }
+
+    /// SIGKILL: no clean shutdown, no Lease release.
+    pub fn kill(&self) {
+        self.devenv.command("kill");
+    }
+
+    /// GET a path of the admin server; returns the status code and body.
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        self.try_admin_get(path).expect("the admin server answers")
+    }
+
+    /// Like `admin_get`, but None while nothing listens yet.
+    pub fn try_admin_get(&self, path: &str) -> Option<(u16, String)> {
+        use std::io::Read;
+        let mut stream = std::net::TcpStream::connect(&self.admin).ok()?;
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.admin).ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        Some((code, body.to_owned()))
+    }
+
+    /// The value of one sample of /metrics, such as
+    /// `manifold_reconciles_total{kind="Workspace"}`; 0 if absent.
+    pub fn metric(&self, sample: &str) -> f64 {
+        let (_, body) = self.admin_get("/metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// Everything the operator has logged so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
