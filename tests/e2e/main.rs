@@ -6,4 +6,5 @@ mod support;
 
 mod attach;
 mod crds;
+mod gitops;
 mod test_connection;
