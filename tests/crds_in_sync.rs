@@ -34,3 +34,28 @@ fn checked_in_crds_match_the_generated_ones() {
         stale.join(", ")
     );
 }
+
+/// The end-to-end binaries use a harness of their own, which runs only the
+/// tests listed in their main.rs: every test function must be listed.
+#[test]
+fn every_end_to_end_test_is_registered() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    for binary in ["e2e", "ops"] {
+        let main = std::fs::read_to_string(root.join(binary).join("main.rs")).unwrap();
+        for entry in std::fs::read_dir(root.join(binary)).unwrap() {
+            let path = entry.unwrap().path();
+            let module = path.file_stem().unwrap().to_string_lossy().into_owned();
+            if path.extension().is_none_or(|e| e != "rs") || module == "main" {
+                continue;
+            }
+            let source = std::fs::read_to_string(&path).unwrap();
+            for line in source.lines() {
+                if let Some(rest) = line.strip_prefix("pub async fn ")
+                    && let Some(name) = rest.strip_suffix("() {")
+                {
+                    assert!(main.contains(&format!("{module}::{name},")), "tests/{binary}/main.rs does not list {module}::{name}");
+                }
+            }
+        }
+    }
+}

@@ -17,8 +17,7 @@ pub async fn world(prefix: &str) -> World {
     world_without_operator(prefix).await
 }
 
-#[tokio::test]
-async fn attach_imports_the_source_tables_and_queries_return_its_rows() {
+pub async fn attach_imports_the_source_tables_and_queries_return_its_rows() {
     let w = world("attach").await;
     w.workspace("analytics");
     w.connection("sales-db", "");
@@ -74,8 +73,7 @@ async fn attach_imports_the_source_tables_and_queries_return_its_rows() {
     assert!(events.lines().any(|r| r == "Attached"), "{events}");
 }
 
-#[tokio::test]
-async fn one_connection_in_two_workspaces() {
+pub async fn one_connection_in_two_workspaces() {
     let w = world("two-ws").await;
     let second_db = w.pg.database("two-ws-second").await;
     w.workspace("alpha");
@@ -106,8 +104,7 @@ async fn one_connection_in_two_workspaces() {
     assert_eq!(&row[..5], ["shared", "postgres", "shared", "Passed", "2"], "{printed}");
 }
 
-#[tokio::test]
-async fn detach_drops_the_schema_and_orphan_keeps_it() {
+pub async fn detach_drops_the_schema_and_orphan_keeps_it() {
     let w = world("detach").await;
     w.workspace("ws");
     w.connection("drop-me", "");
@@ -134,8 +131,7 @@ async fn detach_drops_the_schema_and_orphan_keeps_it() {
     assert!(events.lines().any(|r| r == "Detached"), "{events}");
 }
 
-#[tokio::test]
-async fn a_view_on_a_foreign_table_holds_the_detach() {
+pub async fn a_view_on_a_foreign_table_holds_the_detach() {
     let w = world("dependent").await;
     w.workspace("ws");
     w.connection("sales", "");
@@ -161,8 +157,7 @@ async fn a_view_on_a_foreign_table_holds_the_detach() {
     assert!(!schema_exists(&ws, "sales").await);
 }
 
-#[tokio::test]
-async fn changes_to_the_connection_reach_the_workspace() {
+pub async fn changes_to_the_connection_reach_the_workspace() {
     let w = world("change").await;
     w.workspace("ws");
     w.connection("src", "");
@@ -219,8 +214,7 @@ async fn changes_to_the_connection_reach_the_workspace() {
     assert_eq!(count(&ws, "SELECT count(*) FROM src.old_orders").await, 1);
 }
 
-#[tokio::test]
-async fn drift_heals_and_a_schema_made_by_hand_is_a_conflict() {
+pub async fn drift_heals_and_a_schema_made_by_hand_is_a_conflict() {
     let w = world("drift").await;
     w.workspace("ws");
     w.connection("healme", "");
@@ -277,8 +271,7 @@ async fn drift_heals_and_a_schema_made_by_hand_is_a_conflict() {
     assert_eq!(count(&ws, "SELECT count(*) FROM mine.notes").await, 2);
 }
 
-#[tokio::test]
-async fn deleting_a_connection_detaches_it_and_recreating_reattaches() {
+pub async fn deleting_a_connection_detaches_it_and_recreating_reattaches() {
     let w = world("conn-delete").await;
     let second_db = w.pg.database("conn-delete-2").await;
     w.workspace("one");
@@ -309,8 +302,7 @@ async fn deleting_a_connection_detaches_it_and_recreating_reattaches() {
     assert_eq!(count(&one, "SELECT count(*) FROM src.orders").await, 3);
 }
 
-#[tokio::test]
-async fn applying_in_reverse_order_converges() {
+pub async fn applying_in_reverse_order_converges() {
     let w = world("reverse").await;
     w.attach("ws-rev", "ws", "rev", "");
     let waiting = w.wait_reason("ws-rev", "WorkspaceNotFound").await;
@@ -329,8 +321,7 @@ async fn applying_in_reverse_order_converges() {
     assert_eq!(count(&w.ws().await, "SELECT count(*) FROM rev.orders").await, 3);
 }
 
-#[tokio::test]
-async fn an_unreachable_workspace_recovers_without_a_restart() {
+pub async fn an_unreachable_workspace_recovers_without_a_restart() {
     let w = world("unreachable").await;
     // Its own Postgres, so that stopping it disturbs no other test.
     let own = Postgres::start();
@@ -362,8 +353,7 @@ async fn an_unreachable_workspace_recovers_without_a_restart() {
 /// At rest, a resync of a workspace is one catalog query: no DDL, no other
 /// statement, and no status write. pg_stat_statements counts what the
 /// operator ran in the workspace database.
-#[tokio::test]
-async fn a_resync_at_rest_costs_one_query_and_writes_nothing() {
+pub async fn a_resync_at_rest_costs_one_query_and_writes_nothing() {
     let w = world("at-rest").await;
     w.workspace("ws");
     w.connection("first", "");
@@ -411,8 +401,7 @@ async fn a_resync_at_rest_costs_one_query_and_writes_nothing() {
     assert_eq!(versions().await, before, "no status write at rest");
 }
 
-#[tokio::test]
-async fn deleting_a_workspace_removes_its_schemas() {
+pub async fn deleting_a_workspace_removes_its_schemas() {
     let w = world("ws-delete").await;
     w.workspace("ws");
     w.connection("gone", "");

@@ -46,8 +46,7 @@ fn words(line: &str) -> String {
     line.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-#[tokio::test]
-async fn crds_install_and_become_established() {
+pub async fn crds_install_and_become_established() {
     let cp = control_plane();
     // The support already installed them; a second apply must be clean too.
     let out = cp.kubectl(&["apply", "-f", &support::repo_root().join("crds").to_string_lossy()]);
@@ -68,8 +67,7 @@ async fn crds_install_and_become_established() {
     }
 }
 
-#[tokio::test]
-async fn valid_objects_are_accepted_and_listed_with_their_columns() {
+pub async fn valid_objects_are_accepted_and_listed_with_their_columns() {
     let t = namespace("crd-valid").await;
     for doc in [WORKSPACE, CONNECTION, ATTACHMENT] {
         stdout_ok(&t.apply(doc));
@@ -127,8 +125,7 @@ fn pg_connection(name: &str, extra: &str) -> String {
 
 /// One bad object per rule. Each must be refused, with a message that says
 /// what is wrong.
-#[tokio::test]
-async fn each_validation_rule_rejects_a_bad_object() {
+pub async fn each_validation_rule_rejects_a_bad_object() {
     let t = namespace("crd-invalid").await;
     let schema_msg = "schema must match ^[a-z_][a-z0-9_]*$, be at most 63 bytes, and not be public";
     let derived_msg = "spec.schema is unset and the default derived from metadata.name";
@@ -192,8 +189,7 @@ async fn each_validation_rule_rejects_a_bad_object() {
     assert_eq!(left, "");
 }
 
-#[tokio::test]
-async fn attachment_references_are_immutable() {
+pub async fn attachment_references_are_immutable() {
     let t = namespace("crd-immutable").await;
     stdout_ok(&t.apply(ATTACHMENT));
     for (field, message) in [("workspace: other\n  connection: sales-db", "workspace is immutable"), ("workspace: analytics\n  connection: other", "connection is immutable")] {
@@ -208,8 +204,7 @@ async fn attachment_references_are_immutable() {
     stdout_ok(&t.apply(&format!("{ATTACHMENT}  deletionPolicy: Orphan\n")));
 }
 
-#[tokio::test]
-async fn kubectl_explain_shows_the_field_docs() {
+pub async fn kubectl_explain_shows_the_field_docs() {
     let cp = control_plane();
     // Discovery of a new CRD reaches kubectl's OpenAPI view shortly after it
     // is Established.

@@ -55,8 +55,7 @@ fn get(w: &World, kind: &str, name: &str) -> Value {
     serde_json::from_str(&stdout_ok(&w.t.kubectl(&["get", kind, name, "-o", "json"]))).unwrap()
 }
 
-#[tokio::test]
-async fn status_objects_follow_kstatus_and_argo_health() {
+pub async fn status_objects_follow_kstatus_and_argo_health() {
     let w = world("kstatus").await;
     w.workspace("ws");
     w.connection("good", "");
@@ -68,7 +67,8 @@ async fn status_objects_follow_kstatus_and_argo_health() {
     // A workspace that does not exist yet: in progress.
     w.attach("nowhere-good", "nowhere", "good", "");
     // A wrong password: the connection's test fails.
-    w.apply(&secret_yaml("badpw-creds", &[("user", &w.src.user), ("password", "wrong")]));
+    let wrong = format!("wrong-{}", crate::support::secret_marker());
+    w.apply(&secret_yaml("badpw-creds", &[("user", &w.src.user), ("password", &wrong)]));
     w.connection_only("badpw", "");
     // A workspace whose Secret is missing: waiting for it.
     w.apply(
@@ -125,8 +125,7 @@ async fn status_objects_follow_kstatus_and_argo_health() {
     stdout_ok(&w.t.kubectl(&["wait", "--for=condition=Ready", "--timeout=30s", "wsconn/ws-good", "conn/good", "mws/ws"]));
 }
 
-#[test]
-fn argocd_cm_carries_health_lua_for_each_kind() {
+pub async fn argocd_cm_carries_health_lua_for_each_kind() {
     let lua = std::fs::read_to_string(repo_root().join("examples/gitops/argocd/health.lua")).unwrap();
     let cm = std::fs::read_to_string(repo_root().join("examples/gitops/argocd/argocd-cm.yaml")).unwrap();
     let indented: String = lua.lines().map(|l| if l.is_empty() { "\n".to_owned() } else { format!("    {l}\n") }).collect();
@@ -136,8 +135,7 @@ fn argocd_cm_carries_health_lua_for_each_kind() {
     }
 }
 
-#[test]
-fn the_overlays_apply_to_a_real_apiserver() {
+pub async fn the_overlays_apply_to_a_real_apiserver() {
     let cp = control_plane();
     for org in ["org-a", "org-b"] {
         let _ = cp.kubectl(&["create", "namespace", org]);

@@ -4,6 +4,35 @@
 
 mod support;
 
+fn main() {
+    support::harness::run(tests![
+        crds::crds_install_and_become_established,
+        crds::valid_objects_are_accepted_and_listed_with_their_columns,
+        crds::each_validation_rule_rejects_a_bad_object,
+        crds::attachment_references_are_immutable,
+        crds::kubectl_explain_shows_the_field_docs,
+        attach::attach_imports_the_source_tables_and_queries_return_its_rows,
+        attach::one_connection_in_two_workspaces,
+        attach::detach_drops_the_schema_and_orphan_keeps_it,
+        attach::a_view_on_a_foreign_table_holds_the_detach,
+        attach::changes_to_the_connection_reach_the_workspace,
+        attach::drift_heals_and_a_schema_made_by_hand_is_a_conflict,
+        attach::deleting_a_connection_detaches_it_and_recreating_reattaches,
+        attach::applying_in_reverse_order_converges,
+        attach::an_unreachable_workspace_recovers_without_a_restart,
+        attach::a_resync_at_rest_costs_one_query_and_writes_nothing,
+        attach::deleting_a_workspace_removes_its_schemas,
+        test_connection::good_credentials_pass_and_leave_nothing_behind,
+        test_connection::each_failure_has_a_reason_that_says_what_to_fix_and_no_secret_leaks,
+        test_connection::no_workspace_means_unknown_until_one_is_ready,
+        test_connection::a_periodic_test_runs_again_after_its_interval,
+        test_connection::manifold_test_is_the_test_connection_button,
+        gitops::status_objects_follow_kstatus_and_argo_health,
+        gitops::argocd_cm_carries_health_lua_for_each_kind,
+        gitops::the_overlays_apply_to_a_real_apiserver,
+    ])
+}
+
 mod attach;
 mod crds;
 mod gitops;

@@ -31,8 +31,7 @@ fn condition(conn: &Connection, type_: &str) -> (String, String) {
     (c.status.clone(), c.reason.clone())
 }
 
-#[tokio::test]
-async fn good_credentials_pass_and_leave_nothing_behind() {
+pub async fn good_credentials_pass_and_leave_nothing_behind() {
     let w = world("test-good").await;
     w.workspace("ws");
     w.connection("sales", "");
@@ -51,11 +50,10 @@ async fn good_credentials_pass_and_leave_nothing_behind() {
 }
 
 /// One bad connection per reason, all in one namespace with one workspace.
-#[tokio::test]
-async fn each_failure_has_a_reason_that_says_what_to_fix_and_no_secret_leaks() {
+pub async fn each_failure_has_a_reason_that_says_what_to_fix_and_no_secret_leaks() {
     let w = world("test-bad").await;
     w.workspace("ws");
-    let wrong_password = format!("wrong-{}", crate::support::unique("secret"));
+    let wrong_password = format!("wrong-{}-{}", crate::support::secret_marker(), crate::support::unique("secret"));
 
     // Wrong password.
     w.apply(&secret_yaml("badpw-creds", &[("user", &w.src.user), ("password", &wrong_password)]));
@@ -139,8 +137,7 @@ async fn each_failure_has_a_reason_that_says_what_to_fix_and_no_secret_leaks() {
     w.wait_test("badpw", "Passed after the fix", |t| t.result == TestOutcome::Passed).await;
 }
 
-#[tokio::test]
-async fn no_workspace_means_unknown_until_one_is_ready() {
+pub async fn no_workspace_means_unknown_until_one_is_ready() {
     let w = world("test-nows").await;
     w.connection("lonely", "");
     let conn = w.wait_test_reason("lonely", "NoWorkspace").await;
@@ -150,8 +147,7 @@ async fn no_workspace_means_unknown_until_one_is_ready() {
     w.wait_test("lonely", "Passed once a workspace is Ready", |t| t.result == TestOutcome::Passed).await;
 }
 
-#[tokio::test]
-async fn a_periodic_test_runs_again_after_its_interval() {
+pub async fn a_periodic_test_runs_again_after_its_interval() {
     let w = world("test-periodic").await;
     w.workspace("ws");
     w.connection("ticking", "  test: { interval: 2s }\n");
@@ -168,12 +164,12 @@ async fn a_periodic_test_runs_again_after_its_interval() {
     assert_eq!(later, at, "no periodic test with interval 0");
 }
 
-#[tokio::test]
-async fn manifold_test_is_the_test_connection_button() {
+pub async fn manifold_test_is_the_test_connection_button() {
     let w = world("test-cli").await;
     w.workspace("ws");
     w.connection("good", "");
-    w.apply(&secret_yaml("bad-creds", &[("user", &w.src.user), ("password", "not-the-password")]));
+    let not_the_password = format!("not-the-password-{}", crate::support::secret_marker());
+    w.apply(&secret_yaml("bad-creds", &[("user", &w.src.user), ("password", &not_the_password)]));
     w.connection_only("bad", "");
     w.wait_test("good", "first", |_| true).await;
     w.wait_test("bad", "first", |_| true).await;
@@ -194,7 +190,7 @@ async fn manifold_test_is_the_test_connection_button() {
     let printed = String::from_utf8_lossy(&bad.stdout);
     assert_eq!(bad.status.code(), Some(1), "{printed}");
     assert!(printed.contains("Failed: AuthenticationFailed"), "{printed}");
-    assert!(!printed.contains("not-the-password"));
+    assert!(!printed.contains(&not_the_password));
 
     // Each press is answered by a new test.
     let conn = w.connections().get("good").await.unwrap();

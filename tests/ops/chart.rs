@@ -7,8 +7,7 @@ fn chart() -> String {
     repo_root().join("charts/manifold").to_string_lossy().into_owned()
 }
 
-#[test]
-fn helm_lint_is_clean() {
+pub async fn helm_lint_is_clean() {
     let cp = control_plane();
     for extra in [&[][..], &["--set", "watchNamespaces={org-a,org-b}", "--set", "metrics.serviceMonitor.enabled=true"][..]] {
         let chart = chart();
@@ -24,8 +23,7 @@ fn helm_lint_is_clean() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("resync"));
 }
 
-#[test]
-fn chart_crds_are_the_generated_crds() {
+pub async fn chart_crds_are_the_generated_crds() {
     for file in ["workspaces.yaml", "connections.yaml", "workspaceconnections.yaml"] {
         let top = std::fs::read_to_string(repo_root().join("crds").join(file)).unwrap();
         let chart = std::fs::read_to_string(repo_root().join("charts/manifold/crds").join(file)).unwrap();
@@ -33,8 +31,7 @@ fn chart_crds_are_the_generated_crds() {
     }
 }
 
-#[test]
-fn helm_install_creates_the_release() {
+pub async fn helm_install_creates_the_release() {
     let cp = control_plane();
     let ns = unique("helm-install");
     stdout_ok(&cp.helm(&["install", "mf", &chart(), "-n", &ns, "--create-namespace", "--set", "replicaCount=2"]));
@@ -64,8 +61,7 @@ fn helm_install_creates_the_release() {
     stdout_ok(&cp.helm(&["uninstall", "mf", "-n", &ns]));
 }
 
-#[test]
-fn helm_template_applies_server_side() {
+pub async fn helm_template_applies_server_side() {
     let cp = control_plane();
     let (ns, org) = (unique("tmpl-sys"), unique("tmpl-org"));
     for n in [&ns, &org] {

@@ -10,8 +10,7 @@ fn leading(op: &Operator) -> bool {
     op.logs().contains("leading: controllers starting")
 }
 
-#[tokio::test]
-async fn one_leader_reconciles_and_a_standby_takes_over() {
+pub async fn one_leader_reconciles_and_a_standby_takes_over() {
     let cp = control_plane();
     let w = world_without_operator("leader").await;
     let ns = w.t.ns.clone();

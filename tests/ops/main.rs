@@ -6,6 +6,17 @@
 #[path = "../e2e/support/mod.rs"]
 mod support;
 
+fn main() {
+    support::harness::run(tests![
+        chart::helm_lint_is_clean,
+        chart::chart_crds_are_the_generated_crds,
+        chart::helm_install_creates_the_release,
+        chart::helm_template_applies_server_side,
+        rbac::the_chart_rbac_is_enough_and_no_more,
+        leader::one_leader_reconciles_and_a_standby_takes_over,
+    ])
+}
+
 mod chart;
 mod leader;
 mod rbac;

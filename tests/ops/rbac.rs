@@ -9,8 +9,7 @@ use manifold::api::TestOutcome;
 use crate::support::world::{WAIT, schema_exists, world_without_operator};
 use crate::support::{Operator, control_plane, namespace, repo_root, stdout_ok, wait_for};
 
-#[tokio::test]
-async fn the_chart_rbac_is_enough_and_no_more() {
+pub async fn the_chart_rbac_is_enough_and_no_more() {
     let cp = control_plane();
     let w = world_without_operator("rbac-org").await;
     let sys = namespace("rbac-sys").await;

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod harness;
 pub mod world;
 
 use std::io::{BufRead, BufReader, Write};
@@ -119,7 +120,24 @@ pub const CRD_NAMES: [&str; 3] = [
     "crd/workspaceconnections.manifold.dev",
 ];
 
-static CONTROL_PLANE: OnceLock<ControlPlane> = OnceLock::new();
+pub(crate) static CONTROL_PLANE: OnceLock<ControlPlane> = OnceLock::new();
+
+/// This run's secret marker: every credential the tests create contains it,
+/// and after the suite it must appear nowhere else.
+pub fn secret_marker() -> &'static str {
+    static MARKER: OnceLock<String> = OnceLock::new();
+    MARKER.get_or_init(|| {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        format!("Mk{}x{nanos}", std::process::id())
+    })
+}
+
+static OPERATOR_LOGS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// The logs of every operator process this run started.
+pub fn operator_logs() -> Vec<PathBuf> {
+    OPERATOR_LOGS.lock().unwrap().clone()
+}
 
 pub fn control_plane() -> &'static ControlPlane {
     CONTROL_PLANE.get_or_init(|| {
@@ -374,6 +392,7 @@ pub fn operator() -> &'static Operator {
             &[("KUBECONFIG", &cp.kubeconfig)],
         );
         let log = PathBuf::from(devenv.str("log"));
+        OPERATOR_LOGS.lock().unwrap().push(log.clone());
         Operator { devenv, log, admin }
     })
 }
@@ -387,6 +406,7 @@ impl Operator {
         all.extend_from_slice(args);
         let devenv = Devenv::start_with_env("exec", &all, &[("KUBECONFIG", kubeconfig)]);
         let log = PathBuf::from(devenv.str("log"));
+        OPERATOR_LOGS.lock().unwrap().push(log.clone());
         Operator { devenv, log, admin }
     }
 
@@ -450,7 +470,7 @@ impl Postgres {
     pub async fn source(&self, prefix: &str) -> Source {
         let db = self.database(prefix).await;
         let user = unique("reader").replace('-', "_");
-        let password = format!("pw-{}", unique("s"));
+        let password = format!("pw-{}-{}", secret_marker(), unique("s"));
         let admin = self.connect("postgres").await;
         admin.batch_execute(&format!("CREATE ROLE {user} LOGIN PASSWORD '{password}'")).await.unwrap();
         let c = self.connect(&db).await;
