@@ -393,7 +393,9 @@ pub fn operator() -> &'static Operator {
         );
         let log = PathBuf::from(devenv.str("log"));
         OPERATOR_LOGS.lock().unwrap().push(log.clone());
-        Operator { devenv, log, admin }
+        let op = Operator { devenv, log, admin };
+        op.wait_up();
+        op
     })
 }
 
@@ -407,7 +409,19 @@ impl Operator {
         let devenv = Devenv::start_with_env("exec", &all, &[("KUBECONFIG", kubeconfig)]);
         let log = PathBuf::from(devenv.str("log"));
         OPERATOR_LOGS.lock().unwrap().push(log.clone());
-        Operator { devenv, log, admin }
+        let op = Operator { devenv, log, admin };
+        op.wait_up();
+        op
+    }
+
+    /// Waits until the admin server answers; panics with the log if the
+    /// process is not coming up (a bad flag, say).
+    fn wait_up(&self) {
+        let start = Instant::now();
+        while self.try_admin_get("/healthz").is_none() {
+            assert!(start.elapsed() < Duration::from_secs(30), "the operator did not start:\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The process id of the operator.
@@ -498,4 +512,50 @@ pub fn secret_yaml(name: &str, data: &[(&str, &str)]) -> String {
         yaml.push_str(&format!("  {k}: {}\n", serde_json::to_string(v).unwrap()));
     }
     yaml
+}
+
+// ---------------------------------------------------------------------------
+// A TCP proxy that can hold connections
+
+/// A TCP proxy in front of a server, for faults: while paused it accepts
+/// connections but forwards nothing, and it can delay every new connection.
+pub struct Proxy {
+    pub port: u16,
+    paused: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Proxy {
+    /// Starts a proxy to 127.0.0.1:`target` on the current runtime.
+    pub async fn start(target: u16) -> Proxy {
+        use std::sync::atomic::Ordering::Relaxed;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let paused = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let delay_ms = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (p, d) = (paused.clone(), delay_ms.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let (p, d) = (p.clone(), d.clone());
+                tokio::spawn(async move {
+                    while p.load(Relaxed) {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(d.load(Relaxed))).await;
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Proxy { port, paused, delay_ms }
+    }
+
+    pub fn pause(&self, paused: bool) {
+        self.paused.store(paused, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn delay(&self, delay: Duration) {
+        self.delay_ms.store(delay.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
 }

@@ -74,6 +74,15 @@ impl World {
         ));
     }
 
+    pub async fn wait_workspace_ready(&self, name: &str) {
+        let api: Api<manifold::api::Workspace> = self.t.api();
+        wait_for(&format!("Workspace {name} Ready"), WAIT, || async {
+            let ws = api.get(name).await.map_err(|e| e.to_string())?;
+            if ws.status.as_ref().is_some_and(|s| conditions::is_ready(&s.conditions)) { Ok(()) } else { Err(format!("{:?}", ws.status)) }
+        })
+        .await
+    }
+
     pub fn attachments(&self) -> Api<WorkspaceConnection> {
         self.t.api()
     }

@@ -1,0 +1,25 @@
+//! Faults survived without manual action: Postgres killed in the middle of an
+//! attach, the operator killed in the middle of a batch, the apiserver
+//! restarted, a source that goes away and comes back, a workspace that is
+//! slow because of a lock; and a load of 200 attachments changed at once.
+//!
+//! A binary of its own: each test runs an operator of its own, and the
+//! apiserver restart would disturb anything running beside it, so the tests
+//! here run one at a time.
+
+#[path = "../e2e/support/mod.rs"]
+mod support;
+
+mod faults;
+mod load;
+
+fn main() {
+    support::harness::run(tests![
+        faults::postgres_killed_mid_attach_leaves_nothing_half_made,
+        faults::operator_killed_mid_batch_converges_without_duplicates,
+        faults::watches_resume_after_an_apiserver_restart,
+        faults::a_source_that_goes_away_and_comes_back,
+        faults::a_slow_workspace_times_out_and_blocks_no_other,
+        load::two_hundred_attachments_changed_at_once,
+    ])
+}
