@@ -181,6 +181,7 @@ pub struct TestSpec {
     /// The Workspace, in this namespace, whose database runs the test.
     /// Defaults to the first Ready Workspace by name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
     pub workspace: Option<String>,
 }
 

@@ -50,7 +50,7 @@ pub const TEST_REQUEST_ANNOTATION: &str = "manifold.dev/test-request";
 #[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
 pub struct SecretRef {
     /// Name of the Secret, in the same namespace as this object.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
     pub name: String,
 }
 
@@ -58,12 +58,12 @@ pub struct SecretRef {
 #[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
 pub struct SecretKeyRef {
     /// Name of the Secret, in the same namespace as this object.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
     pub name: String,
     /// Key within the Secret. Defaults to `uri`, the libpq connection URI that
     /// CloudNativePG's `<cluster>-app` and `<cluster>-superuser` Secrets carry.
     #[serde(default = "default_uri_key")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
     pub key: String,
 }
 

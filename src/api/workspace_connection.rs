@@ -23,14 +23,15 @@ use serde::{Deserialize, Serialize};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct WorkspaceConnectionSpec {
-    /// Name of the Workspace, in this namespace. Immutable: attach the
-    /// connection elsewhere with a new WorkspaceConnection.
+    /// Name of the Workspace, in this namespace (references never leave
+    /// it). Immutable: attach the connection elsewhere with a new
+    /// WorkspaceConnection.
     #[x_kube(validation = Rule::new("self == oldSelf").message("workspace is immutable"))]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
     pub workspace: String,
     /// Name of the Connection, in this namespace. Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("connection is immutable"))]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
     pub connection: String,
     /// What happens to the schema, server and user mapping when this
     /// attachment is deleted: `Delete` drops them (unless objects that

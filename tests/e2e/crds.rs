@@ -170,6 +170,16 @@ pub async fn each_validation_rule_rejects_a_bad_object() {
             "spec.database.secretRef: Required value",
         ),
         (
+            "a reference into another namespace",
+            "apiVersion: manifold.dev/v1alpha1\nkind: WorkspaceConnection\nmetadata: { name: a }\nspec: { workspace: other-ns/ws, connection: c }\n".into(),
+            "spec.workspace in body should match",
+        ),
+        (
+            "a Secret name that is not a name",
+            connection("c", "{ plugin: { postgres: { host: h, database: d } }, credentials: { secretRef: { name: \"../x\" } } }"),
+            "spec.credentials.secretRef.name in body should match",
+        ),
+        (
             "unknown deletion policy",
             "apiVersion: manifold.dev/v1alpha1\nkind: WorkspaceConnection\nmetadata: { name: a }\nspec: { workspace: w, connection: c, deletionPolicy: Destroy }\n".into(),
             "supported values: \"Delete\", \"Orphan\"",
