@@ -30,10 +30,17 @@ fn main() {
         gitops::status_objects_follow_kstatus_and_argo_health,
         gitops::argocd_cm_carries_health_lua_for_each_kind,
         gitops::the_overlays_apply_to_a_real_apiserver,
+        quoting::generated_strings_round_trip_through_postgres,
+        hostile::hostile_values_are_stored_literally_and_harmlessly,
+        hostile::two_connections_wanting_one_schema,
+        hostile::a_reference_into_another_namespace_reaches_nothing,
+        hostile::what_others_made_is_never_altered_or_dropped,
     ])
 }
 
 mod attach;
 mod crds;
 mod gitops;
+mod hostile;
+mod quoting;
 mod test_connection;
