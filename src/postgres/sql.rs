@@ -155,6 +155,82 @@ SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname = $1 AND c.relkind = 'f'";
 
 
+/// A lexer of exactly what this module renders: words, quoted identifiers,
+/// string literals (plain and `E''`), and punctuation. The tests and the
+/// fuzz target (fuzz/) lex rendered statements back, to prove that every
+/// value stays one token and nothing else appears.
+pub mod lex {
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub enum Token {
+        Word(String),
+        Ident(String),
+        Literal(String),
+        Punct(char),
+    }
+
+    pub fn tokens(sql: &str) -> Result<Vec<Token>, String> {
+        let chars: Vec<char> = sql.chars().collect();
+        let mut out = Vec::new();
+        let mut i = 0;
+        // Reads a quoted token whose quote is doubled inside; with
+        // `backslash`, `\\` is one backslash (E'' strings).
+        let quoted = |i: &mut usize, quote: char, backslash: bool| -> Result<String, String> {
+            let mut value = String::new();
+            *i += 1;
+            loop {
+                match chars.get(*i) {
+                    None => return Err("unterminated quote".into()),
+                    Some(&c) if c == quote => {
+                        if chars.get(*i + 1) == Some(&quote) {
+                            value.push(quote);
+                            *i += 2;
+                        } else {
+                            *i += 1;
+                            return Ok(value);
+                        }
+                    }
+                    Some('\\') if backslash => match chars.get(*i + 1) {
+                        Some('\\') => {
+                            value.push('\\');
+                            *i += 2;
+                        }
+                        _ => return Err("a backslash escape other than \\\\".into()),
+                    },
+                    Some(&c) => {
+                        value.push(c);
+                        *i += 1;
+                    }
+                }
+            }
+        };
+        while i < chars.len() {
+            let c = chars[i];
+            if c.is_whitespace() {
+                i += 1;
+            } else if c == '"' {
+                out.push(Token::Ident(quoted(&mut i, '"', false)?));
+            } else if c == '\'' {
+                out.push(Token::Literal(quoted(&mut i, '\'', false)?));
+            } else if c == 'E' && chars.get(i + 1) == Some(&'\'') {
+                i += 1;
+                out.push(Token::Literal(quoted(&mut i, '\'', true)?));
+            } else if c.is_ascii_alphanumeric() || c == '_' {
+                let start = i;
+                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
+                    i += 1;
+                }
+                out.push(Token::Word(chars[start..i].iter().collect()));
+            } else if "(),.;=".contains(c) {
+                out.push(Token::Punct(c));
+                i += 1;
+            } else {
+                return Err(format!("unexpected character {c:?}"));
+            }
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +260,40 @@ mod tests {
         );
         assert_eq!(drop_foreign_tables("s", &[]), None);
         assert_eq!(drop_foreign_tables("s", &["a".into()]).unwrap(), r#"DROP FOREIGN TABLE "s"."a" RESTRICT"#);
+    }
+
+    use super::lex::{Token, tokens};
+    use proptest::prelude::*;
+
+    fn words(s: &str) -> Vec<Token> {
+        s.split(' ').map(|w| Token::Word(w.into())).collect()
+    }
+
+    proptest! {
+        /// Any name and value renders as exactly one identifier or literal
+        /// token holding it: no statement can be smuggled in.
+        #[test]
+        fn rendered_statements_lex_back_to_their_inputs(server in "\\PC*", key in "\\PC*", value in "\\PC*", schema in "\\PC*") {
+            let opts = vec![(key.clone(), SecretString::new(value.clone()))];
+            let mut want = words("CREATE USER MAPPING FOR CURRENT_USER SERVER");
+            want.extend([Token::Ident(server.clone()), Token::Word("OPTIONS".into()), Token::Punct('('),
+                         Token::Ident(key.clone()), Token::Literal(value.clone()), Token::Punct(')')]);
+            prop_assert_eq!(tokens(&create_user_mapping(&server, &opts)).unwrap(), want);
+
+            let mut want = words("COMMENT ON SCHEMA");
+            want.extend([Token::Ident(schema.clone()), Token::Word("IS".into()), Token::Literal(value.clone())]);
+            prop_assert_eq!(tokens(&comment_on_schema(&schema, &value)).unwrap(), want);
+
+            let mut want = words("DROP FOREIGN TABLE");
+            want.extend([Token::Ident(schema.clone()), Token::Punct('.'), Token::Ident(key.clone()), Token::Word("RESTRICT".into())]);
+            prop_assert_eq!(tokens(&drop_foreign_tables(&schema, &[key.clone()]).unwrap()).unwrap(), want);
+
+            let mut want = words("IMPORT FOREIGN SCHEMA");
+            want.extend([Token::Ident(key.clone()), Token::Word("LIMIT".into()), Token::Word("TO".into()), Token::Punct('('),
+                         Token::Ident(value.clone()), Token::Punct(')'), Token::Word("FROM".into()), Token::Word("SERVER".into()),
+                         Token::Ident(server.clone()), Token::Word("INTO".into()), Token::Ident(schema.clone())]);
+            prop_assert_eq!(tokens(&import_foreign_schema(&key, &TableFilter::LimitTo(vec![value.clone()]), &server, &schema)).unwrap(), want);
+        }
     }
 
     #[test]
