@@ -127,6 +127,13 @@ fn steampipe(sp: &SteampipePlugin, schema: &str, credentials: Option<&BTreeMap<S
             config.push('\n');
         }
         let value = text(key, value)?;
+        // HCL normalizes every string to Unicode NFC, escapes included: a
+        // value in another form would reach the plugin changed.
+        if !unicode_normalization::is_nfc(value.expose()) {
+            return Err(PluginError::Invalid(format!(
+                "the credentials Secret's key {key:?} is not in Unicode NFC form, which HCL would silently change"
+            )));
+        }
         config.push_str(&format!("{key} = {}\n", hcl_string(value.expose())));
     }
     let extension = format!("steampipe_postgres_{}", sp.name);

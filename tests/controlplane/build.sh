@@ -2,7 +2,8 @@
 # Builds the local control plane from Go modules into tests/controlplane/bin:
 # etcd, kube-apiserver, kube-controller-manager and kubectl from the module in
 # this directory, helm from tests/tools (its own module, out of reach of the
-# replace block), and the devenv launcher.
+# replace block), hclcheck from tests/hclcheck (HashiCorp's HCL, for the
+# steampipe config tests), and the devenv launcher.
 #
 # A stamp of the inputs (go.mod, go.sum, sources, Go version) skips the build
 # when nothing changed, so a second run costs nothing. Go's own build cache
@@ -52,6 +53,8 @@ build kubernetes "$here" "etcd kube-apiserver kube-controller-manager kubectl de
   k8s.io/kubernetes/cmd/kubectl \
   go.etcd.io/etcd/server/v3 \
   ./devenv
+
+build hclcheck "$here/../hclcheck" "hclcheck" -o "$out/hclcheck" -ldflags "-s -w" .
 
 helm_version="$(cd "$tools" && go list -m -f '{{.Version}}' helm.sh/helm/v3)"
 build helm "$tools" "helm" -o "$out/helm" \
