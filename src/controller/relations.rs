@@ -1,34 +1,63 @@
 //! Which objects depend on a changed object: each watch event is mapped here
 //! to the reconciles it must cause in other controllers. References never
 //! leave a namespace, so every lookup is within the event's namespace.
+//!
+//! An event is handed over before the store applies it, so the store still
+//! holds the previous version: dependents are queued only when what they
+//! depend on changed (a spec, a deletion, a Secret's data, an attachment's
+//! summary), not on every status write. That keeps a bulk attach from
+//! turning into a reconcile storm.
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher::Event;
 
 use super::{Stores, Triggers};
 use crate::api::{Connection, Reason, TestOutcome, Workspace, WorkspaceConnection, conditions};
 
-fn objects<K>(event: &Event<K>) -> Option<&K> {
+/// The object of a change event, and whether `summary` of it differs from
+/// the version the store holds (always true for a deletion or a new object).
+fn changed<K, S>(store: &Store<K>, event: &Event<K>, summary: impl Fn(&K) -> S) -> Option<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone,
+    S: PartialEq,
+{
     match event {
-        Event::Apply(obj) | Event::Delete(obj) | Event::InitApply(obj) => Some(obj),
-        Event::Init | Event::InitDone => None,
+        Event::Delete(obj) => Some(obj.clone()),
+        Event::Apply(obj) => {
+            let old = store.get(&ObjectRef::from_obj(obj));
+            match old {
+                Some(old) if summary(&old) == summary(obj) => None,
+                _ => Some(obj.clone()),
+            }
+        }
+        // The initial list: every controller reconciles all of its objects at
+        // start anyway.
+        Event::Init | Event::InitApply(_) | Event::InitDone => None,
     }
-}
-
-/// True for events that can change a dependent's outcome. The initial list
-/// is not one: every controller reconciles all of its objects at start.
-fn is_change<K>(event: &Event<K>) -> bool {
-    matches!(event, Event::Apply(_) | Event::Delete(_))
 }
 
 fn send<K: kube::Resource<DynamicType = ()>>(tx: &futures::channel::mpsc::UnboundedSender<ObjectRef<K>>, ns: &str, name: &str) {
     let _ = tx.unbounded_send(ObjectRef::new(name).within(ns));
 }
 
+fn ready_reason(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> Option<(String, String)> {
+    conditions::find(conditions, conditions::READY).map(|c| (c.status.clone(), c.reason.clone()))
+}
+
 pub fn workspace_changed(stores: &Stores, triggers: &Triggers, event: &Event<Workspace>) {
-    let Some(ws) = objects(event).filter(|_| is_change(event)) else { return };
+    // Attachments depend on the spec, on deletion, and (to retry at once)
+    // on the database becoming reachable again.
+    let Some(ws) = changed(&stores.workspaces, event, |w| {
+        (
+            w.metadata.generation,
+            w.metadata.deletion_timestamp.is_some(),
+            w.status.as_ref().and_then(|s| ready_reason(&s.conditions)),
+        )
+    }) else {
+        return;
+    };
     let (ns, name) = (ws.namespace().unwrap_or_default(), ws.name_any());
     for att in stores.attachments_where(&ns, |a| a.spec.workspace == name) {
         send(&triggers.attachments, &ns, &att.name_any());
@@ -48,7 +77,11 @@ pub fn workspace_changed(stores: &Stores, triggers: &Triggers, event: &Event<Wor
 }
 
 pub fn connection_changed(stores: &Stores, triggers: &Triggers, event: &Event<Connection>) {
-    let Some(conn) = objects(event).filter(|_| is_change(event)) else { return };
+    // Attachments depend on the spec and on deletion; not on test results.
+    let Some(conn) = changed(&stores.connections, event, |c| (c.metadata.generation, c.metadata.deletion_timestamp.is_some()))
+    else {
+        return;
+    };
     let (ns, name) = (conn.namespace().unwrap_or_default(), conn.name_any());
     for att in stores.attachments_where(&ns, |a| a.spec.connection == name) {
         send(&triggers.attachments, &ns, &att.name_any());
@@ -56,9 +89,19 @@ pub fn connection_changed(stores: &Stores, triggers: &Triggers, event: &Event<Co
 }
 
 pub fn attachment_changed(stores: &Stores, triggers: &Triggers, event: &Event<WorkspaceConnection>) {
-    let Some(att) = objects(event).filter(|_| is_change(event)) else { return };
+    // What the aggregate lists on both ends show of an attachment.
+    let Some(att) = changed(&stores.attachments, event, |a| {
+        let status = a.status.as_ref();
+        (
+            a.metadata.deletion_timestamp.is_some(),
+            status.and_then(|s| ready_reason(&s.conditions)),
+            status.and_then(|s| s.schema.clone()),
+            status.and_then(|s| s.tables),
+        )
+    }) else {
+        return;
+    };
     let ns = att.namespace().unwrap_or_default();
-    // The aggregate lists on both ends.
     send(&triggers.workspaces, &ns, &att.spec.workspace);
     send(&triggers.connections, &ns, &att.spec.connection);
     // An attachment that goes away may free a schema another one wanted.
@@ -77,7 +120,9 @@ pub fn attachment_changed(stores: &Stores, triggers: &Triggers, event: &Event<Wo
 }
 
 pub fn secret_changed(stores: &Stores, triggers: &Triggers, event: &Event<Secret>) {
-    let Some(secret) = objects(event).filter(|_| is_change(event)) else { return };
+    let Some(secret) = changed(&stores.secrets, event, |s| (s.data.clone(), s.string_data.clone())) else {
+        return;
+    };
     let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
     let workspaces: Vec<String> = stores
         .workspaces

@@ -322,7 +322,17 @@ impl Database {
             .await
             .map_err(err)?;
         tx.commit().await.map_err(err)?;
+        self.disconnect_fdw(&client, plan).await;
         Ok(Attached { change, tables })
+    }
+
+    /// postgres_fdw keeps the remote connection an import opened for the
+    /// life of the session; a pooled session must not collect them.
+    async fn disconnect_fdw(&self, client: &deadpool_postgres::Object, plan: &AttachPlan) {
+        if plan.wrapper == "postgres_fdw" {
+            self.count(1, 0);
+            let _ = client.batch_execute(sql::DISCONNECT_FDW).await;
+        }
     }
 
     /// Tests a plan: in one transaction that is always rolled back, creates
@@ -352,13 +362,19 @@ impl Database {
         ];
         self.count(ddl.len() as u64 + 1, 0);
         tx.batch_execute(&ddl.join(";\n")).await.map_err(err)?;
-        let tables: Vec<String> =
-            tx.query(sql::FOREIGN_TABLES, &[&plan.schema]).await.map_err(err)?.iter().map(|r| r.get(0)).collect();
+        let tables: Vec<String> = tx
+            .query(sql::OWNED_FOREIGN_TABLES, &[&plan.schema, &plan.server])
+            .await
+            .map_err(err)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
         if let Some(first) = tables.first() {
             self.count(1, 0);
             tx.simple_query(&sql::read_one_row(&plan.schema, first)).await.map_err(err)?;
         }
         tx.rollback().await.map_err(err)?;
+        self.disconnect_fdw(&client, plan).await;
         Ok(tables.len() as i64)
     }
 

@@ -86,11 +86,6 @@ pub fn read_one_row(schema: &str, table: &str) -> String {
     format!("SELECT * FROM {} LIMIT 1", qualified(schema, table))
 }
 
-/// The foreign tables of a schema, by name. Parameter: schema name.
-pub const FOREIGN_TABLES: &str = "
-SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE n.nspname = $1 AND c.relkind = 'f' ORDER BY 1";
-
 pub fn comment_on_schema(schema: &str, comment: &str) -> String {
     format!("COMMENT ON SCHEMA {} IS {}", ident(schema), literal(comment))
 }
@@ -98,6 +93,10 @@ pub fn comment_on_schema(schema: &str, comment: &str) -> String {
 pub fn comment_on_server(server: &str, comment: &str) -> String {
     format!("COMMENT ON SERVER {} IS {}", ident(server), literal(comment))
 }
+
+/// Closes the remote connections postgres_fdw keeps in this session, so that
+/// pooled sessions do not hold one to every source they ever imported from.
+pub const DISCONNECT_FDW: &str = "SELECT postgres_fdw_disconnect_all()";
 
 /// Bounds every statement of the transaction; values are plain integers.
 pub fn set_timeouts(statement_ms: u64, lock_ms: u64) -> String {
@@ -109,23 +108,24 @@ pub fn set_timeouts(statement_ms: u64, lock_ms: u64) -> String {
 pub const LOCK_SCHEMA: &str = "SELECT pg_advisory_xact_lock(hashtext('manifold.dev/' || $1::text))";
 
 /// What the catalog shows of one schema and its server, for the current user.
-/// Parameters: schema name, server name.
+/// Parameters: schema name, server name. Foreign tables are counted from
+/// pg_foreign_table, which is small and indexed: pg_class has no index on
+/// the namespace, and a scan of it grows with every attachment.
 pub const OBSERVE_ONE: &str = "
 SELECT
   (SELECT coalesce(obj_description(n.oid, 'pg_namespace'), '') FROM pg_namespace n WHERE n.nspname = $1) AS schema_comment,
-  (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-     WHERE n.nspname = $1 AND c.relkind = 'f') AS foreign_tables,
+  (SELECT count(*) FROM pg_foreign_table ft JOIN pg_class c ON c.oid = ft.ftrelid
+     WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1)) AS foreign_tables,
   (SELECT coalesce(obj_description(s.oid, 'pg_foreign_server'), '') FROM pg_foreign_server s WHERE s.srvname = $2) AS server_comment,
   EXISTS (SELECT 1 FROM pg_user_mappings m WHERE m.srvname = $2 AND m.umuser = (SELECT oid FROM pg_roles WHERE rolname = current_user)) AS mapping";
 
-/// The foreign tables of a schema that use a server: the ones an
+/// The foreign tables of a schema that use a server, by name: the ones an
 /// attachment imported. Parameters: schema name, server name.
 pub const OWNED_FOREIGN_TABLES: &str = "
-SELECT c.relname::text FROM pg_class c
-  JOIN pg_namespace n ON n.oid = c.relnamespace
-  JOIN pg_foreign_table ft ON ft.ftrelid = c.oid
+SELECT c.relname::text FROM pg_foreign_table ft
   JOIN pg_foreign_server s ON s.oid = ft.ftserver
- WHERE n.nspname = $1 AND s.srvname = $2
+  JOIN pg_class c ON c.oid = ft.ftrelid
+ WHERE s.srvname = $2 AND c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1)
  ORDER BY 1";
 
 /// The whole at-rest resync of a workspace in one round trip: the server
@@ -133,26 +133,30 @@ SELECT c.relname::text FROM pg_class c
 /// comment, its foreign-table count, and whether its server and the current
 /// user's mapping exist (as one JSON array).
 pub const OBSERVE_ALL: &str = "
+WITH managed AS (
+  SELECT d.objoid AS nsp, d.description FROM pg_description d
+   WHERE d.classoid = 'pg_namespace'::regclass AND d.objsubid = 0
+     AND starts_with(d.description, 'manifold.dev/owner=')
+), foreign_tables AS (
+  SELECT relnamespace, count(*) AS n FROM pg_class WHERE relkind = 'f' GROUP BY relnamespace
+), servers AS (
+  SELECT s.oid, s.srvname, coalesce(sd.description, '') AS comment FROM pg_foreign_server s
+    LEFT JOIN pg_description sd ON sd.objoid = s.oid AND sd.classoid = 'pg_foreign_server'::regclass AND sd.objsubid = 0
+), mappings AS (
+  SELECT srvid FROM pg_user_mappings WHERE umuser = (SELECT oid FROM pg_roles WHERE rolname = current_user)
+)
 SELECT current_setting('server_version') AS version, coalesce(json_agg(json_build_object(
-         'schema', m.schema, 'comment', m.comment, 'foreign_tables', m.foreign_tables,
-         'server_comment', m.server_comment, 'mapping', m.mapping)), '[]'::json) AS schemas
-  FROM (
-    SELECT n.nspname AS schema, d.description AS comment,
-           (SELECT count(*) FROM pg_class c WHERE c.relnamespace = n.oid AND c.relkind = 'f') AS foreign_tables,
-           CASE WHEN s.oid IS NULL THEN NULL ELSE coalesce(obj_description(s.oid, 'pg_foreign_server'), '') END AS server_comment,
-           EXISTS (SELECT 1 FROM pg_user_mappings um WHERE um.srvid = s.oid
-                     AND um.umuser = (SELECT oid FROM pg_roles WHERE rolname = current_user)) AS mapping
-      FROM pg_description d
-      JOIN pg_namespace n ON n.oid = d.objoid
-      LEFT JOIN pg_foreign_server s ON s.srvname = n.nspname
-     WHERE d.classoid = 'pg_namespace'::regclass AND d.objsubid = 0
-       AND starts_with(d.description, 'manifold.dev/owner=')
-  ) m";
+         'schema', n.nspname, 'comment', m.description, 'foreign_tables', coalesce(t.n, 0),
+         'server_comment', s.comment, 'mapping', s.oid IS NOT NULL AND s.oid IN (SELECT srvid FROM mappings))), '[]'::json) AS schemas
+  FROM managed m
+  JOIN pg_namespace n ON n.oid = m.nsp
+  LEFT JOIN foreign_tables t ON t.relnamespace = n.oid
+  LEFT JOIN servers s ON s.srvname = n.nspname";
 
 /// Foreign tables in a schema. Parameter: schema name.
 pub const COUNT_FOREIGN_TABLES: &str = "
-SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE n.nspname = $1 AND c.relkind = 'f'";
+SELECT count(*) FROM pg_foreign_table ft JOIN pg_class c ON c.oid = ft.ftrelid
+ WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1)";
 
 
 /// A lexer of exactly what this module renders: words, quoted identifiers,
