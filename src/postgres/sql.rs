@@ -137,8 +137,11 @@ WITH managed AS (
   SELECT d.objoid AS nsp, d.description FROM pg_description d
    WHERE d.classoid = 'pg_namespace'::regclass AND d.objsubid = 0
      AND starts_with(d.description, 'manifold.dev/owner=')
-), foreign_tables AS (
-  SELECT relnamespace, count(*) AS n FROM pg_class WHERE relkind = 'f' GROUP BY relnamespace
+), foreign_tables AS MATERIALIZED (
+  -- One scan of pg_class, looked up by schema below: a join here is planned
+  -- as a nested loop, quadratic in the number of schemas.
+  SELECT jsonb_object_agg(relnamespace::text, n) AS by_schema
+    FROM (SELECT relnamespace, count(*) AS n FROM pg_class WHERE relkind = 'f' GROUP BY relnamespace) c
 ), servers AS (
   SELECT s.oid, s.srvname, coalesce(sd.description, '') AS comment FROM pg_foreign_server s
     LEFT JOIN pg_description sd ON sd.objoid = s.oid AND sd.classoid = 'pg_foreign_server'::regclass AND sd.objsubid = 0
@@ -146,11 +149,11 @@ WITH managed AS (
   SELECT srvid FROM pg_user_mappings WHERE umuser = (SELECT oid FROM pg_roles WHERE rolname = current_user)
 )
 SELECT current_setting('server_version') AS version, coalesce(json_agg(json_build_object(
-         'schema', n.nspname, 'comment', m.description, 'foreign_tables', coalesce(t.n, 0),
+         'schema', n.nspname, 'comment', m.description,
+         'foreign_tables', coalesce((SELECT (by_schema ->> n.oid::text)::bigint FROM foreign_tables), 0),
          'server_comment', s.comment, 'mapping', s.oid IS NOT NULL AND s.oid IN (SELECT srvid FROM mappings))), '[]'::json) AS schemas
   FROM managed m
   JOIN pg_namespace n ON n.oid = m.nsp
-  LEFT JOIN foreign_tables t ON t.relnamespace = n.oid
   LEFT JOIN servers s ON s.srvname = n.nspname";
 
 /// Foreign tables in a schema. Parameter: schema name.
