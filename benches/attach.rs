@@ -182,6 +182,37 @@ async fn bench(n: usize) {
         resync.push(started.elapsed());
     }
     resync.sort();
+    // 5. Optionally, the same query at a larger scale: managed schemas of 2
+    // tables made directly, up to MANIFOLD_BENCH_RESYNC_SCHEMAS.
+    let scale: usize = std::env::var("MANIFOLD_BENCH_RESYNC_SCHEMAS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut at_scale = None;
+    if scale > n + 20 {
+        let password = postgres_protocol::escape::escape_literal(&w.src.password);
+        for i in n + 20..scale {
+            ws.batch_execute(&format!(
+                "BEGIN;
+                 CREATE SERVER x{i} FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', port '{}', dbname '{}');
+                 COMMENT ON SERVER x{i} IS 'manifold.dev/owner=bench/x{i} uid=x';
+                 CREATE USER MAPPING FOR CURRENT_USER SERVER x{i} OPTIONS (user '{}', password {password});
+                 CREATE SCHEMA x{i};
+                 IMPORT FOREIGN SCHEMA public LIMIT TO (t00, t01) FROM SERVER x{i} INTO x{i};
+                 COMMENT ON SCHEMA x{i} IS 'manifold.dev/owner=bench/x{i} uid=x fingerprint=a.b.c tables=2';
+                 COMMIT;
+                 SELECT postgres_fdw_disconnect_all();",
+                w.pg.port, w.src.db, w.src.user
+            ))
+            .await
+            .unwrap();
+        }
+        let mut times = Vec::new();
+        for _ in 0..20 {
+            let started = Instant::now();
+            ws.query_one(query, &[]).await.unwrap();
+            times.push(started.elapsed());
+        }
+        times.sort();
+        at_scale = Some(percentile(&times, 0.5));
+    }
     let rss = std::fs::read_to_string(format!("/proc/{}/status", op.pid())).unwrap_or_default();
     let rss = rss.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or("VmRSS: ?").to_owned();
 
@@ -195,6 +226,9 @@ async fn bench(n: usize) {
         n + 20,
         percentile(&resync, 0.5)
     );
+    if let Some(p50) = at_scale {
+        println!("resync at rest, one catalog query over {scale} schemas: p50 {p50:?}");
+    }
     println!("operator {rss}");
     let (_, metrics) = op.admin_get("/metrics");
     for line in metrics.lines().filter(|l| {
