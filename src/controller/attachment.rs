@@ -247,6 +247,20 @@ async fn report(att: &WorkspaceConnection, ctx: &Context, step: &Step) -> Result
     let generation = att.meta().generation;
     let previous_reason = current.and_then(|s| status::ready_reason(&s.conditions)).map(str::to_owned);
     let applied = matches!(step.change, Some(ref c) if *c != Change::None);
+    let last_applied_at = if applied {
+        Some(status::now())
+    } else {
+        match current.and_then(|s| s.last_applied_at.clone()) {
+            Some(t) => Some(t),
+            // The store may not have seen the status that recorded the
+            // attach yet; read it, rather than erase the time.
+            None if step.outcome.is_ready() => {
+                let api: Api<WorkspaceConnection> = Api::namespaced(ctx.client.clone(), &att.namespace().unwrap_or_default());
+                api.get_status(&att.name_any()).await?.status.and_then(|s| s.last_applied_at)
+            }
+            None => None,
+        }
+    };
     let status = WorkspaceConnectionStatus {
         observed_generation: generation,
         conditions: status::merge_conditions(
@@ -256,7 +270,7 @@ async fn report(att: &WorkspaceConnection, ctx: &Context, step: &Step) -> Result
         ),
         schema: step.schema.clone().or_else(|| current.and_then(|s| s.schema.clone())),
         tables: if step.outcome.is_ready() { step.tables.map(|t| t as i32) } else { None },
-        last_applied_at: if applied { Some(status::now()) } else { current.and_then(|s| s.last_applied_at.clone()) },
+        last_applied_at,
     };
     status::write(ctx, att, current, &status).await?;
     if !step.outcome.is_ready() {

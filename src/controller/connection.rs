@@ -262,18 +262,10 @@ fn workspaces(ctx: &Context, conn: &Connection) -> Vec<WorkspaceUse> {
         .stores
         .attachments_where(&ns, |a| a.spec.connection == name)
         .iter()
-        .map(|a| {
-            let status = a.status.as_ref();
-            let ready = status.is_some_and(|s| conditions::is_ready(&s.conditions));
-            WorkspaceUse {
-                name: a.spec.workspace.clone(),
-                schema: status.and_then(|s| s.schema.clone()).unwrap_or_default(),
-                state: if ready {
-                    "Ready".to_owned()
-                } else {
-                    status.and_then(|s| status::ready_reason(&s.conditions)).unwrap_or("Pending").to_owned()
-                },
-            }
+        .map(|a| WorkspaceUse {
+            name: a.spec.workspace.clone(),
+            schema: a.status.as_ref().and_then(|s| s.schema.clone()).unwrap_or_default(),
+            state: status::attachment_state(a),
         })
         .collect();
     list.sort();

@@ -164,6 +164,15 @@ pub enum Error {
 }
 
 fn error_policy<K: Resource<DynamicType = ()>>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
+    // The finalizer was added by an earlier reconcile whose update the store
+    // has not seen yet, so the patch's test failed: not a failure, and the
+    // watch event is on its way.
+    if let Error::Finalizer(inner) = err
+        && let kube::runtime::finalizer::Error::AddFinalizer(kube::Error::Api(status)) = inner.as_ref()
+        && status.code == 422
+    {
+        return Action::requeue(Duration::from_millis(200));
+    }
     let key = format!("{}/{}/{}", K::kind(&()), obj.meta().namespace.as_deref().unwrap_or(""), obj.meta().name.as_deref().unwrap_or(""));
     let delay = ctx.backoff.failed(&key);
     warn!(object = %key, error = %err, retry_in = ?delay, "reconcile failed");
@@ -234,7 +243,15 @@ fn log_result<K: Resource>(kind: &'static str, result: RunResult<K>) -> future::
 async fn measured(kind: &'static str, ctx: Arc<Context>, run: impl Future<Output = Result<Action, Error>>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
     let result = run.await;
-    ctx.metrics.reconciled(kind, started.elapsed(), result.is_err());
+    let api_failed = match &result {
+        Err(Error::Finalizer(inner)) => !matches!(
+            inner.as_ref(),
+            kube::runtime::finalizer::Error::AddFinalizer(kube::Error::Api(status)) if status.code == 422
+        ),
+        Err(_) => true,
+        Ok(_) => false,
+    };
+    ctx.metrics.reconciled(kind, started.elapsed(), api_failed);
     result
 }
 
@@ -417,13 +434,7 @@ pub async fn run(
 fn attachment_states(stores: &[Store<WorkspaceConnection>]) -> Vec<(String, i64)> {
     let mut counts: HashMap<String, i64> = HashMap::new();
     for att in stores.iter().flat_map(|s| s.state()) {
-        let conditions = att.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
-        let state = match crate::api::conditions::find(conditions, crate::api::conditions::READY) {
-            Some(c) if c.status == "True" => "Ready".to_owned(),
-            Some(c) => c.reason.clone(),
-            None => "Pending".to_owned(),
-        };
-        *counts.entry(state).or_default() += 1;
+        *counts.entry(status::attachment_state(&att)).or_default() += 1;
     }
     counts.into_iter().collect()
 }

@@ -114,3 +114,14 @@ pub async fn event<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, warnin
 pub fn ready_reason(conditions: &[Condition]) -> Option<&str> {
     conditions::find(conditions, READY).map(|c| c.reason.as_str())
 }
+
+/// An attachment's state as the aggregate lists and the metrics show it:
+/// `Ready`, the reason it is not, or `Pending` before its first status.
+pub fn attachment_state(att: &crate::api::WorkspaceConnection) -> String {
+    let conditions = att.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    match conditions::find(conditions, READY) {
+        Some(c) if c.status == "True" => "Ready".to_owned(),
+        Some(c) => c.reason.clone(),
+        None => "Pending".to_owned(),
+    }
+}

@@ -16,7 +16,7 @@ use tracing::warn;
 use super::attachment;
 use super::status::{self, Outcome};
 use super::{Context, Error, resolve};
-use crate::api::{AttachedConnection, DeletionPolicy, Reason, Workspace, WorkspaceStatus, conditions};
+use crate::api::{AttachedConnection, DeletionPolicy, Reason, Workspace, WorkspaceStatus};
 
 pub const FINALIZER: &str = "manifold.dev/detach-all";
 
@@ -84,19 +84,11 @@ fn connections(ctx: &Context, ns: &str, name: &str) -> Vec<AttachedConnection> {
         .stores
         .attachments_where(ns, |a| a.spec.workspace == name)
         .iter()
-        .map(|a| {
-            let status = a.status.as_ref();
-            let ready = status.is_some_and(|s| conditions::is_ready(&s.conditions));
-            AttachedConnection {
-                name: a.spec.connection.clone(),
-                schema: status.and_then(|s| s.schema.clone()).unwrap_or_default(),
-                state: if ready {
-                    "Ready".to_owned()
-                } else {
-                    status.and_then(|s| status::ready_reason(&s.conditions)).unwrap_or("Pending").to_owned()
-                },
-                tables: status.and_then(|s| s.tables).unwrap_or(0),
-            }
+        .map(|a| AttachedConnection {
+            name: a.spec.connection.clone(),
+            schema: a.status.as_ref().and_then(|s| s.schema.clone()).unwrap_or_default(),
+            state: status::attachment_state(a),
+            tables: a.status.as_ref().and_then(|s| s.tables).unwrap_or(0),
         })
         .collect();
     list.sort();

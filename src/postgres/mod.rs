@@ -252,18 +252,23 @@ impl Database {
         })
     }
 
-    /// Brings one attachment to its plan in one transaction: extension,
-    /// server, user mapping, schema, import, marker. Either all of it
-    /// happens, or none.
-    pub async fn attach(&self, plan: &AttachPlan) -> Result<Attached, DbError> {
-        let secrets: Vec<&str> = plan
-            .server_options
+    /// Every secret value a plan's statements carry, and the workspace URI's
+    /// password: what error messages are cleaned of.
+    fn secrets_of<'a>(&'a self, plan: &'a AttachPlan) -> Vec<&'a str> {
+        plan.server_options
             .iter()
             .chain(&plan.mapping_options)
             .filter(|(_, v)| v.is_secret())
             .map(|(_, v)| v.expose())
             .chain([&*self.uri_secret])
-            .collect();
+            .collect()
+    }
+
+    /// Brings one attachment to its plan in one transaction: extension,
+    /// server, user mapping, schema, import, marker. Either all of it
+    /// happens, or none.
+    pub async fn attach(&self, plan: &AttachPlan) -> Result<Attached, DbError> {
+        let secrets = self.secrets_of(plan);
         let err = |e: tokio_postgres::Error| classify(&e, &secrets);
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(err)?;
@@ -340,14 +345,7 @@ impl Database {
     /// one row of the first imported table. Nothing is left behind. Returns
     /// the number of tables imported. `timeout` bounds every statement.
     pub async fn test(&self, plan: &AttachPlan, timeout: Duration) -> Result<i64, DbError> {
-        let secrets: Vec<&str> = plan
-            .server_options
-            .iter()
-            .chain(&plan.mapping_options)
-            .filter(|(_, v)| v.is_secret())
-            .map(|(_, v)| v.expose())
-            .chain([&*self.uri_secret])
-            .collect();
+        let secrets = self.secrets_of(plan);
         let err = |e: tokio_postgres::Error| classify(&e, &secrets);
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(err)?;
