@@ -89,29 +89,14 @@ async fn bench(n: usize) {
     // is timed is the operator and not kubectl: from its start to all Ready.
     w.workspace("ws");
     w.credentials("shared", &w.src.password);
-    let mut yaml = String::new();
-    for i in 0..n {
-        yaml.push_str(&format!(
-            "---\napiVersion: manifold.dev/v1alpha1\nkind: Connection\nmetadata: {{ name: c{i} }}\nspec:\n\
-             \x20 plugin:\n    postgres: {{ host: 127.0.0.1, port: {}, database: {} }}\n\
-             \x20 credentials: {{ secretRef: {{ name: shared-creds }} }}\n  tables: {{ include: [{}] }}\n\
-             ---\napiVersion: manifold.dev/v1alpha1\nkind: WorkspaceConnection\nmetadata: {{ name: a{i} }}\n\
-             spec: {{ workspace: ws, connection: c{i} }}\n",
-            w.pg.port,
-            w.src.db,
-            include.join(", ")
-        ));
-    }
+    let yaml = w.bulk_yaml(n, w.pg.port, |_| "ws".to_owned(), &format!("  tables: {{ include: [{}] }}\n", include.join(", ")));
     w.apply(&yaml);
     let started = Instant::now();
     let op = Operator::start(
         &control_plane().kubeconfig,
         &["--namespaces", &w.t.ns, "--pool-size", &std::env::var("MANIFOLD_BENCH_POOL").unwrap_or_else(|_| "4".into()), "--resync", "60s", "--concurrency", "64"],
     );
-    let ready = || async {
-        let list = w.attachments().list(&Default::default()).await.unwrap();
-        list.items.iter().filter(|a| a.status.as_ref().is_some_and(|s| conditions::is_ready(&s.conditions))).count()
-    };
+    let ready = || w.ready_count();
     loop {
         let r = ready().await;
         if r == n {

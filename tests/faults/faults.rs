@@ -76,23 +76,10 @@ pub async fn operator_killed_mid_batch_converges_without_duplicates() {
     let op = operator_for(&w, &["--pool-size", "1"]);
     w.workspace("ws");
     let n = 30;
-    let mut yaml = String::new();
-    for i in 0..n {
-        yaml.push_str(&format!(
-            "---\napiVersion: manifold.dev/v1alpha1\nkind: Connection\nmetadata: {{ name: c{i} }}\nspec:\n\
-             \x20 plugin:\n    postgres: {{ host: 127.0.0.1, port: {}, database: {} }}\n\
-             \x20 credentials: {{ secretRef: {{ name: shared-creds }} }}\n  test: {{ interval: \"0\" }}\n\
-             ---\napiVersion: manifold.dev/v1alpha1\nkind: WorkspaceConnection\nmetadata: {{ name: ws-c{i} }}\n\
-             spec: {{ workspace: ws, connection: c{i} }}\n",
-            proxy.port, w.src.db
-        ));
-    }
+    let yaml = w.bulk_yaml(n, proxy.port, |_| "ws".to_owned(), "  test: { interval: \"0\" }\n");
     w.credentials("shared", &w.src.password);
     w.apply(&yaml);
-    let ready = || async {
-        let list = w.attachments().list(&Default::default()).await.unwrap();
-        list.items.iter().filter(|a| a.status.as_ref().is_some_and(|s| manifold::api::conditions::is_ready(&s.conditions))).count()
-    };
+    let ready = || w.ready_count();
     wait_for("a few attached", WAIT, || async { let r = ready().await; if r >= 3 { Ok(()) } else { Err(r.to_string()) } }).await;
     op.kill();
     let at_kill = ready().await;

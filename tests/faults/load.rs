@@ -3,8 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use manifold::api::conditions;
-
 use super::faults::SERIAL;
 use crate::support::world::{count, world_without_operator};
 use crate::support::{Operator, control_plane, secret_yaml, wait_for};
@@ -35,25 +33,10 @@ pub async fn two_hundred_attachments_changed_at_once() {
         dbs.push(db);
     }
     w.credentials("shared", &w.src.password);
-    let mut yaml = String::new();
-    for i in 0..n {
-        yaml.push_str(&format!(
-            "---\napiVersion: manifold.dev/v1alpha1\nkind: Connection\nmetadata: {{ name: c{i} }}\nspec:\n\
-             \x20 plugin:\n    postgres: {{ host: 127.0.0.1, port: {}, database: {} }}\n\
-             \x20 credentials: {{ secretRef: {{ name: shared-creds }} }}\n\
-             ---\napiVersion: manifold.dev/v1alpha1\nkind: WorkspaceConnection\nmetadata: {{ name: a{i} }}\n\
-             spec: {{ workspace: ws{}, connection: c{i} }}\n",
-            w.pg.port,
-            w.src.db,
-            i % workspaces
-        ));
-    }
+    let yaml = w.bulk_yaml(n, w.pg.port, |i| format!("ws{}", i % workspaces), "");
     let started = Instant::now();
     w.apply(&yaml);
-    let ready = || async {
-        let list = w.attachments().list(&Default::default()).await.unwrap();
-        list.items.iter().filter(|a| a.status.as_ref().is_some_and(|s| conditions::is_ready(&s.conditions))).count()
-    };
+    let ready = || w.ready_count();
     wait_for("200 attached", Duration::from_secs(180), || async {
         let r = ready().await;
         if r == n { Ok(()) } else { Err(format!("{r} of {n}; operator log ends with:\n{}", tail(&op.logs(), 15))) }

@@ -83,6 +83,32 @@ impl World {
         .await
     }
 
+    /// How many attachments of the namespace are Ready.
+    pub async fn ready_count(&self) -> usize {
+        let list = self.attachments().list(&Default::default()).await.unwrap();
+        list.items.iter().filter(|a| a.status.as_ref().is_some_and(|s| conditions::is_ready(&s.conditions))).count()
+    }
+
+    /// YAML for `n` Connections `c<i>` to the source through 127.0.0.1:`port`,
+    /// all with the Secret `shared-creds`, each attached as `a<i>` to the
+    /// workspace `workspace(i)`; `extra` is more YAML under each
+    /// Connection's spec.
+    pub fn bulk_yaml(&self, n: usize, port: u16, workspace: impl Fn(usize) -> String, extra: &str) -> String {
+        let mut yaml = String::new();
+        for i in 0..n {
+            yaml.push_str(&format!(
+                "---\napiVersion: manifold.dev/v1alpha1\nkind: Connection\nmetadata: {{ name: c{i} }}\nspec:\n\
+                 \x20 plugin:\n    postgres: {{ host: 127.0.0.1, port: {port}, database: {} }}\n\
+                 \x20 credentials: {{ secretRef: {{ name: shared-creds }} }}\n{extra}\
+                 ---\napiVersion: manifold.dev/v1alpha1\nkind: WorkspaceConnection\nmetadata: {{ name: a{i} }}\n\
+                 spec: {{ workspace: {}, connection: c{i} }}\n",
+                self.src.db,
+                workspace(i)
+            ));
+        }
+        yaml
+    }
+
     pub fn attachments(&self) -> Api<WorkspaceConnection> {
         self.t.api()
     }
