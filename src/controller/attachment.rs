@@ -13,7 +13,6 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
 use tracing::info;
 
-use super::observations::owned_by;
 use super::resolve::{self, Failure};
 use super::status::{self, Outcome};
 use super::{Context, Error};
@@ -189,7 +188,7 @@ fn ready(schema: &str, tables: i64) -> Step {
 /// observation shows as its own. Returns the schemas dropped.
 pub(super) async fn detach(ctx: &Context, ws_key: &WsKey, db: &Database, att: &WorkspaceConnection, also: Option<&str>) -> Result<Vec<String>, DbError> {
     let owner = resolve::owner(att);
-    let owned = ctx.observations.with(ws_key, db, ctx.settings.resync, |o, _| owned_by(&o.catalog, &owner)).await?;
+    let owned = ctx.observations.with(ws_key, db, ctx.settings.resync, |s, _| s.owned_by(&owner)).await?;
     let mut names: BTreeSet<String> = owned.into_iter().collect();
     names.extend(att.status.as_ref().and_then(|s| s.schema.clone()));
     names.extend(also.map(str::to_owned));

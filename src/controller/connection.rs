@@ -84,9 +84,9 @@ pub fn due(
     }
 }
 
-/// When the next test falls due, if nothing else changes.
-fn next_test(conn: &Connection, since_last: Duration, retry_after: Duration) -> Option<Duration> {
-    let last = conn.status.as_ref()?.test.as_ref()?;
+/// When the next test after `last` falls due, if nothing else changes.
+fn next_test(conn: &Connection, last: Option<&TestResult>, since_last: Duration, retry_after: Duration) -> Option<Duration> {
+    let last = last?;
     let mut next = interval(conn).map(|every| every.saturating_sub(since_last));
     if last.result == TestOutcome::Failed {
         let retry = retry_after.saturating_sub(since_last);
@@ -127,7 +127,12 @@ fn test_workspace(ctx: &Context, conn: &Connection) -> Result<Arc<Workspace>, St
 }
 
 /// Runs one test. Failures to resolve the connection are test failures too.
-async fn run_test(ctx: &Context, conn: &Connection, resolved: &Result<(plugins::Wrapper, String, Option<String>), Failure>) -> TestResult {
+async fn run_test(
+    ctx: &Context,
+    conn: &Connection,
+    resolved: &Result<(plugins::Wrapper, String, Option<String>), Failure>,
+    workspace: Result<Arc<Workspace>, String>,
+) -> TestResult {
     let started = Instant::now();
     let generation = conn.meta().generation;
     let request = conn.annotations().get(TEST_REQUEST_ANNOTATION).cloned();
@@ -145,7 +150,7 @@ async fn run_test(ctx: &Context, conn: &Connection, resolved: &Result<(plugins::
     };
     let outcome: Result<i64, (Reason, String)> = async {
         let (wrapper, _, version) = resolved.as_ref().map_err(|f| (f.reason, f.message.clone()))?;
-        let ws = test_workspace(ctx, conn).map_err(|m| (Reason::NoWorkspace, m))?;
+        let ws = workspace.map_err(|m| (Reason::NoWorkspace, m))?;
         result.workspace = Some(ws.name_any());
         let uri = resolve::workspace_uri(&ctx.stores, &ws)
             .map_err(|f| (f.reason, format!("Workspace {:?}: {}", ws.name_any(), f.message)))?;
@@ -205,9 +210,9 @@ pub async fn reconcile(conn: Arc<Connection>, ctx: Arc<Context>) -> Result<Actio
     });
 
     let mut test = last.cloned();
-    let workspace_available = test_workspace(&ctx, &conn).is_ok();
-    if let Some(cause) = due(&conn, credentials.as_deref(), since_last, retry_after, workspace_available) {
-        let result = run_test(&ctx, &conn, &resolved).await;
+    let workspace = test_workspace(&ctx, &conn);
+    if let Some(cause) = due(&conn, credentials.as_deref(), since_last, retry_after, workspace.is_ok()) {
+        let result = run_test(&ctx, &conn, &resolved, workspace).await;
         info!(connection = %conn.name_any(), namespace = %conn.namespace().unwrap_or_default(), ?cause,
               result = ?result.result, reason = %result.reason, duration_ms = result.duration_ms, "tested");
         ctx.metrics
@@ -243,17 +248,10 @@ pub async fn reconcile(conn: Arc<Connection>, ctx: Arc<Context>) -> Result<Actio
     report(&conn, &ctx, &outcome, test.clone()).await?;
 
     let since_now = test.as_ref().map(|t| since(&t.tested_at)).unwrap_or_default();
-    Ok(match next_test(&conn_with_test(&conn, test), since_now, ctx.backoff.peek(&backoff_key)) {
+    Ok(match next_test(&conn, test.as_ref(), since_now, ctx.backoff.peek(&backoff_key)) {
         Some(after) => Action::requeue(after.max(Duration::from_millis(100))),
         None => Action::await_change(),
     })
-}
-
-/// The connection as it will look once its status holds `test`.
-fn conn_with_test(conn: &Connection, test: Option<TestResult>) -> Connection {
-    let mut conn = conn.clone();
-    conn.status.get_or_insert_with(Default::default).test = test;
-    conn
 }
 
 fn workspaces(ctx: &Context, conn: &Connection) -> Vec<WorkspaceUse> {
@@ -375,7 +373,7 @@ mod tests {
         assert_eq!(due(&conn(1, None, tested.clone(), None), None, Some(hour), MIN, false), Some(Cause::Periodic));
         assert_eq!(due(&conn(1, Some("2h"), tested.clone(), None), None, Some(hour), MIN, false), None);
         assert_eq!(due(&conn(1, Some("0"), tested.clone(), None), None, Some(hour * 100), MIN, false), None);
-        assert_eq!(next_test(&conn(1, Some("90s"), tested, None), Duration::from_secs(30), MIN), Some(Duration::from_secs(60)));
+        assert_eq!(next_test(&conn(1, Some("90s"), None, None), tested.as_ref(), Duration::from_secs(30), MIN), Some(Duration::from_secs(60)));
     }
 
     #[test]
@@ -384,6 +382,7 @@ mod tests {
         let c = conn(1, None, failed, None);
         assert_eq!(due(&c, None, Some(Duration::from_secs(5)), Duration::from_secs(10), false), None);
         assert_eq!(due(&c, None, Some(Duration::from_secs(10)), Duration::from_secs(10), false), Some(Cause::Retry));
-        assert_eq!(next_test(&c, Duration::from_secs(4), Duration::from_secs(10)), Some(Duration::from_secs(6)));
+        let last = c.status.as_ref().and_then(|s| s.test.as_ref());
+        assert_eq!(next_test(&c, last, Duration::from_secs(4), Duration::from_secs(10)), Some(Duration::from_secs(6)));
     }
 }

@@ -114,11 +114,15 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    fn delay(failures: u32) -> Duration {
+        Duration::from_secs(1).saturating_mul(1 << failures.saturating_sub(1).min(9)).min(Duration::from_secs(300))
+    }
+
     pub fn failed(&self, key: &str) -> Duration {
         let mut failures = self.failures.lock().unwrap();
         let n = failures.entry(key.to_owned()).or_default();
         *n = n.saturating_add(1);
-        let base = Duration::from_secs(1).saturating_mul(1 << (*n - 1).min(9)).min(Duration::from_secs(300));
+        let base = Self::delay(*n);
         // Jitter of up to a quarter, so that many objects failing together
         // (a database restart) do not retry in lockstep.
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
@@ -128,8 +132,7 @@ impl Backoff {
     /// The delay `failed` would give next, without counting a failure and
     /// without jitter: 1 s when nothing has failed yet.
     pub fn peek(&self, key: &str) -> Duration {
-        let n = self.failures.lock().unwrap().get(key).copied().unwrap_or(0);
-        Duration::from_secs(1).saturating_mul(1 << n.saturating_sub(1).min(9)).min(Duration::from_secs(300))
+        Self::delay(self.failures.lock().unwrap().get(key).copied().unwrap_or(0))
     }
 
     pub fn succeeded(&self, key: &str) {
@@ -163,14 +166,23 @@ pub enum Error {
     Held(String),
 }
 
+impl Error {
+    /// The finalizer was added by an earlier reconcile whose update the store
+    /// has not seen yet, so the patch's test failed. Not a failure: the watch
+    /// event is on its way.
+    fn is_finalizer_race(&self) -> bool {
+        matches!(
+            self,
+            Error::Finalizer(inner) if matches!(
+                inner.as_ref(),
+                kube::runtime::finalizer::Error::AddFinalizer(kube::Error::Api(status)) if status.code == 422
+            )
+        )
+    }
+}
+
 fn error_policy<K: Resource<DynamicType = ()>>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
-    // The finalizer was added by an earlier reconcile whose update the store
-    // has not seen yet, so the patch's test failed: not a failure, and the
-    // watch event is on its way.
-    if let Error::Finalizer(inner) = err
-        && let kube::runtime::finalizer::Error::AddFinalizer(kube::Error::Api(status)) = inner.as_ref()
-        && status.code == 422
-    {
+    if err.is_finalizer_race() {
         return Action::requeue(Duration::from_millis(200));
     }
     let key = format!("{}/{}/{}", K::kind(&()), obj.meta().namespace.as_deref().unwrap_or(""), obj.meta().name.as_deref().unwrap_or(""));
@@ -243,14 +255,7 @@ fn log_result<K: Resource>(kind: &'static str, result: RunResult<K>) -> future::
 async fn measured(kind: &'static str, ctx: Arc<Context>, run: impl Future<Output = Result<Action, Error>>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
     let result = run.await;
-    let api_failed = match &result {
-        Err(Error::Finalizer(inner)) => !matches!(
-            inner.as_ref(),
-            kube::runtime::finalizer::Error::AddFinalizer(kube::Error::Api(status)) if status.code == 422
-        ),
-        Err(_) => true,
-        Ok(_) => false,
-    };
+    let api_failed = result.as_ref().is_err_and(|e| !e.is_finalizer_race());
     ctx.metrics.reconciled(kind, started.elapsed(), api_failed);
     result
 }

@@ -51,16 +51,15 @@ impl Outcome {
     pub fn conditions(&self) -> Vec<Desired> {
         let ready = self.is_ready();
         let stalled = self.is_stalled();
-        let (rec_status, rec_reason) = if !ready && !stalled { (Status::True, self.reason) } else { (Status::False, self.reason) };
+        // Each condition carries the message only while it is True.
+        let condition = |type_, on: bool| {
+            let message = if on { self.message.clone() } else { String::new() };
+            Desired::new(type_, if on { Status::True } else { Status::False }, self.reason.as_str(), message)
+        };
         vec![
             Desired::new(READY, if ready { Status::True } else { Status::False }, self.reason.as_str(), self.message.clone()),
-            Desired::new(RECONCILING, rec_status, rec_reason.as_str(), if rec_status == Status::True { self.message.clone() } else { String::new() }),
-            Desired::new(
-                STALLED,
-                if stalled { Status::True } else { Status::False },
-                self.reason.as_str(),
-                if stalled { self.message.clone() } else { String::new() },
-            ),
+            condition(RECONCILING, !ready && !stalled),
+            condition(STALLED, stalled),
         ]
     }
 }

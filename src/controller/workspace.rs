@@ -52,8 +52,8 @@ async fn apply(ws: &Workspace, ctx: &Context) -> Result<Action, Error> {
             // little, so that the requeue below does not just miss it).
             Ok(db) => match ctx
                 .observations
-                .with(&(ns.clone(), name.clone()), &db, resync.saturating_sub(Duration::from_secs(1)), |o, fresh| {
-                    (o.version.clone(), o.taken, fresh)
+                .with(&(ns.clone(), name.clone()), &db, resync.saturating_sub(Duration::from_secs(1)), |s, fresh| {
+                    (s.observation.version.clone(), s.observation.taken, fresh)
                 })
                 .await
             {

@@ -114,7 +114,8 @@ impl Default for Timeouts {
 }
 
 /// Counts the statements Manifold sends to workspace databases, for the
-/// metrics: queries (catalog reads, locks, settings) and DDL.
+/// metrics: queries (catalog reads, locks, settings) and DDL. The counters
+/// are shared handles: every clone counts into the same metric.
 #[derive(Default, Debug, Clone)]
 pub struct Counters {
     pub queries: prometheus_client::metrics::counter::Counter,
@@ -131,7 +132,7 @@ pub struct Database {
     id: u64,
     pool: Pool,
     timeouts: Timeouts,
-    counters: Arc<Counters>,
+    counters: Counters,
     /// The workspace URI's password, to clean error messages with.
     uri_secret: Arc<str>,
 }
@@ -183,7 +184,7 @@ fn parse_catalog(schemas: &serde_json::Value) -> Catalog {
 
 impl Database {
     /// Builds a pool for a libpq URI. Nothing connects until first use.
-    pub fn new(uri: &str, max_connections: usize, timeouts: Timeouts, counters: Arc<Counters>) -> Result<Self, DbError> {
+    pub fn new(uri: &str, max_connections: usize, timeouts: Timeouts, counters: Counters) -> Result<Self, DbError> {
         let mut config: tokio_postgres::Config = uri
             .parse()
             .map_err(|_| DbError::new(Reason::InvalidSpec, "the workspace Secret's URI is not a valid libpq connection URI"))?;
@@ -218,16 +219,7 @@ impl Database {
                 deadpool_postgres::PoolError::Timeout(_) => "timed out waiting for a connection".to_owned(),
                 other => other.to_string(),
             };
-            let reason = match &e {
-                deadpool_postgres::PoolError::Backend(err)
-                    if err.code() == Some(&SqlState::INVALID_PASSWORD)
-                        || err.code() == Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION) =>
-                {
-                    Reason::WorkspaceUnreachable
-                }
-                _ => Reason::WorkspaceUnreachable,
-            };
-            DbError::new(reason, redact(&format!("cannot connect to the workspace database: {text}"), &[&self.uri_secret]))
+            DbError::new(Reason::WorkspaceUnreachable, redact(&format!("cannot connect to the workspace database: {text}"), &[&self.uri_secret]))
         })
     }
 
@@ -358,7 +350,8 @@ impl Database {
             sql::create_schema(&plan.schema),
             sql::import_foreign_schema(&plan.remote_schema, &plan.tables, &plan.server, &plan.schema),
         ];
-        self.count(ddl.len() as u64 + 1, 0);
+        // The timeouts are not DDL; the listing query after is counted with them.
+        self.count(ddl.len() as u64 + 1, ddl.len() as u64 - 1);
         tx.batch_execute(&ddl.join(";\n")).await.map_err(err)?;
         let tables: Vec<String> = tx
             .query(sql::OWNED_FOREIGN_TABLES, &[&plan.schema, &plan.server])
@@ -463,14 +456,14 @@ fn tls() -> tokio_postgres_rustls::MakeRustlsConnect {
 #[derive(Default)]
 pub struct Pools {
     pools: Mutex<HashMap<(String, String), (u64, Database)>>,
-    pub counters: Arc<Counters>,
+    pub counters: Counters,
     pub max_connections: usize,
     pub timeouts: Timeouts,
 }
 
 impl Pools {
     pub fn new(max_connections: usize, timeouts: Timeouts, counters: Counters) -> Self {
-        Pools { pools: Mutex::default(), counters: Arc::new(counters), max_connections, timeouts }
+        Pools { pools: Mutex::default(), counters, max_connections, timeouts }
     }
 
     /// The database of a workspace, for its current URI.
