@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod plugins;
+pub mod secret;
 pub mod postgres;
 pub mod controller;
 pub mod metrics;

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use manifold::controller::Settings;
-use manifold::postgres::Timeouts;
+use manifold::plugins::{AllowedWrapper, HostFence, SourcePolicy};
+use manifold::postgres::{PoolSizes, Timeouts};
 
 #[derive(Parser)]
 #[command(name = "manifold", version, about = "Steampipe-style data connections on Kubernetes")]
@@ -46,9 +47,14 @@ struct RunArgs {
     /// How often each workspace's catalog is observed and drift healed.
     #[arg(long, env = "MANIFOLD_RESYNC", default_value = "5m", value_parser = duration)]
     resync: Duration,
-    /// Connections per workspace database: bounds concurrent work in each.
+    /// Sessions per workspace database for attaches and detaches: bounds
+    /// concurrent work in each.
     #[arg(long, env = "MANIFOLD_POOL_SIZE", default_value_t = 4)]
     pool_size: usize,
+    /// Sessions per workspace database for connection tests, apart from
+    /// attaches so that neither starves the other.
+    #[arg(long, env = "MANIFOLD_TEST_POOL_SIZE", default_value_t = 2)]
+    test_pool_size: usize,
     /// Reconciles running at once, per kind.
     #[arg(long, env = "MANIFOLD_CONCURRENCY", default_value_t = 64)]
     concurrency: u16,
@@ -64,6 +70,29 @@ struct RunArgs {
     /// Bounds every statement of a connection test.
     #[arg(long, env = "MANIFOLD_TEST_TIMEOUT", default_value = "10s", value_parser = duration)]
     test_timeout: Duration,
+    /// The label selector of the Secrets Manifold may read and use; a Secret
+    /// outside it is never read. Empty: every Secret (not recommended).
+    #[arg(long, env = "MANIFOLD_SECRET_SELECTOR", default_value = "manifold.dev/credentials=true")]
+    secret_selector: String,
+    /// Wrappers the `fdw` plugin may use, as JSON: a list of objects with
+    /// `extension`, `wrapper`, `serverOptions` and `userMappingOptions`
+    /// (the option names a spec and a Secret may set). postgres_fdw and the
+    /// steampipe extensions need no entry.
+    #[arg(long, env = "MANIFOLD_WRAPPERS", default_value = "[]", value_parser = wrappers)]
+    wrappers: WrapperList,
+    /// Where sources may be: DNS patterns (`db.example.com`,
+    /// `*.svc.cluster.local`) and CIDRs, comma-separated. Empty: anywhere.
+    #[arg(long, env = "MANIFOLD_SOURCE_HOSTS", value_delimiter = ',')]
+    source_hosts: Vec<String>,
+    /// Every postgres_fdw server gets this connect_timeout, unless its spec
+    /// sets a lower one.
+    #[arg(long, env = "MANIFOLD_SOURCE_CONNECT_TIMEOUT", default_value = "10s", value_parser = duration)]
+    source_connect_timeout: Duration,
+    /// How long the deletion of a Workspace or an attachment waits for a
+    /// database it cannot reach before it gives up (with a Warning Event),
+    /// leaving that database's objects in place.
+    #[arg(long, env = "MANIFOLD_CLEANUP_TIMEOUT", default_value = "10m", value_parser = duration)]
+    cleanup_timeout: Duration,
     /// Watch only these namespaces (comma-separated); empty means all. Use
     /// with the chart's namespaced RBAC.
     #[arg(long, env = "MANIFOLD_NAMESPACES", value_delimiter = ',')]
@@ -87,11 +116,15 @@ struct RunArgs {
 
 /// Parses a Go-style duration such as `90s`, `5m` or `1h30m`.
 fn duration(s: &str) -> Result<Duration, String> {
-    let d: kube::core::Duration = s.parse().map_err(|e| format!("{e}"))?;
-    if d.is_negative() {
-        return Err("must not be negative".into());
-    }
-    Ok(d.into())
+    manifold::api::duration::parse(s)
+}
+
+/// The `--wrappers` list: one JSON value, not a repeated flag.
+#[derive(Clone, Debug)]
+struct WrapperList(Vec<AllowedWrapper>);
+
+fn wrappers(s: &str) -> Result<WrapperList, String> {
+    serde_json::from_str(s).map(WrapperList).map_err(|e| format!("not a JSON list of wrappers: {e}"))
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -171,7 +204,7 @@ fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     init_tracing(&args.log_format);
     let settings = Settings {
         resync: args.resync,
-        pool_size: args.pool_size,
+        pool_sizes: PoolSizes { work: args.pool_size, tests: args.test_pool_size },
         concurrency: args.concurrency,
         timeouts: Timeouts {
             connect: args.connect_timeout,
@@ -179,6 +212,13 @@ fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             lock: args.lock_timeout,
         },
         test_timeout: args.test_timeout,
+        sources: SourcePolicy {
+            wrappers: args.wrappers.0,
+            hosts: HostFence::parse(&args.source_hosts).map_err(|e| format!("--source-hosts: {e}"))?,
+            connect_timeout_secs: args.source_connect_timeout.as_secs().max(1),
+        },
+        secret_selector: args.secret_selector,
+        cleanup_timeout: args.cleanup_timeout,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let lost = runtime.block_on(async move {

@@ -60,6 +60,8 @@ pub struct Metrics {
     pub attachments: Family<StateLabels, Gauge>,
     /// SQL statements sent to workspace databases, by `query` or `ddl`.
     pub statements: Family<StatementLabels, Counter>,
+    /// Status writes to the apiserver, by kind.
+    pub status_writes: Family<KindLabels, Counter>,
     pub leader: Gauge,
     state_sources: Mutex<Vec<StateSource>>,
 }
@@ -75,6 +77,7 @@ impl Default for Metrics {
         let tests = Family::<TestLabels, Counter>::default();
         let attachments = Family::<StateLabels, Gauge>::default();
         let statements = Family::<StatementLabels, Counter>::default();
+        let status_writes = Family::<KindLabels, Counter>::default();
         let leader = Gauge::default();
         registry.register("reconciles", "Reconciles, by kind", reconciles.clone());
         registry.register("reconcile_errors", "Reconciles that ended in a failure, by kind and reason", errors.clone());
@@ -82,6 +85,7 @@ impl Default for Metrics {
         registry.register("connection_tests", "Connection tests, by result and reason", tests.clone());
         registry.register("attachments", "WorkspaceConnections, by state (Ready or the reason)", attachments.clone());
         registry.register("sql_statements", "SQL statements sent to workspace databases, by kind (query or ddl)", statements.clone());
+        registry.register("status_writes", "Status writes to the apiserver, by kind", status_writes.clone());
         registry.register("leader", "1 while this process holds the leader Lease", leader.clone());
         Metrics {
             registry,
@@ -91,6 +95,7 @@ impl Default for Metrics {
             tests,
             attachments,
             statements,
+            status_writes,
             leader,
             state_sources: Mutex::default(),
         }
@@ -111,6 +116,11 @@ impl Metrics {
     /// Records a reconcile whose outcome was a failure, reported in status.
     pub fn failed(&self, kind: &'static str, reason: Reason) {
         self.errors.get_or_create(&ErrorLabels { kind, reason: reason.as_str() }).inc();
+    }
+
+    /// Records a status write.
+    pub fn status_written(&self, kind: &'static str) {
+        self.status_writes.get_or_create(&KindLabels { kind }).inc();
     }
 
     pub fn add_state_source(&self, source: StateSource) {

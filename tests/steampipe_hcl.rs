@@ -28,7 +28,7 @@ fn parse(config: Option<&str>, secrets: &BTreeMap<String, Vec<u8>>) -> Result<BT
         steampipe: Some(SteampipePlugin { name: "aws".into(), config: config.map(str::to_owned) }),
         fdw: None,
     };
-    let wrapper = manifold::plugins::resolve(&plugin, "aws", Some(secrets)).map_err(|e| e.to_string())?;
+    let wrapper = manifold::plugins::resolve(&plugin, "aws", Some(secrets), &Default::default()).map_err(|e| e.to_string())?;
     let rendered = wrapper.server_options[0].1.expose().to_owned();
     let mut child = Command::new(hclcheck()).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     child.stdin.take().unwrap().write_all(rendered.as_bytes()).unwrap();

@@ -4,7 +4,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::{SecretRef, schema_name_cel};
+use super::{NETWORK_HOST_CEL, POSTGRES_OPTIONS, SecretRef, schema_name_cel};
 
 /// The desired connection: its plugin, credentials, tables and tests.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -29,6 +29,8 @@ use super::{SecretRef, schema_name_cel};
     printcolumn(name = "Reason", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].reason"#, priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
+#[x_kube(validation = Rule::new("!has(self.plugin.postgres) || has(self.credentials)")
+    .message("a postgres connection needs credentials.secretRef, with keys user and password"))]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionSpec {
     /// The schema that holds this connection's tables in every workspace.
@@ -44,9 +46,12 @@ pub struct ConnectionSpec {
     /// `steampipe` or `fdw`.
     pub plugin: PluginSpec,
     /// The Secret whose keys become the user mapping. For `postgres`: keys
-    /// `user` and `password`. For `fdw`: every key is a user-mapping option.
-    /// For `steampipe`: every key is added to the plugin's HCL config as an
-    /// argument.
+    /// `user` and `password` (required). For `fdw`: every key is a
+    /// user-mapping option the cluster admin allowed for the wrapper. For
+    /// `steampipe`: every key is added to the plugin's HCL config as an
+    /// argument. The Secret must carry the label
+    /// `manifold.dev/credentials: "true"`, and whoever creates or changes
+    /// this Connection must be allowed to `get` it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<CredentialsSpec>,
     /// Which remote tables to import. At most one of `include` and `exclude`.
@@ -71,7 +76,8 @@ pub struct PluginSpec {
     /// `steampipe_postgres_<name>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steampipe: Option<SteampipePlugin>,
-    /// Any other foreign-data wrapper.
+    /// Any other foreign-data wrapper that a cluster admin allowed
+    /// (`--wrappers`, the chart's `wrappers` value).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fdw: Option<FdwPlugin>,
 }
@@ -80,8 +86,10 @@ pub struct PluginSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PostgresPlugin {
-    /// Host name or IP address of the remote server.
+    /// DNS name or IP address of the remote server. Never a socket path:
+    /// sources are network endpoints.
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(NETWORK_HOST_CEL).message("host must be a DNS name or an IP address (not a socket path or a list of hosts)"))]
     pub host: String,
     /// TCP port of the remote server.
     #[serde(default = "default_pg_port")]
@@ -94,12 +102,23 @@ pub struct PostgresPlugin {
     #[serde(default = "default_remote_schema")]
     #[schemars(length(min = 1, max = 63))]
     pub remote_schema: String,
-    /// Further `postgres_fdw` server options, such as `fetch_size` or
-    /// `sslmode`. `host`, `port` and `dbname` come from the fields above.
+    /// Further `postgres_fdw` server options, from an allowlist:
+    /// postgres_fdw's own (`fetch_size`, `batch_size`, `use_remote_estimate`,
+    /// `async_capable`, `keep_connections`, `updatable`, `extensions`, ...)
+    /// and libpq's that name no file or other host (`sslmode`,
+    /// `connect_timeout`, `application_name`, `keepalives*`, ...). `host`,
+    /// `port` and `dbname` come from the fields above.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[x_kube(validation = Rule::new("!('host' in self) && !('port' in self) && !('dbname' in self)")
-        .message("host, port and dbname are set by the plugin's own fields, not by options"))]
+    #[x_kube(validation = Rule::new(postgres_options_cel()).message(
+        "options may only set postgres_fdw's own options and the libpq options that name no file, socket or other host: fetch_size, batch_size, use_remote_estimate, fdw_startup_cost, fdw_tuple_cost, extensions, updatable, truncatable, async_capable, keep_connections, parallel_commit, parallel_abort, analyze_sampling, sslmode, sslsni, channel_binding, gssencmode, connect_timeout, application_name, keepalives, keepalives_idle, keepalives_interval, keepalives_count, tcp_user_timeout, target_session_attrs"
+    ))]
+    #[schemars(extend("maxProperties" = 32))]
     pub options: BTreeMap<String, String>,
+}
+
+fn postgres_options_cel() -> String {
+    let names: Vec<String> = POSTGRES_OPTIONS.iter().map(|o| format!("'{o}'")).collect();
+    format!("self.all(k, k in [{}])", names.join(", "))
 }
 
 fn default_pg_port() -> i32 {
@@ -175,8 +194,9 @@ pub struct TestSpec {
     /// How often the test runs again, as a duration such as `30m` or `1h`.
     /// Defaults to `1h`; `0` turns periodic tests off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self.matches('^(0|([0-9]+(ms|s|m|h))+)$')")
-        .message("interval must be a duration such as 90s, 15m or 1h30m, or 0 to turn periodic tests off"))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{}')", super::duration::PATTERN))
+        .message("interval must be a duration such as 90s, 15m or 1h30m (at most 4 parts of 6 digits), or 0 to turn periodic tests off"))]
+    #[schemars(length(max = 32))]
     pub interval: Option<String>,
     /// The Workspace, in this namespace, whose database runs the test.
     /// Defaults to the first Ready Workspace by name.

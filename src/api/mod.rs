@@ -4,13 +4,14 @@
 //! Everything here is plain data. Behaviour lives in the controllers.
 
 pub mod conditions;
+pub mod duration;
 mod reason;
 mod connection;
 mod workspace;
 mod workspace_connection;
 
 pub use connection::*;
-pub use reason::Reason;
+pub use reason::{Failure, Reason, Retry};
 pub use workspace::*;
 pub use workspace_connection::*;
 
@@ -46,6 +47,12 @@ pub const OWNER_MARKER: &str = "manifold.dev/owner";
 /// The annotation whose new value asks for a connection test.
 pub const TEST_REQUEST_ANNOTATION: &str = "manifold.dev/test-request";
 
+/// The label that opts a Secret in for Manifold's use. The operator watches
+/// only Secrets that carry it with the value `"true"` (unless a cluster
+/// admin chooses another selector), so a Secret that nobody opted in is
+/// never read, and never sent to a source.
+pub const SECRET_LABEL: &str = "manifold.dev/credentials";
+
 /// A reference to a Secret in the referring object's namespace.
 #[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
 pub struct SecretRef {
@@ -70,6 +77,77 @@ pub struct SecretKeyRef {
 fn default_uri_key() -> String {
     "uri".to_owned()
 }
+
+/// A reference to a CA certificate in a Secret of the referring object's
+/// namespace, as CloudNativePG's `<cluster>-ca` Secret holds it.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub struct CaSecretRef {
+    /// Name of the Secret, in the same namespace as this object.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub name: String,
+    /// Key within the Secret that holds PEM certificates. Defaults to
+    /// `ca.crt`.
+    #[serde(default = "default_ca_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+}
+
+fn default_ca_key() -> String {
+    "ca.crt".to_owned()
+}
+
+/// Options of the `postgres` plugin that a spec may set: postgres_fdw's own
+/// and the libpq options that name no file, no socket and no other host.
+/// `passfile`, `service`, `sslkey`, `sslcert`, `sslrootcert`, `sslcrl`,
+/// `sslpassword`, `hostaddr`, `require_auth` and the rest are refused.
+pub const POSTGRES_OPTIONS: &[&str] = &[
+    "fetch_size",
+    "batch_size",
+    "use_remote_estimate",
+    "fdw_startup_cost",
+    "fdw_tuple_cost",
+    "extensions",
+    "updatable",
+    "truncatable",
+    "async_capable",
+    "keep_connections",
+    "parallel_commit",
+    "parallel_abort",
+    "analyze_sampling",
+    "sslmode",
+    "sslsni",
+    "channel_binding",
+    "gssencmode",
+    "connect_timeout",
+    "application_name",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+    "target_session_attrs",
+];
+
+/// Whether a host is a network endpoint: a DNS name or an IP address, never
+/// a socket directory (`/…`), a list of hosts (`a,b`) or anything libpq
+/// would read otherwise.
+pub fn is_network_host(host: &str) -> bool {
+    let dns = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').enumerate().all(|(i, label)| {
+            // A trailing dot (a fully qualified name) leaves one empty label.
+            (label.is_empty() && i > 0 && host.ends_with('.') && i == host.split('.').count() - 1)
+                || (!label.is_empty()
+                    && label.len() <= 63
+                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-'))
+        });
+    dns || host.parse::<std::net::Ipv6Addr>().is_ok()
+}
+
+/// The CEL rule that applies `is_network_host` to `self`.
+pub(crate) const NETWORK_HOST_CEL: &str = r"self.matches('^([A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)(\\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*\\.?$') || (self.matches('^[0-9A-Fa-f:.]+$') && self.contains(':'))";
 
 /// Validation shared by every schema name: the rules of the CRDs, applied
 /// again by the controller to names it derives itself (from `metadata.name`).
@@ -104,6 +182,16 @@ pub(crate) fn schema_name_cel(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_are_network_endpoints() {
+        for ok in ["db", "db.example.com", "db.example.com.", "10.0.0.1", "::1", "fe80::1", "a-b.c-d"] {
+            assert!(is_network_host(ok), "{ok}");
+        }
+        for bad in ["", "/var/run/postgresql", "a,b", "db:5432", "-db", "db-", "a..b", "@x", "db name", ".", "x/y"] {
+            assert!(!is_network_host(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn schema_names() {

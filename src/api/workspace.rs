@@ -3,7 +3,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::SecretKeyRef;
+use super::{CaSecretRef, SecretKeyRef};
 
 /// The desired workspace: the database it is.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -33,10 +33,19 @@ pub struct WorkspaceSpec {
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseSpec {
     /// The Secret key that holds a libpq connection URI, such as
-    /// `postgresql://user:password@host:5432/dbname?sslmode=require`.
-    /// The role needs CREATE on the database, and must be allowed to create
-    /// the wrappers' extensions (or find them already installed).
+    /// `postgresql://user:password@host:5432/dbname?sslmode=verify-full`.
+    /// `sslmode` is honoured as libpq does (`disable`, `prefer`, `require`,
+    /// `verify-ca`, `verify-full`). The role should be the database owner
+    /// with USAGE on the wrappers, whose extensions an admin installed (as
+    /// CloudNativePG's `Database` declares them); a superuser works and is
+    /// warned about. The Secret must carry the label
+    /// `manifold.dev/credentials: "true"`.
     pub secret_ref: SecretKeyRef,
+    /// The CA that signed the database's server certificate, such as
+    /// CloudNativePG's `<cluster>-ca` Secret (key `ca.crt`). Without it,
+    /// `verify-ca` and `verify-full` trust the public web roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<CaSecretRef>,
 }
 
 /// The observed state of a Workspace.

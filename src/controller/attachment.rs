@@ -1,8 +1,9 @@
-//! The attachment reconciler: the only code that creates or drops schemas.
+//! The attachment reconciler: the only code that creates schemas.
 //!
 //! resolve (stores) -> plan (pure) -> compare with the workspace's shared
 //! observation -> apply only if it differs (one transaction) -> report (one
-//! status patch, only if changed). A finalizer detaches on deletion.
+//! status patch, only if changed). A finalizer detaches on deletion, or,
+//! with `deletionPolicy: Orphan`, marks the schema as orphaned.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -13,12 +14,12 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
 use tracing::info;
 
-use super::resolve::{self, Failure};
-use super::status::{self, Outcome};
-use super::{Context, Error};
-use crate::api::{DeletionPolicy, Reason, WorkspaceConnection, WorkspaceConnectionStatus};
-use crate::postgres::plan::{self, Change, Observed};
-use crate::postgres::{Database, DbError};
+use super::context::{BackoffKey, Context, Error, requeue};
+use super::resolve::{self, SecretUser};
+use super::status::{self, Announce};
+use crate::api::{DeletionPolicy, Failure, Reason, Retry, WorkspaceConnection, WorkspaceConnectionStatus};
+use crate::postgres::Database;
+use crate::postgres::plan::{self, Change};
 
 pub const FINALIZER: &str = "manifold.dev/detach";
 
@@ -26,7 +27,7 @@ type WsKey = (String, String);
 
 /// What one reconcile found and did.
 struct Step {
-    outcome: Outcome,
+    outcome: Failure,
     /// The schema this attachment wants (or had).
     schema: Option<String>,
     tables: Option<i64>,
@@ -37,10 +38,6 @@ struct Step {
 }
 
 impl Step {
-    fn outcome(reason: Reason, message: impl Into<String>) -> Self {
-        Step { outcome: Outcome::new(reason, message), schema: None, tables: None, change: None, detached: Vec::new() }
-    }
-
     fn with_schema(mut self, schema: &str) -> Self {
         self.schema = Some(schema.to_owned());
         self
@@ -48,14 +45,8 @@ impl Step {
 }
 
 impl From<Failure> for Step {
-    fn from(f: Failure) -> Self {
-        Step::outcome(f.reason, f.message)
-    }
-}
-
-impl From<DbError> for Step {
-    fn from(e: DbError) -> Self {
-        Step::outcome(e.reason, e.message)
+    fn from(outcome: Failure) -> Self {
+        Step { outcome, schema: None, tables: None, change: None, detached: Vec::new() }
     }
 }
 
@@ -71,67 +62,42 @@ pub async fn reconcile(att: Arc<WorkspaceConnection>, ctx: Arc<Context>) -> Resu
     .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
-fn backoff_key(att: &WorkspaceConnection) -> String {
-    format!("WorkspaceConnection/{}/{}", att.namespace().unwrap_or_default(), att.name_any())
-}
-
 async fn apply(att: &WorkspaceConnection, ctx: &Context) -> Result<Action, Error> {
     let step = attach(att, ctx).await;
     report(att, ctx, &step).await?;
-    let key = backoff_key(att);
-    Ok(match step.outcome.reason {
-        _ if step.outcome.is_ready() => {
+    let key = BackoffKey::of(att);
+    Ok(match step.outcome.reason.retry() {
+        Retry::Never => {
             ctx.backoff.succeeded(&key);
             Action::await_change()
         }
-        // A watch brings the change that can fix these.
-        Reason::WorkspaceNotFound
-        | Reason::ConnectionNotFound
-        | Reason::SecretNotFound
-        | Reason::SecretKeyMissing
-        | Reason::InvalidSpec
-        | Reason::SchemaConflict => Action::await_change(),
-        _ => Action::requeue(ctx.backoff.failed(&key)),
+        Retry::AwaitChange => Action::await_change(),
+        Retry::Backoff => requeue(ctx.backoff.failed(&key)),
     })
-}
-
-/// The database of a workspace, if it can be reached in principle.
-fn database(ctx: &Context, ns: &str, ws_name: &str) -> Result<(WsKey, Database), Step> {
-    let ws = ctx
-        .stores
-        .workspace(ns, ws_name)
-        .ok_or_else(|| Step::outcome(Reason::WorkspaceNotFound, format!("Workspace {ws_name:?} not found")))?;
-    if ws.meta().deletion_timestamp.is_some() {
-        return Err(Step::outcome(Reason::WorkspaceNotFound, format!("Workspace {ws_name:?} is being deleted")));
-    }
-    let uri = resolve::workspace_uri(&ctx.stores, &ws).map_err(|f| {
-        Step::outcome(f.reason, format!("Workspace {ws_name:?}: {}", f.message))
-    })?;
-    let db = ctx.pools.get(ns, ws_name, &uri).map_err(Step::from)?;
-    Ok(((ns.to_owned(), ws_name.to_owned()), db))
 }
 
 async fn attach(att: &WorkspaceConnection, ctx: &Context) -> Step {
     let ns = att.namespace().unwrap_or_default();
-    let (ws_key, db) = match database(ctx, &ns, &att.spec.workspace) {
-        Ok(found) => found,
-        Err(step) => return step,
+    let ws_key = (ns.clone(), att.spec.workspace.clone());
+    let db = match resolve::workspace_database(ctx, &ns, &att.spec.workspace).await {
+        Ok((_, db)) => db,
+        Err(f) => return f.into(),
     };
     let conn = ctx.stores.connection(&ns, &att.spec.connection).filter(|c| c.meta().deletion_timestamp.is_none());
     let Some(conn) = conn else {
         // Deleting a Connection detaches it everywhere.
         let missing = format!("Connection {:?} not found", att.spec.connection);
         if att.spec.deletion_policy == DeletionPolicy::Orphan {
-            return Step::outcome(Reason::ConnectionNotFound, format!("{missing}; deletionPolicy Orphan leaves its schema in place"));
+            return Failure::new(Reason::ConnectionNotFound, format!("{missing}; deletionPolicy Orphan leaves its schema in place")).into();
         }
         return match detach(ctx, &ws_key, &db, att, None).await {
-            Ok(dropped) => Step { detached: dropped, ..Step::outcome(Reason::ConnectionNotFound, format!("{missing}; detached")) },
+            Ok(dropped) => Step { detached: dropped, ..Failure::new(Reason::ConnectionNotFound, format!("{missing}; detached")).into() },
             Err(e) => e.into(),
         };
     };
-    let plan = match resolve::plan(&ctx.stores, att, &conn) {
+    let plan = match resolve::plan(ctx, att, &conn) {
         Ok(plan) => plan,
-        Err(f) => return f.into(),
+        Err(f) => return resolve::explain(ctx, &ns, f, SecretUser::Connection(&conn)).await.into(),
     };
     let seen = match ctx.observations.seen(&ws_key, &db, ctx.settings.resync, &plan.owner, &plan.schema).await {
         Ok(seen) => seen,
@@ -140,7 +106,7 @@ async fn attach(att: &WorkspaceConnection, ctx: &Context) -> Step {
     // The schema moved (spec.schema changed): drop the old one first.
     let mut detached = Vec::new();
     for stale in seen.owned.iter().filter(|s| **s != plan.schema) {
-        if let Err(e) = db.detach(&plan.owner, stale, stale).await {
+        if let Err(e) = db.detach(&plan.owner, stale).await {
             return Step::from(e).with_schema(&plan.schema);
         }
         ctx.observations.record(&ws_key, stale, None);
@@ -149,27 +115,14 @@ async fn attach(att: &WorkspaceConnection, ctx: &Context) -> Step {
     // At rest: the observation shows the plan in place, and nothing runs.
     if let Some(observed) = &seen.schema {
         match plan::decide(&plan, observed) {
-            Ok(Change::None) => {
-                return Step { tables: Some(observed.foreign_tables), detached, ..ready(&plan.schema, observed.foreign_tables) };
-            }
-            Err(plan::Refusal::Conflict(message)) => {
-                return Step::outcome(Reason::SchemaConflict, message).with_schema(&plan.schema);
-            }
+            Ok(Change::None) => return Step { detached, ..ready(&plan.schema, observed.foreign_tables) },
+            Err(refusal) => return Step::from(refusal).with_schema(&plan.schema),
             Ok(_) => {}
         }
     }
     match db.attach(&plan).await {
         Ok(done) => {
-            ctx.observations.record(
-                &ws_key,
-                &plan.schema,
-                Some(Observed {
-                    schema_comment: Some(plan.schema_marker(done.tables).render()),
-                    foreign_tables: done.tables,
-                    server_comment: Some(plan.server_marker().render()),
-                    mapping: true,
-                }),
-            );
+            ctx.observations.record(&ws_key, &plan.schema, Some(plan.observed_after(done.tables)));
             Step { change: Some(done.change), detached, ..ready(&plan.schema, done.tables) }
         }
         Err(e) => Step { detached, ..Step::from(e).with_schema(&plan.schema) },
@@ -179,22 +132,28 @@ async fn attach(att: &WorkspaceConnection, ctx: &Context) -> Step {
 fn ready(schema: &str, tables: i64) -> Step {
     Step {
         tables: Some(tables),
-        ..Step::outcome(Reason::Attached, format!("schema {schema:?} holds {tables} foreign tables")).with_schema(schema)
+        ..Step::from(Failure::new(Reason::Attached, format!("schema {schema:?} holds {tables} foreign tables"))).with_schema(schema)
     }
 }
 
-/// Drops whatever in the workspace carries this attachment's marker: the
-/// schema in its status, the one its connection wants, and any other the
-/// observation shows as its own. Returns the schemas dropped.
-pub(super) async fn detach(ctx: &Context, ws_key: &WsKey, db: &Database, att: &WorkspaceConnection, also: Option<&str>) -> Result<Vec<String>, DbError> {
+/// The schemas an attachment may own in a workspace: the one in its status,
+/// `also` (the one its connection wants), and any other the observation
+/// shows as its own.
+async fn owned(ctx: &Context, ws_key: &WsKey, db: &Database, att: &WorkspaceConnection, also: Option<&str>) -> Result<BTreeSet<String>, Failure> {
     let owner = resolve::owner(att);
-    let owned = ctx.observations.with(ws_key, db, ctx.settings.resync, |s, _| s.owned_by(&owner)).await?;
-    let mut names: BTreeSet<String> = owned.into_iter().collect();
+    let mut names: BTreeSet<String> = ctx.observations.with(ws_key, db, ctx.settings.resync, |s, _| s.owned_by(&owner)).await?.into_iter().collect();
     names.extend(att.status.as_ref().and_then(|s| s.schema.clone()));
     names.extend(also.map(str::to_owned));
+    Ok(names)
+}
+
+/// Drops whatever in the workspace carries this attachment's marker.
+/// Returns the schemas dropped.
+async fn detach(ctx: &Context, ws_key: &WsKey, db: &Database, att: &WorkspaceConnection, also: Option<&str>) -> Result<Vec<String>, Failure> {
+    let owner = resolve::owner(att);
     let mut dropped = Vec::new();
-    for name in names {
-        let done = db.detach(&owner, &name, &name).await?;
+    for name in owned(ctx, ws_key, db, att, also).await? {
+        let done = db.detach(&owner, &name).await?;
         ctx.observations.record(ws_key, &name, None);
         if done.schema {
             dropped.push(name);
@@ -203,39 +162,83 @@ pub(super) async fn detach(ctx: &Context, ws_key: &WsKey, db: &Database, att: &W
     Ok(dropped)
 }
 
-async fn cleanup(att: &WorkspaceConnection, ctx: &Context) -> Result<Action, Error> {
-    if att.spec.deletion_policy == DeletionPolicy::Orphan {
-        info!(attachment = %att.name_any(), "deleted with deletionPolicy Orphan; schema left in place");
-        return Ok(Action::await_change());
+/// Marks whatever in the workspace carries this attachment's marker as
+/// orphaned, so that the workspace's own cleanup leaves it.
+async fn orphan(ctx: &Context, ws_key: &WsKey, db: &Database, att: &WorkspaceConnection) -> Result<(), Failure> {
+    let owner = resolve::owner(att);
+    for name in owned(ctx, ws_key, db, att, None).await? {
+        db.orphan(&owner, &name).await?;
+        ctx.observations.forget(ws_key);
     }
+    Ok(())
+}
+
+/// The database behind a workspace during a deletion: through its Secret
+/// while the Workspace exists, even if it is being deleted, or through the
+/// pools still open after its Secret went.
+pub(super) fn cleanup_database(ctx: &Context, ns: &str, ws_name: &str) -> Option<Database> {
+    let from_secret = ctx
+        .stores
+        .workspace(ns, ws_name)
+        .and_then(|ws| resolve::workspace_target(&ctx.stores, &ws).ok())
+        .and_then(|target| ctx.pools.get(ns, ws_name, &target).ok());
+    from_secret.or_else(|| ctx.pools.cached(ns, ws_name))
+}
+
+/// Whether a deletion has waited for an unreachable database longer than
+/// the cleanup timeout allows.
+pub(super) fn waited_too_long<K: Resource>(ctx: &Context, obj: &K) -> bool {
+    obj.meta().deletion_timestamp.as_ref().is_some_and(|t| {
+        let waited = jiff::Timestamp::now().duration_since(t.0);
+        std::time::Duration::try_from(waited).unwrap_or_default() >= ctx.settings.cleanup_timeout
+    })
+}
+
+async fn cleanup(att: &WorkspaceConnection, ctx: &Context) -> Result<Action, Error> {
     let ns = att.namespace().unwrap_or_default();
-    let (ws_key, db) = match database(ctx, &ns, &att.spec.workspace) {
-        Ok(found) => found,
-        // A workspace that is gone or going takes its attachments' schemas
-        // with it (the workspace reconciler does that); nothing to reach here.
-        Err(step) if step.outcome.reason == Reason::WorkspaceNotFound => return Ok(Action::await_change()),
-        Err(step) => {
-            report(att, ctx, &step).await?;
-            return Err(Error::Held(format!("cannot detach: {}", step.outcome.message)));
+    let ws_key = (ns.clone(), att.spec.workspace.clone());
+    let workspace = ctx.stores.workspace(&ns, &att.spec.workspace);
+    let workspace_going = workspace.as_ref().is_none_or(|w| w.meta().deletion_timestamp.is_some());
+    let result = if att.spec.deletion_policy == DeletionPolicy::Orphan {
+        // Marked, so that a workspace deleted later (or with the namespace)
+        // keeps the schema too.
+        match cleanup_database(ctx, &ns, &att.spec.workspace) {
+            Some(db) => orphan(ctx, &ws_key, &db, att).await.map(|_| Vec::new()),
+            None => Ok(Vec::new()),
+        }
+    } else if workspace_going {
+        // A workspace that is gone or going takes its namespace's schemas
+        // with it: its own cleanup finds them in the catalog.
+        Ok(Vec::new())
+    } else {
+        match resolve::workspace_database(ctx, &ns, &att.spec.workspace).await {
+            Ok((_, db)) => {
+                let desired = ctx.stores.connection(&ns, &att.spec.connection).and_then(|c| resolve::connection_schema(&c).ok());
+                detach(ctx, &ws_key, &db, att, desired.as_deref()).await
+            }
+            Err(f) => Err(f),
         }
     };
-    let desired = ctx
-        .stores
-        .connection(&ns, &att.spec.connection)
-        .and_then(|c| resolve::connection_schema(&c).ok());
-    match detach(ctx, &ws_key, &db, att, desired.as_deref()).await {
+    match result {
         Ok(dropped) => {
             if !dropped.is_empty() {
                 let note = format!("dropped schema {} from Workspace {:?}", dropped.join(", "), att.spec.workspace);
                 status::event(ctx, att, false, Reason::Detached.as_str(), "Detach", note).await;
             }
-            ctx.backoff.succeeded(&backoff_key(att));
+            if att.spec.deletion_policy == DeletionPolicy::Orphan {
+                info!(attachment = %att.name_any(), namespace = %ns, "deleted with deletionPolicy Orphan; schema left in place");
+            }
+            ctx.backoff.succeeded(&BackoffKey::of(att));
+            Ok(Action::await_change())
+        }
+        Err(e) if e.reason != Reason::DependentObjects && waited_too_long(ctx, att) => {
+            let note = format!("gave up on the workspace database after {:?}: {}", ctx.settings.cleanup_timeout, e.message);
+            status::event(ctx, att, true, Reason::CleanupAbandoned.as_str(), "Detach", note).await;
             Ok(Action::await_change())
         }
         Err(e) => {
-            let step = Step::from(e.clone());
-            report(att, ctx, &step).await?;
-            Err(Error::Held(e.message))
+            report(att, ctx, &Step::from(e.clone())).await?;
+            Err(Error::Held(e))
         }
     }
 }
@@ -243,8 +246,8 @@ async fn cleanup(att: &WorkspaceConnection, ctx: &Context) -> Result<Action, Err
 /// Writes the status if it changed, and publishes Events for what happened.
 async fn report(att: &WorkspaceConnection, ctx: &Context, step: &Step) -> Result<(), Error> {
     let current = att.status.as_ref();
-    let generation = att.meta().generation;
-    let previous_reason = current.and_then(|s| status::ready_reason(&s.conditions)).map(str::to_owned);
+    let previous = current.and_then(|s| crate::api::conditions::find(&s.conditions, crate::api::conditions::READY)).map(|c| c.reason.clone());
+    let ready = step.outcome.reason.is_success();
     let applied = matches!(step.change, Some(ref c) if *c != Change::None);
     let last_applied_at = if applied {
         Some(status::now())
@@ -253,7 +256,7 @@ async fn report(att: &WorkspaceConnection, ctx: &Context, step: &Step) -> Result
             Some(t) => Some(t),
             // The store may not have seen the status that recorded the
             // attach yet; read it, rather than erase the time.
-            None if step.outcome.is_ready() => {
+            None if ready => {
                 let api: Api<WorkspaceConnection> = Api::namespaced(ctx.client.clone(), &att.namespace().unwrap_or_default());
                 api.get_status(&att.name_any()).await?.status.and_then(|s| s.last_applied_at)
             }
@@ -261,20 +264,16 @@ async fn report(att: &WorkspaceConnection, ctx: &Context, step: &Step) -> Result
         }
     };
     let status = WorkspaceConnectionStatus {
-        observed_generation: generation,
-        conditions: status::merge_conditions(
-            current.map(|s| s.conditions.as_slice()).unwrap_or_default(),
-            &step.outcome.conditions(),
-            generation,
-        ),
         schema: step.schema.clone().or_else(|| current.and_then(|s| s.schema.clone())),
-        tables: if step.outcome.is_ready() { step.tables.map(|t| t as i32) } else { None },
+        tables: if ready { step.tables.map(|t| t as i32) } else { None },
         last_applied_at,
+        ..Default::default()
     };
-    status::write(ctx, att, current, &status).await?;
-    if !step.outcome.is_ready() {
-        ctx.metrics.failed("WorkspaceConnection", step.outcome.reason);
-    }
+    let quiet_when_missing = |f: &Failure| match f.reason {
+        Reason::ConnectionNotFound | Reason::WorkspaceNotFound => Announce::Normal,
+        _ => Announce::Warning,
+    };
+    status::report(ctx, att, current, status, &step.outcome, Vec::new(), quiet_when_missing).await?;
 
     if !step.detached.is_empty() {
         let note = format!("dropped schema {} from Workspace {:?}", step.detached.join(", "), att.spec.workspace);
@@ -283,10 +282,8 @@ async fn report(att: &WorkspaceConnection, ctx: &Context, step: &Step) -> Result
     if applied {
         info!(attachment = %att.name_any(), namespace = %att.namespace().unwrap_or_default(), change = ?step.change, "attached");
         status::event(ctx, att, false, Reason::Attached.as_str(), "Attach", step.outcome.message.clone()).await;
-    } else if !step.outcome.is_ready() && previous_reason.as_deref() != Some(step.outcome.reason.as_str()) {
+    } else if !ready && previous.as_deref() != Some(step.outcome.reason.as_str()) {
         info!(attachment = %att.name_any(), namespace = %att.namespace().unwrap_or_default(), reason = %step.outcome.reason, message = %step.outcome.message, "not attached");
-        let warning = !matches!(step.outcome.reason, Reason::ConnectionNotFound | Reason::WorkspaceNotFound);
-        status::event(ctx, att, warning, step.outcome.reason.as_str(), "Attach", step.outcome.message.clone()).await;
     }
     Ok(())
 }

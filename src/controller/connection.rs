@@ -9,13 +9,13 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use tracing::info;
 
-use super::resolve::{self, Failure};
-use super::status::{self, Outcome};
-use super::{Context, Error};
+use super::context::{BackoffKey, Context, Error, requeue};
+use super::resolve::{self, Resolved, SecretUser};
+use super::status::{self, Announce};
 use crate::api::conditions::{Desired, Status, VERIFIED};
 use crate::api::{
-    Connection, ConnectionStatus, Reason, TEST_REQUEST_ANNOTATION, TestOutcome, TestResult, Workspace, WorkspaceUse,
-    conditions,
+    Connection, ConnectionStatus, Failure, Reason, TEST_REQUEST_ANNOTATION, TestOutcome, TestResult, Workspace, WorkspaceUse,
+    conditions, duration,
 };
 use crate::plugins;
 use crate::postgres::plan::{AttachPlan, Owner, PlanInput};
@@ -43,7 +43,9 @@ pub fn interval(conn: &Connection) -> Option<Duration> {
     let Some(text) = conn.spec.test.as_ref().and_then(|t| t.interval.as_deref()) else {
         return Some(DEFAULT_TEST_INTERVAL);
     };
-    let parsed: Duration = text.parse::<kube::core::Duration>().map(Into::into).unwrap_or(DEFAULT_TEST_INTERVAL);
+    // The CRD admits only what parses; anything else (an object stored
+    // before that rule) falls back to the default rather than fail.
+    let parsed = duration::parse(text).unwrap_or(DEFAULT_TEST_INTERVAL);
     (!parsed.is_zero()).then_some(parsed)
 }
 
@@ -126,16 +128,10 @@ fn test_workspace(ctx: &Context, conn: &Connection) -> Result<Arc<Workspace>, St
     ready.into_iter().next().ok_or_else(|| "there is no Ready Workspace in this namespace to test in".to_owned())
 }
 
-/// Runs one test. Failures to resolve the connection are test failures too.
-async fn run_test(
-    ctx: &Context,
-    conn: &Connection,
-    resolved: &Result<(plugins::Wrapper, String, Option<String>), Failure>,
-    workspace: Result<Arc<Workspace>, String>,
-) -> TestResult {
+/// Runs one test. Failures to resolve the connection are test failures
+/// too, and nothing is sent anywhere after one.
+async fn run_test(ctx: &Context, conn: &Connection, resolved: &Result<Resolved, Failure>, workspace: Result<Arc<Workspace>, String>) -> TestResult {
     let started = Instant::now();
-    let generation = conn.meta().generation;
-    let request = conn.annotations().get(TEST_REQUEST_ANNOTATION).cloned();
     let mut result = TestResult {
         result: TestOutcome::Failed,
         reason: String::new(),
@@ -143,33 +139,34 @@ async fn run_test(
         tables: None,
         duration_ms: 0,
         tested_at: status::now(),
-        observed_generation: generation,
-        request,
+        observed_generation: conn.meta().generation,
+        request: conn.annotations().get(TEST_REQUEST_ANNOTATION).cloned(),
         workspace: None,
-        credentials: resolved.as_ref().ok().and_then(|(_, _, v)| v.clone()),
+        credentials: resolved.as_ref().ok().and_then(|r| r.version.clone()),
     };
-    let outcome: Result<i64, (Reason, String)> = async {
-        let (wrapper, _, version) = resolved.as_ref().map_err(|f| (f.reason, f.message.clone()))?;
-        let ws = workspace.map_err(|m| (Reason::NoWorkspace, m))?;
+    let outcome: Result<i64, Failure> = async {
+        let resolved = resolved.as_ref().map_err(Clone::clone)?;
+        let ws = workspace.map_err(|m| Failure::new(Reason::NoWorkspace, m))?;
         result.workspace = Some(ws.name_any());
-        let uri = resolve::workspace_uri(&ctx.stores, &ws)
-            .map_err(|f| (f.reason, format!("Workspace {:?}: {}", ws.name_any(), f.message)))?;
-        let db = ctx.pools.get(&ws.namespace().unwrap_or_default(), &ws.name_any(), &uri).map_err(|e| (e.reason, e.message))?;
+        let (_, db) = resolve::workspace_database(ctx, &conn.namespace().unwrap_or_default(), &ws.name_any()).await?;
         // A scratch schema and server that no attachment can own; the
         // transaction is rolled back whatever happens.
-        let scratch = format!("manifold_test_{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() & 0xffff_ffff_ffff);
+        let scratch = format!(
+            "manifold_test_{:x}",
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() & 0xffff_ffff_ffff
+        );
         let plan = AttachPlan::new(PlanInput {
             owner: Owner { namespace: conn.namespace().unwrap_or_default(), name: conn.name_any() },
             uid: conn.metadata.uid.as_deref().unwrap_or(""),
             schema: &scratch,
-            wrapper: wrapper.clone(),
+            wrapper: resolved.wrapper.clone(),
             tables: resolve::table_filter(conn),
-            credentials_version: version.as_deref(),
+            credentials_version: resolved.version.as_deref(),
         });
         // Errors name the scratch server; a person knows the connection.
         db.test(&plan, ctx.settings.test_timeout)
             .await
-            .map_err(|e| (e.reason, e.message.replace(&scratch, &conn.name_any())))
+            .map_err(|e| Failure::new(e.reason, e.message.replace(&scratch, &conn.name_any())))
     }
     .await;
     result.duration_ms = started.elapsed().as_millis() as i64;
@@ -184,26 +181,28 @@ async fn run_test(
                 format!("imported {tables} tables and read a row")
             };
         }
-        Err((Reason::NoWorkspace, message)) => {
-            result.result = TestOutcome::Unknown;
-            result.reason = Reason::NoWorkspace.as_str().to_owned();
-            result.message = message;
-        }
-        Err((reason, message)) => {
-            result.reason = reason.as_str().to_owned();
-            result.message = message;
+        Err(f) => {
+            if f.reason == Reason::NoWorkspace {
+                result.result = TestOutcome::Unknown;
+            }
+            result.reason = f.reason.as_str().to_owned();
+            result.message = f.message;
         }
     }
     result
 }
 
 pub async fn reconcile(conn: Arc<Connection>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let resolved = resolve::connection(&ctx.stores, &conn);
-    let backoff_key = format!("ConnectionTest/{}/{}", conn.namespace().unwrap_or_default(), conn.name_any());
+    let ns = conn.namespace().unwrap_or_default();
+    let resolved = match resolve::connection(&ctx.stores, &conn, &ctx.settings.sources) {
+        Ok(r) => Ok(r),
+        Err(f) => Err(resolve::explain(&ctx, &ns, f, SecretUser::Connection(&conn)).await),
+    };
+    let backoff_key = BackoffKey::named("ConnectionTest", conn.as_ref());
     let last = conn.status.as_ref().and_then(|s| s.test.as_ref());
     let since_last = last.map(|t| since(&t.tested_at));
     let retry_after = ctx.backoff.peek(&backoff_key);
-    let credentials = resolved.as_ref().ok().and_then(|(_, _, v)| v.clone()).or_else(|| {
+    let credentials = resolved.as_ref().ok().and_then(|r| r.version.clone()).or_else(|| {
         // Unresolvable credentials still have a version, so that fixing the
         // Secret is a change.
         resolve::credentials(&ctx.stores, &conn).ok().flatten().map(|s| resolve::secret_version(&s))
@@ -213,7 +212,7 @@ pub async fn reconcile(conn: Arc<Connection>, ctx: Arc<Context>) -> Result<Actio
     let workspace = test_workspace(&ctx, &conn);
     if let Some(cause) = due(&conn, credentials.as_deref(), since_last, retry_after, workspace.is_ok()) {
         let result = run_test(&ctx, &conn, &resolved, workspace).await;
-        info!(connection = %conn.name_any(), namespace = %conn.namespace().unwrap_or_default(), ?cause,
+        info!(connection = %conn.name_any(), namespace = %ns, ?cause,
               result = ?result.result, reason = %result.reason, duration_ms = result.duration_ms, "tested");
         ctx.metrics
             .tests
@@ -225,31 +224,31 @@ pub async fn reconcile(conn: Arc<Connection>, ctx: Arc<Context>) -> Result<Actio
             ctx.backoff.failed(&backoff_key);
         }
         let (warning, reason) = match result.result {
-            TestOutcome::Passed => (false, "TestPassed"),
-            TestOutcome::Failed => (true, "TestFailed"),
-            TestOutcome::Unknown => (false, "NoWorkspace"),
+            TestOutcome::Passed => (false, Reason::TestPassed),
+            TestOutcome::Failed => (true, Reason::TestFailed),
+            TestOutcome::Unknown => (false, Reason::NoWorkspace),
         };
         let note = match result.result {
             TestOutcome::Passed => format!("{} in {} ms", result.message, result.duration_ms),
             _ => format!("{}: {}", result.reason, result.message),
         };
-        status::event(&ctx, &*conn, warning, reason, "Test", note).await;
+        status::event(&ctx, &*conn, warning, reason.as_str(), "Test", note).await;
         test = Some(result);
     }
 
     let outcome = match (&resolved, &test) {
-        (Err(f), _) => Outcome::new(f.reason, f.message.clone()),
+        (Err(f), _) => f.clone(),
         (Ok(_), Some(t)) if t.result == TestOutcome::Failed => {
-            Outcome::new(Reason::TestFailed, format!("the last test failed: {}: {}", t.reason, t.message))
+            Failure::new(Reason::TestFailed, format!("the last test failed: {}: {}", t.reason, t.message))
         }
-        (Ok(_), Some(t)) if t.result == TestOutcome::Passed => Outcome::new(Reason::Passed, "the last test passed"),
-        (Ok(_), _) => Outcome::new(Reason::Valid, "the plugin, schema and credentials resolve; not tested yet"),
+        (Ok(_), Some(t)) if t.result == TestOutcome::Passed => Failure::new(Reason::Passed, "the last test passed"),
+        (Ok(_), _) => Failure::new(Reason::Valid, "the plugin, schema and credentials resolve; not tested yet"),
     };
     report(&conn, &ctx, &outcome, test.clone()).await?;
 
     let since_now = test.as_ref().map(|t| since(&t.tested_at)).unwrap_or_default();
     Ok(match next_test(&conn, test.as_ref(), since_now, ctx.backoff.peek(&backoff_key)) {
-        Some(after) => Action::requeue(after.max(Duration::from_millis(100))),
+        Some(after) => requeue(after),
         None => Action::await_change(),
     })
 }
@@ -258,7 +257,7 @@ fn workspaces(ctx: &Context, conn: &Connection) -> Vec<WorkspaceUse> {
     let (ns, name) = (conn.namespace().unwrap_or_default(), conn.name_any());
     let mut list: Vec<WorkspaceUse> = ctx
         .stores
-        .attachments_where(&ns, |a| a.spec.connection == name)
+        .attachments_of_connection(&ns, &name)
         .iter()
         .map(|a| WorkspaceUse {
             name: a.spec.workspace.clone(),
@@ -276,37 +275,24 @@ fn verified(test: Option<&TestResult>) -> Desired {
         Some(t) if t.result == TestOutcome::Passed => Desired::new(VERIFIED, Status::True, Reason::Passed.as_str(), t.message.clone()),
         Some(t) if t.result == TestOutcome::Failed => Desired::new(VERIFIED, Status::False, t.reason.clone(), t.message.clone()),
         Some(t) => Desired::new(VERIFIED, Status::Unknown, t.reason.clone(), t.message.clone()),
-        None => Desired::new(VERIFIED, Status::Unknown, "NotTested", "not tested yet"),
+        None => Desired::new(VERIFIED, Status::Unknown, Reason::NotTested.as_str(), "not tested yet"),
     }
 }
 
-async fn report(conn: &Connection, ctx: &Context, outcome: &Outcome, test: Option<TestResult>) -> Result<(), Error> {
-    let current = conn.status.as_ref();
-    let generation = conn.meta().generation;
+async fn report(conn: &Connection, ctx: &Context, outcome: &Failure, test: Option<TestResult>) -> Result<(), Error> {
     let workspaces = workspaces(ctx, conn);
-    let previous_reason = current.and_then(|s| status::ready_reason(&s.conditions)).map(str::to_owned);
-    let mut wanted = outcome.conditions();
-    wanted.push(verified(test.as_ref()));
+    let verified = verified(test.as_ref());
     let status = ConnectionStatus {
-        observed_generation: generation,
-        conditions: status::merge_conditions(current.map(|s| s.conditions.as_slice()).unwrap_or_default(), &wanted, generation),
         plugin: Some(plugins::label(&conn.spec.plugin)),
         schema: resolve::connection_schema(conn).ok(),
         test,
         workspace_count: workspaces.iter().filter(|w| w.state == "Ready").count() as i32,
         workspaces,
+        ..Default::default()
     };
-    status::write(ctx, conn, current, &status).await?;
-    if !outcome.is_ready() {
-        ctx.metrics.failed("Connection", outcome.reason);
-    }
-    if !outcome.is_ready()
-        && outcome.reason != Reason::TestFailed
-        && previous_reason.as_deref() != Some(outcome.reason.as_str())
-    {
-        status::event(ctx, conn, true, outcome.reason.as_str(), "Resolve", outcome.message.clone()).await;
-    }
-    Ok(())
+    // A failed test has its own Event.
+    let announce = |f: &Failure| if f.reason == Reason::TestFailed { Announce::Quiet } else { Announce::Warning };
+    status::report(ctx, conn, conn.status.as_ref(), status, outcome, vec![verified], announce).await
 }
 
 #[cfg(test)]

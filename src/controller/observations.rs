@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::postgres::plan::{Marker, Observed, Owner};
-use crate::postgres::{Database, DbError, Observation};
+use crate::api::Failure;
+use crate::postgres::{Database, Observation};
 
 type Key = (String, String);
 
@@ -58,8 +59,10 @@ impl Snapshot {
     }
 }
 
+/// The attachment a schema belongs to: its marker's, or, for a server whose
+/// schema is gone, the server's.
 fn owner_of(observed: &Observed) -> Option<Owner> {
-    observed.schema_comment.as_deref().and_then(Marker::parse).map(|m| m.owner)
+    observed.schema_marker().or_else(|| observed.server_comment.as_deref().and_then(Marker::parse)).map(|m| m.owner)
 }
 
 #[derive(Default)]
@@ -91,7 +94,7 @@ impl Observations {
         db: &Database,
         max_age: Duration,
         read: impl FnOnce(&Snapshot, bool) -> T,
-    ) -> Result<T, DbError> {
+    ) -> Result<T, Failure> {
         let slot = self.slot(key);
         let mut guard = slot.lock().await;
         let fresh = guard
@@ -104,7 +107,7 @@ impl Observations {
     }
 
     /// What `owner` needs to know about `schema`.
-    pub async fn seen(&self, key: &Key, db: &Database, max_age: Duration, owner: &Owner, schema: &str) -> Result<Seen, DbError> {
+    pub async fn seen(&self, key: &Key, db: &Database, max_age: Duration, owner: &Owner, schema: &str) -> Result<Seen, Failure> {
         self.with(key, db, max_age, |s, _| Seen {
             schema: s.observation.catalog.get(schema).cloned(),
             owned: s.owned_by(owner),
@@ -150,7 +153,14 @@ mod tests {
     fn the_owner_index_follows_records() {
         let owner = Owner { namespace: "ns".into(), name: "a".into() };
         let catalog = [("s1".to_owned(), observed("ns/a")), ("s2".to_owned(), observed("ns/b")), ("s3".to_owned(), observed("ns/a"))];
-        let snapshot = Snapshot::new(Observation { database: 1, taken: Instant::now(), version: "15".into(), catalog: catalog.into() });
+        let snapshot = Snapshot::new(Observation {
+            database: 1,
+            taken: Instant::now(),
+            version: "15".into(),
+            role: "app".into(),
+            superuser: false,
+            catalog: catalog.into(),
+        });
         assert_eq!(snapshot.owned_by(&owner), ["s1", "s3"]);
 
         let observations = Observations::default();

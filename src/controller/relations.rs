@@ -1,6 +1,7 @@
-//! Which objects depend on a changed object: each watch event is mapped here
-//! to the reconciles it must cause in other controllers. References never
-//! leave a namespace, so every lookup is within the event's namespace.
+//! Which objects depend on a changed object: each watch event updates the
+//! indexes and is mapped here to the reconciles it must cause in other
+//! controllers. References never leave a namespace, so every lookup is
+//! within the event's namespace.
 //!
 //! An event is handed over before the store applies it, so the store still
 //! holds the previous version: dependents are queued only when what they
@@ -13,7 +14,7 @@ use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher::Event;
 
-use super::{Stores, Triggers};
+use super::context::{Stores, Triggers};
 use crate::api::{Connection, Reason, TestOutcome, Workspace, WorkspaceConnection, conditions};
 
 /// The object of a change event, and whether `summary` of it differs from
@@ -38,15 +39,12 @@ where
     }
 }
 
-fn send<K: kube::Resource<DynamicType = ()>>(tx: &futures::channel::mpsc::UnboundedSender<ObjectRef<K>>, ns: &str, name: &str) {
-    let _ = tx.unbounded_send(ObjectRef::new(name).within(ns));
-}
-
 fn ready_reason(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> Option<(String, String)> {
     conditions::find(conditions, conditions::READY).map(|c| (c.status.clone(), c.reason.clone()))
 }
 
 pub fn workspace_changed(stores: &Stores, triggers: &Triggers, event: &Event<Workspace>) {
+    stores.index.write().unwrap().workspace_event(event);
     // Attachments depend on the spec, on deletion, and (to retry at once)
     // on the database becoming reachable again.
     let Some(ws) = changed(&stores.workspaces, event, |w| {
@@ -59,8 +57,8 @@ pub fn workspace_changed(stores: &Stores, triggers: &Triggers, event: &Event<Wor
         return;
     };
     let (ns, name) = (ws.namespace().unwrap_or_default(), ws.name_any());
-    for att in stores.attachments_where(&ns, |a| a.spec.workspace == name) {
-        send(&triggers.attachments, &ns, &att.name_any());
+    for att in stores.index.read().unwrap().by_workspace(&ns, &name) {
+        triggers.attachment(&ns, &att);
     }
     // A workspace that appears or becomes Ready may be where a connection's
     // test can finally run, or the one its tests are pinned to.
@@ -71,24 +69,26 @@ pub fn workspace_changed(stores: &Stores, triggers: &Triggers, event: &Event<Wor
         let untested = conn.status.as_ref().and_then(|s| s.test.as_ref()).is_none_or(|t| t.result == TestOutcome::Unknown);
         let pinned = conn.spec.test.as_ref().and_then(|t| t.workspace.as_deref()) == Some(name.as_str());
         if untested || pinned {
-            send(&triggers.connections, &ns, &conn.name_any());
+            triggers.connection(&ns, &conn.name_any());
         }
     }
 }
 
 pub fn connection_changed(stores: &Stores, triggers: &Triggers, event: &Event<Connection>) {
+    stores.index.write().unwrap().connection_event(event);
     // Attachments depend on the spec and on deletion; not on test results.
     let Some(conn) = changed(&stores.connections, event, |c| (c.metadata.generation, c.metadata.deletion_timestamp.is_some()))
     else {
         return;
     };
     let (ns, name) = (conn.namespace().unwrap_or_default(), conn.name_any());
-    for att in stores.attachments_where(&ns, |a| a.spec.connection == name) {
-        send(&triggers.attachments, &ns, &att.name_any());
+    for att in stores.index.read().unwrap().by_connection(&ns, &name) {
+        triggers.attachment(&ns, &att);
     }
 }
 
 pub fn attachment_changed(stores: &Stores, triggers: &Triggers, event: &Event<WorkspaceConnection>) {
+    stores.index.write().unwrap().attachment_event(event);
     // What the aggregate lists on both ends show of an attachment.
     let Some(att) = changed(&stores.attachments, event, |a| {
         let status = a.status.as_ref();
@@ -102,52 +102,42 @@ pub fn attachment_changed(stores: &Stores, triggers: &Triggers, event: &Event<Wo
         return;
     };
     let ns = att.namespace().unwrap_or_default();
-    send(&triggers.workspaces, &ns, &att.spec.workspace);
-    send(&triggers.connections, &ns, &att.spec.connection);
+    triggers.workspace(&ns, &att.spec.workspace);
+    triggers.connection(&ns, &att.spec.connection);
     // An attachment that goes away may free a schema another one wanted.
     if matches!(event, Event::Delete(_)) || att.metadata.deletion_timestamp.is_some() {
         let name = att.name_any();
-        for other in stores.attachments_where(&ns, |a| a.spec.workspace == att.spec.workspace && a.name_any() != name) {
+        for other in stores.attachments_of_workspace(&ns, &att.spec.workspace) {
             let conflicted = other.status.as_ref().is_some_and(|s| {
-                conditions::find(&s.conditions, conditions::READY)
-                    .is_some_and(|c| c.reason == Reason::SchemaConflict.as_str())
+                conditions::find(&s.conditions, conditions::READY).is_some_and(|c| c.reason == Reason::SchemaConflict.as_str())
             });
-            if conflicted {
-                send(&triggers.attachments, &ns, &other.name_any());
+            if conflicted && other.name_any() != name {
+                triggers.attachment(&ns, &other.name_any());
             }
         }
     }
 }
 
+/// A Secret that changes, appears (is labelled) or goes (is deleted or
+/// unlabelled: the label-filtered watch reports it deleted) reaches every
+/// workspace and connection that names it, and their attachments.
 pub fn secret_changed(stores: &Stores, triggers: &Triggers, event: &Event<Secret>) {
     let Some(secret) = changed(&stores.secrets, event, |s| (s.data.clone(), s.string_data.clone())) else {
         return;
     };
     let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
-    let workspaces: Vec<String> = stores
-        .workspaces
-        .state()
-        .into_iter()
-        .filter(|w| w.namespace().as_deref() == Some(&ns) && w.spec.database.secret_ref.name == name)
-        .map(|w| w.name_any())
-        .collect();
-    let connections: Vec<String> = stores
-        .connections
-        .state()
-        .into_iter()
-        .filter(|c| {
-            c.namespace().as_deref() == Some(&ns)
-                && c.spec.credentials.as_ref().is_some_and(|cr| cr.secret_ref.name == name)
-        })
-        .map(|c| c.name_any())
-        .collect();
+    let index = stores.index.read().unwrap();
+    let (workspaces, connections) = index.by_secret(&ns, &name);
     for w in &workspaces {
-        send(&triggers.workspaces, &ns, w);
+        triggers.workspace(&ns, w);
+        for att in index.by_workspace(&ns, w) {
+            triggers.attachment(&ns, &att);
+        }
     }
     for c in &connections {
-        send(&triggers.connections, &ns, c);
-    }
-    for att in stores.attachments_where(&ns, |a| workspaces.contains(&a.spec.workspace) || connections.contains(&a.spec.connection)) {
-        send(&triggers.attachments, &ns, &att.name_any());
+        triggers.connection(&ns, c);
+        for att in index.by_connection(&ns, c) {
+            triggers.attachment(&ns, &att);
+        }
     }
 }

@@ -1,33 +1,24 @@
-//! Resolving references from the stores: a workspace's database URI, a
-//! connection's schema, and an attachment's plan. Reads only the reflector
-//! stores, never the API. A failure carries the condition reason.
+//! Resolving references from the stores: a workspace's database, a
+//! connection's schema and wrapper, and an attachment's plan. Reads the
+//! reflector stores; only a Secret that is not in the store costs one
+//! targeted read, to tell a missing Secret from one that was never opted
+//! in. A failure carries the condition reason.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::ResourceExt;
+use kube::api::Api;
+use kube::{Resource, ResourceExt};
 
-use super::Stores;
-use crate::api::{Connection, Reason, Workspace, WorkspaceConnection, schema_name_problem};
-use crate::plugins::{self, PluginError};
+use super::context::{Context, Stores};
+use crate::api::{Connection, Failure, Reason, Workspace, WorkspaceConnection, schema_name_problem};
+use crate::plugins::{self, PluginError, SourcePolicy};
 use crate::postgres::plan::{AttachPlan, Owner, PlanInput, TableFilter};
-
-/// Why a reference cannot be resolved, for a condition.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Failure {
-    pub reason: Reason,
-    pub message: String,
-}
-
-impl Failure {
-    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
-        Failure { reason, message: message.into() }
-    }
-}
+use crate::postgres::{Database, Target};
 
 fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
-    let mut data: BTreeMap<String, Vec<u8>> =
-        secret.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
+    let mut data: BTreeMap<String, Vec<u8>> = secret.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
     for (k, v) in secret.string_data.iter().flatten() {
         data.insert(k.clone(), v.clone().into_bytes());
     }
@@ -40,19 +31,90 @@ pub fn secret_version(secret: &Secret) -> String {
     format!("{}@{}", secret.metadata.uid.as_deref().unwrap_or(""), secret.resource_version().unwrap_or_default())
 }
 
-/// The libpq URI of a workspace's database.
-pub fn workspace_uri(stores: &Stores, ws: &Workspace) -> Result<String, Failure> {
+fn secret(stores: &Stores, ns: &str, name: &str, what: &str) -> Result<Arc<Secret>, Failure> {
+    stores.secret(ns, name).ok_or_else(|| Failure::new(Reason::SecretNotFound, format!("{what} Secret {name:?} not found")))
+}
+
+/// The Secrets an object names.
+pub fn secret_names(obj: SecretUser<'_>) -> Vec<String> {
+    match obj {
+        SecretUser::Workspace(ws) => {
+            let db = &ws.spec.database;
+            std::iter::once(db.secret_ref.name.clone()).chain(db.ca_secret_ref.as_ref().map(|c| c.name.clone())).collect()
+        }
+        SecretUser::Connection(conn) => conn.spec.credentials.iter().map(|c| c.secret_ref.name.clone()).collect(),
+    }
+}
+
+/// An object that names Secrets.
+#[derive(Clone, Copy)]
+pub enum SecretUser<'a> {
+    Workspace(&'a Workspace),
+    Connection(&'a Connection),
+}
+
+/// A `SecretNotFound` becomes `SecretNotPermitted` when the Secret exists
+/// but is outside the operator's selector: the person who reads it learns
+/// what to do. Only the Secret's metadata is read, never its data.
+pub async fn explain(ctx: &Context, ns: &str, failure: Failure, user: SecretUser<'_>) -> Failure {
+    if failure.reason != Reason::SecretNotFound {
+        return failure;
+    }
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    for name in secret_names(user) {
+        if ctx.stores.secret(ns, &name).is_some() {
+            continue;
+        }
+        if let Ok(Some(_)) = api.get_metadata_opt(&name).await {
+            return Failure::new(
+                Reason::SecretNotPermitted,
+                format!(
+                    "Secret {name:?} exists but is not opted in for Manifold: it must match the selector {:?} \
+                     (label it manifold.dev/credentials=true); nothing was read from it or sent anywhere",
+                    ctx.settings.secret_selector
+                ),
+            );
+        }
+    }
+    failure
+}
+
+/// How to reach a workspace's database: the URI and the CA, if it names one.
+pub fn workspace_target(stores: &Stores, ws: &Workspace) -> Result<Target, Failure> {
     let ns = ws.namespace().unwrap_or_default();
-    let sref = &ws.spec.database.secret_ref;
-    let secret = stores
-        .secret(&ns, &sref.name)
-        .ok_or_else(|| Failure::new(Reason::SecretNotFound, format!("Secret {:?} not found", sref.name)))?;
-    let data = secret_data(&secret);
-    let value = data.get(&sref.key).ok_or_else(|| {
-        Failure::new(Reason::SecretKeyMissing, format!("Secret {:?} has no key {:?}", sref.name, sref.key))
+    let db = &ws.spec.database;
+    let key = |secret: &Secret, name: &str, key: &str| -> Result<Vec<u8>, Failure> {
+        secret_data(secret)
+            .remove(key)
+            .ok_or_else(|| Failure::new(Reason::SecretKeyMissing, format!("Secret {name:?} has no key {key:?}")))
+    };
+    let uri_secret = secret(stores, &ns, &db.secret_ref.name, "the database")?;
+    let uri = String::from_utf8(key(&uri_secret, &db.secret_ref.name, &db.secret_ref.key)?).map_err(|_| {
+        Failure::new(Reason::InvalidSpec, format!("key {:?} of Secret {:?} is not UTF-8 text", db.secret_ref.key, db.secret_ref.name))
     })?;
-    String::from_utf8(value.clone())
-        .map_err(|_| Failure::new(Reason::InvalidSpec, format!("key {:?} of Secret {:?} is not UTF-8 text", sref.key, sref.name)))
+    let ca = match &db.ca_secret_ref {
+        Some(ca) => Some(key(&*secret(stores, &ns, &ca.name, "the CA")?, &ca.name, &ca.key)?),
+        None => None,
+    };
+    Ok(Target { uri, ca })
+}
+
+/// The database of a workspace in the attachment's or connection's own
+/// namespace, if it can be reached in principle.
+pub async fn workspace_database(ctx: &Context, ns: &str, ws_name: &str) -> Result<(Arc<Workspace>, Database), Failure> {
+    let ws = ctx
+        .stores
+        .workspace(ns, ws_name)
+        .ok_or_else(|| Failure::new(Reason::WorkspaceNotFound, format!("Workspace {ws_name:?} not found")))?;
+    if ws.meta().deletion_timestamp.is_some() {
+        return Err(Failure::new(Reason::WorkspaceNotFound, format!("Workspace {ws_name:?} is being deleted")));
+    }
+    let db = match workspace_target(&ctx.stores, &ws) {
+        Ok(target) => ctx.pools.get(ns, ws_name, &target),
+        Err(f) => Err(explain(ctx, ns, f, SecretUser::Workspace(&ws)).await),
+    }
+    .map_err(|f| Failure::new(f.reason, format!("Workspace {ws_name:?}: {}", f.message)))?;
+    Ok((ws, db))
 }
 
 /// The schema of a connection: `spec.schema`, or the name with `-` and `.`
@@ -66,26 +128,32 @@ pub fn connection_schema(conn: &Connection) -> Result<String, Failure> {
 }
 
 /// The credentials Secret of a connection, if it names one.
-pub fn credentials(stores: &Stores, conn: &Connection) -> Result<Option<std::sync::Arc<Secret>>, Failure> {
+pub fn credentials(stores: &Stores, conn: &Connection) -> Result<Option<Arc<Secret>>, Failure> {
     let Some(creds) = &conn.spec.credentials else { return Ok(None) };
-    let ns = conn.namespace().unwrap_or_default();
-    stores
-        .secret(&ns, &creds.secret_ref.name)
-        .map(Some)
-        .ok_or_else(|| Failure::new(Reason::SecretNotFound, format!("credentials Secret {:?} not found", creds.secret_ref.name)))
+    secret(stores, &conn.namespace().unwrap_or_default(), &creds.secret_ref.name, "the credentials").map(Some)
 }
 
-/// Resolves a connection into its wrapper, its schema and its credentials'
-/// version: everything a plan or a test needs from it.
-pub fn connection(stores: &Stores, conn: &Connection) -> Result<(plugins::Wrapper, String, Option<String>), Failure> {
+/// A connection, resolved: everything a plan or a test needs from it.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    pub wrapper: plugins::Wrapper,
+    pub schema: String,
+    /// The credentials' version (the Secret's uid and resourceVersion).
+    pub version: Option<String>,
+}
+
+/// Resolves a connection under the cluster admin's source policy. Every
+/// refusal (a socket host, a forbidden option, a wrapper nobody allowed)
+/// happens here, before any SQL.
+pub fn connection(stores: &Stores, conn: &Connection, policy: &SourcePolicy) -> Result<Resolved, Failure> {
     let schema = connection_schema(conn)?;
     let secret = credentials(stores, conn)?;
     let data = secret.as_deref().map(secret_data);
-    let wrapper = plugins::resolve(&conn.spec.plugin, &schema, data.as_ref()).map_err(|e| match e {
+    let wrapper = plugins::resolve(&conn.spec.plugin, &schema, data.as_ref(), policy).map_err(|e| match e {
         PluginError::SecretKeyMissing(_) => Failure::new(Reason::SecretKeyMissing, e.to_string()),
         PluginError::Invalid(_) => Failure::new(Reason::InvalidSpec, e.to_string()),
     })?;
-    Ok((wrapper, schema, secret.as_deref().map(secret_version)))
+    Ok(Resolved { wrapper, schema, version: secret.as_deref().map(secret_version) })
 }
 
 pub fn table_filter(conn: &Connection) -> TableFilter {
@@ -101,14 +169,14 @@ pub fn owner(att: &WorkspaceConnection) -> Owner {
 }
 
 /// The plan of an attachment of `conn`.
-pub fn plan(stores: &Stores, att: &WorkspaceConnection, conn: &Connection) -> Result<AttachPlan, Failure> {
-    let (wrapper, schema, version) = connection(stores, conn)?;
+pub fn plan(ctx: &Context, att: &WorkspaceConnection, conn: &Connection) -> Result<AttachPlan, Failure> {
+    let resolved = connection(&ctx.stores, conn, &ctx.settings.sources)?;
     Ok(AttachPlan::new(PlanInput {
         owner: owner(att),
         uid: att.metadata.uid.as_deref().unwrap_or(""),
-        schema: &schema,
-        wrapper,
+        schema: &resolved.schema,
+        wrapper: resolved.wrapper,
         tables: table_filter(conn),
-        credentials_version: version.as_deref(),
+        credentials_version: resolved.version.as_deref(),
     }))
 }

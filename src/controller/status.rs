@@ -1,6 +1,7 @@
-//! Turning an outcome into kstatus conditions, writing status with one
-//! server-side-apply field manager (and only when it changed), and Events on
-//! transitions.
+//! The one report step of every reconciler: an outcome becomes kstatus
+//! conditions, status is written with one server-side-apply field manager
+//! (and only when it changed), a failure is counted, and an Event marks a
+//! transition to a failure.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
@@ -9,58 +10,31 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use tracing::warn;
 
-use super::{Context, MANAGER};
-use crate::api::Reason;
+use super::context::{Context, Error, MANAGER};
 use crate::api::conditions::{self, Desired, READY, RECONCILING, STALLED, Status};
+use crate::api::{ConnectionStatus, Failure, WorkspaceConnectionStatus, WorkspaceStatus};
 
-/// The result of one reconcile, for a person and for kstatus.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Outcome {
-    pub reason: Reason,
-    pub message: String,
+/// Ready, Reconciling and Stalled for an outcome, from its reason's policy.
+pub fn conditions(outcome: &Failure) -> Vec<Desired> {
+    let ready = outcome.reason.is_success();
+    let stalled = outcome.reason.stalled();
+    // Each condition carries the message only while it is True.
+    let condition = |type_, on: bool| {
+        let message = if on { outcome.message.clone() } else { String::new() };
+        Desired::new(type_, if on { Status::True } else { Status::False }, outcome.reason.as_str(), message)
+    };
+    vec![
+        Desired::new(READY, if ready { Status::True } else { Status::False }, outcome.reason.as_str(), outcome.message.clone()),
+        condition(RECONCILING, !ready && !stalled),
+        condition(STALLED, stalled),
+    ]
 }
 
-impl Outcome {
-    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
-        Outcome { reason, message: message.into() }
-    }
-
-    pub fn is_ready(&self) -> bool {
-        matches!(self.reason, Reason::Attached | Reason::Reachable | Reason::Passed | Reason::Valid)
-    }
-
-    /// The controller cannot make progress without a change by a person:
-    /// kstatus's Stalled. Anything else that is not Ready is still in
-    /// progress (it retries, or waits for an object to appear).
-    pub fn is_stalled(&self) -> bool {
-        matches!(
-            self.reason,
-            Reason::InvalidSpec
-                | Reason::SchemaConflict
-                | Reason::DependentObjects
-                | Reason::SecretKeyMissing
-                | Reason::ExtensionMissing
-                | Reason::AuthenticationFailed
-                | Reason::PermissionDenied
-                | Reason::RemoteSchemaMissing
-                | Reason::TestFailed
-        )
-    }
-
-    /// Ready, Reconciling and Stalled for this outcome.
-    pub fn conditions(&self) -> Vec<Desired> {
-        let ready = self.is_ready();
-        let stalled = self.is_stalled();
-        // Each condition carries the message only while it is True.
-        let condition = |type_, on: bool| {
-            let message = if on { self.message.clone() } else { String::new() };
-            Desired::new(type_, if on { Status::True } else { Status::False }, self.reason.as_str(), message)
-        };
-        vec![
-            Desired::new(READY, if ready { Status::True } else { Status::False }, self.reason.as_str(), self.message.clone()),
-            condition(RECONCILING, !ready && !stalled),
-            condition(STALLED, stalled),
-        ]
+/// The kind of a resource, for metric labels.
+pub fn kind_of<K: Resource<DynamicType = ()>>() -> &'static str {
+    match K::kind(&()) {
+        std::borrow::Cow::Borrowed(kind) => kind,
+        std::borrow::Cow::Owned(_) => "object",
     }
 }
 
@@ -68,10 +42,74 @@ pub fn now() -> Time {
     Time(jiff::Timestamp::now())
 }
 
-/// Merges `desired` into `current`, keeping transition times of unchanged
-/// conditions.
-pub fn merge_conditions(current: &[Condition], desired: &[Desired], generation: Option<i64>) -> Vec<Condition> {
-    conditions::merge(current, desired, generation, &now())
+/// A status with kstatus conditions.
+pub trait WithConditions: Serialize + PartialEq {
+    fn conditions(&self) -> &[Condition];
+    fn set(&mut self, conditions: Vec<Condition>, generation: Option<i64>);
+}
+
+macro_rules! with_conditions {
+    ($($status:ty),*) => {$(
+        impl WithConditions for $status {
+            fn conditions(&self) -> &[Condition] {
+                &self.conditions
+            }
+
+            fn set(&mut self, conditions: Vec<Condition>, generation: Option<i64>) {
+                self.conditions = conditions;
+                self.observed_generation = generation;
+            }
+        }
+    )*};
+}
+
+with_conditions!(WorkspaceStatus, ConnectionStatus, WorkspaceConnectionStatus);
+
+/// How a report announces a transition to a failure: as a Warning, as a
+/// Normal Event, or not at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Announce {
+    Warning,
+    Normal,
+    Quiet,
+}
+
+/// Reports an outcome: `status` gets the merged conditions (the outcome's,
+/// and `extra` ones), is written if it differs from the current one, a
+/// failure is counted, and a change of reason to a failure is announced.
+pub async fn report<K, S>(
+    ctx: &Context,
+    obj: &K,
+    current: Option<&S>,
+    mut status: S,
+    outcome: &Failure,
+    extra: Vec<Desired>,
+    announce: impl Fn(&Failure) -> Announce,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: WithConditions,
+{
+    let kind = kind_of::<K>();
+    let generation = obj.meta().generation;
+    let previous = current.and_then(|s| conditions::find(s.conditions(), READY)).map(|c| c.reason.clone());
+    let mut wanted = conditions(outcome);
+    wanted.extend(extra);
+    let merged = conditions::merge(current.map(|s| s.conditions()).unwrap_or_default(), &wanted, generation, &now());
+    status.set(merged, generation);
+    write(ctx, obj, current, &status).await?;
+    if !outcome.reason.is_success() {
+        ctx.metrics.failed(kind, outcome.reason);
+        if previous.as_deref() != Some(outcome.reason.as_str()) {
+            let warning = match announce(outcome) {
+                Announce::Quiet => return Ok(()),
+                Announce::Warning => true,
+                Announce::Normal => false,
+            };
+            event(ctx, obj, warning, outcome.reason.as_str(), "Reconcile", outcome.message.clone()).await;
+        }
+    }
+    Ok(())
 }
 
 /// Writes `status` with server-side apply if it differs from `current`.
@@ -91,6 +129,7 @@ where
         "status": status,
     });
     api.patch_status(&obj.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
+    ctx.metrics.status_written(kind_of::<K>());
     Ok(true)
 }
 
@@ -107,11 +146,6 @@ pub async fn event<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, warnin
     if let Err(err) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
         warn!(error = %err, "publishing an event failed");
     }
-}
-
-/// The reason of an object's current Ready condition.
-pub fn ready_reason(conditions: &[Condition]) -> Option<&str> {
-    conditions::find(conditions, READY).map(|c| c.reason.as_str())
 }
 
 /// An attachment's state as the aggregate lists and the metrics show it:

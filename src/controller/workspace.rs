@@ -1,7 +1,7 @@
-//! The workspace reconciler: reachability and version, the periodic resync
-//! (one catalog query, then every attachment re-checks itself against it),
-//! the `connections` list, and removing the attachments' schemas when the
-//! workspace is deleted.
+//! The workspace reconciler: reachability, version and role, the periodic
+//! resync (one catalog query, then every attachment re-checks itself
+//! against it), the `connections` list, and, when the workspace is deleted,
+//! the removal of everything its namespace made in its database.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,16 +9,22 @@ use std::time::Duration;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::reflector::ObjectRef;
-use kube::{Resource, ResourceExt};
-use tracing::warn;
+use kube::ResourceExt;
+use tracing::{info, warn};
 
-use super::attachment;
-use super::status::{self, Outcome};
-use super::{Context, Error, resolve};
-use crate::api::{AttachedConnection, DeletionPolicy, Reason, Workspace, WorkspaceStatus};
+use super::attachment::{cleanup_database, waited_too_long};
+use super::context::{BackoffKey, Context, Error, requeue};
+use super::resolve::{self, SecretUser};
+use super::status::{self, Announce};
+use crate::api::conditions::{self, Desired, Status};
+use crate::api::{AttachedConnection, DeletionPolicy, Failure, Reason, Retry, Workspace, WorkspaceStatus};
+use crate::postgres::Database;
+use crate::postgres::plan::{Marker, Owner};
 
 pub const FINALIZER: &str = "manifold.dev/detach-all";
+
+/// The condition that says whether the workspace role is least privilege.
+pub const LEAST_PRIVILEGE: &str = "LeastPrivilege";
 
 pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api: Api<Workspace> = Api::namespaced(ctx.client.clone(), &ws.namespace().unwrap_or_default());
@@ -36,45 +42,57 @@ fn key(ws: &Workspace) -> (String, String) {
     (ws.namespace().unwrap_or_default(), ws.name_any())
 }
 
+/// What one observation says about the database.
+struct Seen {
+    version: String,
+    role: String,
+    superuser: bool,
+}
+
 async fn apply(ws: &Workspace, ctx: &Context) -> Result<Action, Error> {
     let (ns, name) = key(ws);
-    let backoff_key = format!("Workspace/{ns}/{name}");
+    let backoff = BackoffKey::of(ws);
     let resync = ctx.settings.resync;
-    let mut version = None;
-    let (outcome, action) = match resolve::workspace_uri(&ctx.stores, ws) {
+    let observed = match resolve::workspace_target(&ctx.stores, ws) {
         Err(f) => {
             ctx.pools.remove(&ns, &name);
-            (Outcome::new(f.reason, f.message), Action::await_change())
+            Err(resolve::explain(ctx, &ns, f, SecretUser::Workspace(ws)).await)
         }
-        Ok(uri) => match ctx.pools.get(&ns, &name, &uri) {
-            Err(e) => (Outcome::new(e.reason, e.message), Action::await_change()),
+        Ok(target) => match ctx.pools.get(&ns, &name, &target) {
+            Err(f) => Err(f),
             // Due when the last observation is a resync interval old (less a
             // little, so that the requeue below does not just miss it).
-            Ok(db) => match ctx
+            Ok(db) => ctx
                 .observations
                 .with(&(ns.clone(), name.clone()), &db, resync.saturating_sub(Duration::from_secs(1)), |s, fresh| {
-                    (s.observation.version.clone(), s.observation.taken, fresh)
+                    let o = &s.observation;
+                    (Seen { version: o.version.clone(), role: o.role.clone(), superuser: o.superuser }, o.taken, fresh)
                 })
-                .await
-            {
-                Ok((v, taken, refreshed)) => {
-                    version = Some(v);
-                    if refreshed {
-                        // Each attachment compares itself with the new
-                        // observation; those that drifted apply, the rest
-                        // cost nothing.
-                        for att in ctx.stores.attachments_where(&ns, |a| a.spec.workspace == name) {
-                            let _ = ctx.triggers.attachments.unbounded_send(ObjectRef::new(&att.name_any()).within(&ns));
-                        }
-                    }
-                    ctx.backoff.succeeded(&backoff_key);
-                    (Outcome::new(Reason::Reachable, "the database is reachable"), Action::requeue(resync.saturating_sub(taken.elapsed())))
-                }
-                Err(e) => (Outcome::new(e.reason, e.message), Action::requeue(ctx.backoff.failed(&backoff_key))),
-            },
+                .await,
         },
     };
-    report(ws, ctx, &outcome, version).await?;
+    let (outcome, seen, action) = match observed {
+        Ok((seen, taken, refreshed)) => {
+            if refreshed {
+                // Each attachment compares itself with the new observation;
+                // those that drifted apply, the rest cost nothing.
+                for att in ctx.stores.index.read().unwrap().by_workspace(&ns, &name) {
+                    ctx.triggers.attachment(&ns, &att);
+                }
+            }
+            ctx.backoff.succeeded(&backoff);
+            let outcome = Failure::new(Reason::Reachable, "the database is reachable");
+            (outcome, Some(seen), requeue(resync.saturating_sub(taken.elapsed())))
+        }
+        Err(f) => {
+            let action = match f.reason.retry() {
+                Retry::Backoff => requeue(ctx.backoff.failed(&backoff)),
+                _ => Action::await_change(),
+            };
+            (f, None, action)
+        }
+    };
+    report(ws, ctx, &outcome, seen).await?;
     Ok(action)
 }
 
@@ -82,7 +100,7 @@ async fn apply(ws: &Workspace, ctx: &Context) -> Result<Action, Error> {
 fn connections(ctx: &Context, ns: &str, name: &str) -> Vec<AttachedConnection> {
     let mut list: Vec<AttachedConnection> = ctx
         .stores
-        .attachments_where(ns, |a| a.spec.workspace == name)
+        .attachments_of_workspace(ns, name)
         .iter()
         .map(|a| AttachedConnection {
             name: a.spec.connection.clone(),
@@ -95,58 +113,136 @@ fn connections(ctx: &Context, ns: &str, name: &str) -> Vec<AttachedConnection> {
     list
 }
 
-async fn report(ws: &Workspace, ctx: &Context, outcome: &Outcome, version: Option<String>) -> Result<(), Error> {
+/// The `LeastPrivilege` condition: False, and a Warning Event when it turns
+/// so, while the workspace role is a superuser.
+fn least_privilege(seen: &Seen) -> Desired {
+    if seen.superuser {
+        Desired::new(
+            LEAST_PRIVILEGE,
+            Status::False,
+            Reason::SuperuserRole.as_str(),
+            format!(
+                "role {:?} is a superuser: postgres_fdw skips its password checks for superusers, so a source can reach \
+                 whatever trust or peer authentication lets in; use the database owner with USAGE on the wrappers \
+                 (CloudNativePG: the <cluster>-app Secret), or fence the sources (--source-hosts)",
+                seen.role
+            ),
+        )
+    } else {
+        Desired::new(LEAST_PRIVILEGE, Status::True, Reason::LeastPrivilege.as_str(), format!("role {:?} is not a superuser", seen.role))
+    }
+}
+
+async fn report(ws: &Workspace, ctx: &Context, outcome: &Failure, seen: Option<Seen>) -> Result<(), Error> {
     let (ns, name) = key(ws);
     let current = ws.status.as_ref();
-    let generation = ws.meta().generation;
     let connections = connections(ctx, &ns, &name);
-    let previous_reason = current.and_then(|s| status::ready_reason(&s.conditions)).map(str::to_owned);
+    let was_superuser = current
+        .and_then(|s| conditions::find(&s.conditions, LEAST_PRIVILEGE))
+        .is_some_and(|c| c.reason == Reason::SuperuserRole.as_str());
+    let extra: Vec<Desired> = seen.iter().map(least_privilege).collect();
     let status = WorkspaceStatus {
-        observed_generation: generation,
-        conditions: status::merge_conditions(
-            current.map(|s| s.conditions.as_slice()).unwrap_or_default(),
-            &outcome.conditions(),
-            generation,
-        ),
-        postgres_version: version.or_else(|| current.and_then(|s| s.postgres_version.clone())),
+        postgres_version: seen.as_ref().map(|s| s.version.clone()).or_else(|| current.and_then(|s| s.postgres_version.clone())),
         connection_count: connections.iter().filter(|c| c.state == "Ready").count() as i32,
         connections,
+        ..Default::default()
     };
-    status::write(ctx, ws, current, &status).await?;
-    if !outcome.is_ready() {
-        ctx.metrics.failed("Workspace", outcome.reason);
-    }
-    if !outcome.is_ready() && previous_reason.as_deref() != Some(outcome.reason.as_str()) {
-        status::event(ctx, ws, true, outcome.reason.as_str(), "Connect", outcome.message.clone()).await;
+    status::report(ctx, ws, current, status, outcome, extra, |_| Announce::Warning).await?;
+    if let Some(seen) = seen.filter(|s| s.superuser && !was_superuser) {
+        warn!(workspace = %name, namespace = %ns, role = %seen.role, "the workspace role is a superuser");
+        let message = least_privilege(&seen).message;
+        status::event(ctx, ws, true, Reason::SuperuserRole.as_str(), "Connect", message).await;
     }
     Ok(())
 }
 
-/// Deleting a workspace removes its attachments' schemas, under the same
-/// safety rules as a detach; Orphan attachments keep theirs.
+/// What a workspace's deletion removes: every schema (and server, and user
+/// mapping) whose marker names an attachment of this namespace, found in
+/// the catalog and not in the store, so that it does not matter which
+/// attachments are still around. Kept: what an Orphan attachment marked,
+/// what an attachment with `deletionPolicy: Orphan` still owns, and what
+/// an attachment of another Workspace on the same database owns.
+fn doomed(ctx: &Context, ns: &str, name: &str, catalog: &crate::postgres::Catalog) -> Vec<(Owner, String)> {
+    let mut targets: Vec<(Owner, String)> = catalog
+        .iter()
+        .filter_map(|(schema, observed)| {
+            let marker = observed.schema_marker().or_else(|| observed.server_comment.as_deref().and_then(Marker::parse))?;
+            if marker.owner.namespace != ns || marker.orphaned {
+                return None;
+            }
+            let kept = ctx
+                .stores
+                .attachment(ns, &marker.owner.name)
+                .is_some_and(|a| a.spec.workspace != name || a.spec.deletion_policy == DeletionPolicy::Orphan);
+            (!kept).then(|| (marker.owner, schema.clone()))
+        })
+        .collect();
+    targets.sort();
+    targets
+}
+
+/// Removes everything `doomed` finds, until a fresh observation finds
+/// nothing more (an attach that committed meanwhile is found the next
+/// round). Returns the schemas dropped, or the first failure.
+async fn remove_all(ctx: &Context, ns: &str, name: &str, db: &Database) -> Result<Vec<String>, Failure> {
+    let mut dropped = Vec::new();
+    for _ in 0..5 {
+        let observation = db.observe_all().await?;
+        let targets = doomed(ctx, ns, name, &observation.catalog);
+        if targets.is_empty() {
+            return Ok(dropped);
+        }
+        let mut held = None;
+        for (owner, schema) in targets {
+            match db.detach(&owner, &schema).await {
+                Ok(done) if done.schema || done.server => dropped.push(schema),
+                Ok(_) => {}
+                // A view someone built on our tables holds this schema; the
+                // credentials go anyway, and the rest is removed.
+                Err(e) if e.reason == Reason::DependentObjects => {
+                    db.forget_credentials(&owner, &schema).await?;
+                    held.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(e) = held {
+            return Err(e);
+        }
+    }
+    Ok(dropped)
+}
+
 async fn cleanup(ws: &Workspace, ctx: &Context) -> Result<Action, Error> {
     let (ns, name) = key(ws);
-    let db = match resolve::workspace_uri(&ctx.stores, ws).map(|uri| ctx.pools.get(&ns, &name, &uri)) {
-        Ok(Ok(db)) => Some(db),
-        _ => ctx.pools.cached(&ns, &name),
-    };
-    let Some(db) = db else {
-        // Without its Secret there is no way into the database: holding the
-        // deletion forever would not change that. Nothing is dropped.
-        let note = "the database Secret is gone, so the attachments' schemas were left in place".to_owned();
-        warn!(workspace = %name, namespace = %ns, "{note}");
-        status::event(ctx, ws, true, Reason::SecretNotFound.as_str(), "Delete", note).await;
-        ctx.observations.forget(&(ns, name));
-        return Ok(Action::await_change());
+    let result = match cleanup_database(ctx, &ns, &name) {
+        Some(db) => remove_all(ctx, &ns, &name, &db).await,
+        None => Err(Failure::new(
+            Reason::SecretNotFound,
+            "the database Secret is gone and no session to the database is open, so nothing can be removed",
+        )),
     };
     let ws_key = (ns.clone(), name.clone());
-    for att in ctx.stores.attachments_where(&ns, |a| a.spec.workspace == name) {
-        if att.spec.deletion_policy == DeletionPolicy::Orphan {
-            continue;
+    match result {
+        Ok(dropped) => {
+            if !dropped.is_empty() {
+                info!(workspace = %name, namespace = %ns, schemas = dropped.len(), "deleted: removed its namespace's schemas");
+            }
         }
-        if let Err(e) = attachment::detach(ctx, &ws_key, &db, &att, None).await {
-            report(ws, ctx, &Outcome::new(e.reason, format!("deletion held: {}", e.message)), None).await?;
-            return Err(Error::Held(e.message));
+        Err(e) if waited_too_long(ctx, ws) => {
+            let note = format!(
+                "gave up after {:?}, leaving what remains in the database: {}. Remove those schemas and servers by hand \
+                 (their comments name the attachment); to release a Workspace at once: \
+                 kubectl patch mws {name} --type merge -p '{{\"metadata\":{{\"finalizers\":null}}}}'",
+                ctx.settings.cleanup_timeout, e.message
+            );
+            warn!(workspace = %name, namespace = %ns, "{note}");
+            status::event(ctx, ws, true, Reason::CleanupAbandoned.as_str(), "Delete", note).await;
+        }
+        Err(e) => {
+            let held = Failure::new(e.reason, format!("deletion held: {}", e.message));
+            report(ws, ctx, &held, None).await?;
+            return Err(Error::Held(held));
         }
     }
     ctx.pools.remove(&ns, &name);

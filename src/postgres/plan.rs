@@ -1,47 +1,23 @@
-//! The desired Postgres state of one attachment, as plain data, and the pure
-//! decision of what to change given what the catalog shows. Nothing here does
-//! I/O; `sql` renders the statements and `apply` runs them.
+//! The planner: from the desired state of one attachment and what one
+//! locked catalog read shows, the statements that bring a workspace
+//! database there, or the refusal to touch it. Pure: `sql` renders the
+//! statements and `Database` (in `mod.rs`) only runs them in one
+//! transaction and records the result.
+//!
+//! Every decision about DDL is made here: what to build, what to drop,
+//! whether a schema is ours, whether the wrapper can be used.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use sha2::{Digest, Sha256};
 
-/// A string that may hold a secret. Its `Debug` never shows a secret value,
-/// so a plan can be logged or put in a panic message safely.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretString {
-    value: String,
-    secret: bool,
-}
-
-impl SecretString {
-    /// A secret value, from a Secret.
-    pub fn new(value: String) -> Self {
-        SecretString { value, secret: true }
-    }
-
-    /// A value from a spec, safe to show.
-    pub fn public(value: String) -> Self {
-        SecretString { value, secret: false }
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.value
-    }
-
-    pub fn is_secret(&self) -> bool {
-        self.secret
-    }
-}
-
-impl fmt::Debug for SecretString {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.secret { f.write_str("\"<redacted>\"") } else { fmt::Debug::fmt(&self.value, f) }
-    }
-}
+use crate::api::{Failure, Reason};
+use crate::plugins::{EXTENSION_SCHEMA, Wrapper};
+pub use crate::secret::SecretString;
 
 /// The attachment that owns a schema: what the ownership marker records.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Owner {
     pub namespace: String,
     pub name: String,
@@ -53,31 +29,66 @@ impl fmt::Display for Owner {
     }
 }
 
-/// Hashes of the three independent parts of the desired state. Each part that
-/// changes implies its own work: a new server means a rebuild, new
-/// credentials a new user mapping, a new import a re-import.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Fingerprint {
-    pub server: String,
-    pub mapping: String,
-    pub import: String,
+/// Hashes of the independent parts of the desired state, by name. Each part
+/// that changes implies its own work: a new `server` means a rebuild, a new
+/// `mapping` a new user mapping, a new `import` a re-import. Parts this
+/// version does not know are ignored, so a later version can add one
+/// without sending every existing schema into a rebuild.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Fingerprint(BTreeMap<String, String>);
+
+/// The parts this version writes, in the order it writes them.
+const PARTS: [&str; 3] = ["server", "mapping", "import"];
+
+impl Fingerprint {
+    pub fn part(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    fn with(mut self, name: &str, value: String) -> Self {
+        self.0.insert(name.to_owned(), value);
+        self
+    }
+
+    /// `server:…,mapping:…,import:…`, or the first format,
+    /// `<server>.<mapping>.<import>`.
+    fn parse(text: &str) -> Fingerprint {
+        if !text.contains(':') {
+            let parts: Vec<&str> = text.split('.').collect();
+            if parts.len() == 3 {
+                return PARTS.iter().zip(parts).fold(Fingerprint::default(), |f, (k, v)| f.with(k, v.to_owned()));
+            }
+            return Fingerprint::default();
+        }
+        Fingerprint(
+            text.split(',')
+                .filter_map(|kv| kv.split_once(':'))
+                .filter(|(k, _)| PARTS.contains(k))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        )
+    }
 }
 
 impl fmt::Display for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.server, self.mapping, self.import)
+        let parts: Vec<String> = PARTS.iter().filter_map(|k| self.part(k).map(|v| format!("{k}:{v}"))).collect();
+        f.write_str(&parts.join(","))
     }
 }
 
 /// The ownership marker, kept in the comment of the schema (and, without
 /// fingerprint and tables, of the server):
-/// `manifold.dev/owner=<ns>/<name> uid=<uid> fingerprint=<s>.<m>.<i> tables=<n>`.
+/// `manifold.dev/owner=<ns>/<name> uid=<uid> fingerprint=server:…,mapping:…,import:… tables=<n>`,
+/// and ` orphaned=true` once an attachment with `deletionPolicy: Orphan`
+/// let it go.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Marker {
     pub owner: Owner,
     pub uid: String,
     pub fingerprint: Option<Fingerprint>,
     pub tables: Option<i64>,
+    pub orphaned: bool,
 }
 
 pub const MARKER_PREFIX: &str = "manifold.dev/owner=";
@@ -91,11 +102,14 @@ impl Marker {
         if let Some(tables) = self.tables {
             s.push_str(&format!(" tables={tables}"));
         }
+        if self.orphaned {
+            s.push_str(" orphaned=true");
+        }
         s
     }
 
     /// Parses a comment. A comment that does not begin with the marker is
-    /// not ours, whatever else it says.
+    /// not ours, whatever else it says. Unknown words are ignored.
     pub fn parse(comment: &str) -> Option<Marker> {
         let rest = comment.strip_prefix(MARKER_PREFIX)?;
         let mut words = rest.split(' ');
@@ -105,20 +119,14 @@ impl Marker {
             uid: String::new(),
             fingerprint: None,
             tables: None,
+            orphaned: false,
         };
         for word in words {
             match word.split_once('=') {
                 Some(("uid", uid)) => marker.uid = uid.to_owned(),
-                Some(("fingerprint", fp)) => {
-                    let mut parts = fp.split('.');
-                    marker.fingerprint = match (parts.next(), parts.next(), parts.next(), parts.next()) {
-                        (Some(s), Some(m), Some(i), None) => {
-                            Some(Fingerprint { server: s.into(), mapping: m.into(), import: i.into() })
-                        }
-                        _ => None,
-                    }
-                }
+                Some(("fingerprint", fp)) => marker.fingerprint = Some(Fingerprint::parse(fp)),
                 Some(("tables", n)) => marker.tables = n.parse().ok(),
+                Some(("orphaned", v)) => marker.orphaned = v == "true",
                 _ => {}
             }
         }
@@ -149,6 +157,8 @@ pub struct AttachPlan {
     pub remote_schema: String,
     pub tables: TableFilter,
     pub fingerprint: Fingerprint,
+    /// Secret values inside other values, for cleaning messages.
+    pub embedded_secrets: Vec<SecretString>,
 }
 
 /// The inputs of a plan, from resolved Kubernetes objects.
@@ -156,7 +166,7 @@ pub struct PlanInput<'a> {
     pub owner: Owner,
     pub uid: &'a str,
     pub schema: &'a str,
-    pub wrapper: crate::plugins::Wrapper,
+    pub wrapper: Wrapper,
     pub tables: TableFilter,
     /// Identifies the version of the credentials (the Secret's uid and
     /// resourceVersion), so that the fingerprint changes when they do
@@ -199,11 +209,10 @@ impl AttachPlan {
             }
         }
         AttachPlan {
-            fingerprint: Fingerprint {
-                server: short_hash(&server_parts),
-                mapping: short_hash(&mapping_parts),
-                import: short_hash(&import_parts),
-            },
+            fingerprint: Fingerprint::default()
+                .with("server", short_hash(&server_parts))
+                .with("mapping", short_hash(&mapping_parts))
+                .with("import", short_hash(&import_parts)),
             owner: input.owner,
             uid: input.uid.to_owned(),
             schema: input.schema.to_owned(),
@@ -214,26 +223,51 @@ impl AttachPlan {
             mapping_options: w.mapping_options,
             remote_schema: w.remote_schema,
             tables: input.tables,
+            embedded_secrets: w.embedded_secrets,
         }
     }
 
-    /// The schema's marker once the plan is applied with `tables` imported.
-    pub fn schema_marker(&self, tables: i64) -> Marker {
+    /// The schema's marker once the plan is applied with `tables` imported
+    /// (`None`: counted when the statements have run).
+    pub fn schema_marker(&self, tables: Option<i64>) -> Marker {
         Marker {
             owner: self.owner.clone(),
             uid: self.uid.clone(),
             fingerprint: Some(self.fingerprint.clone()),
-            tables: Some(tables),
+            tables,
+            orphaned: false,
         }
     }
 
     /// The server's marker.
     pub fn server_marker(&self) -> Marker {
-        Marker { owner: self.owner.clone(), uid: self.uid.clone(), fingerprint: None, tables: None }
+        Marker { owner: self.owner.clone(), uid: self.uid.clone(), fingerprint: None, tables: None, orphaned: false }
+    }
+
+    /// Every secret value the plan's statements carry.
+    pub fn secrets(&self) -> impl Iterator<Item = &str> {
+        self.server_options
+            .iter()
+            .chain(&self.mapping_options)
+            .map(|(_, v)| v)
+            .chain(&self.embedded_secrets)
+            .filter(|v| v.is_secret())
+            .map(SecretString::expose)
+    }
+
+    /// The state an attach that ran `change` leaves, as the at-rest
+    /// observation would show it.
+    pub fn observed_after(&self, tables: i64) -> Observed {
+        Observed {
+            schema_comment: Some(self.schema_marker(Some(tables)).render()),
+            foreign_tables: tables,
+            server_comment: Some(self.server_marker().render()),
+            mapping: true,
+        }
     }
 }
 
-/// What the catalog shows of one attachment's schema and server.
+/// What the at-rest observation shows of one attachment's schema and server.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Observed {
     /// The schema's comment, if the schema exists (empty if it has none).
@@ -252,6 +286,30 @@ impl Observed {
     }
 }
 
+/// Whether the workspace role can use a wrapper.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WrapperState {
+    /// The wrapper exists and the role has USAGE on it.
+    Usable,
+    /// The wrapper exists; the role has no USAGE on it.
+    NoUsage,
+    /// No such wrapper: its extension is not installed.
+    Missing,
+}
+
+/// What one catalog read under the schema's advisory lock shows: the
+/// observation, plus what a change needs to know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Locked {
+    pub observed: Observed,
+    /// The foreign tables of the schema that use the attachment's server:
+    /// the ones it imported, and the only ones it ever drops.
+    pub owned_tables: Vec<String>,
+    pub wrapper: WrapperState,
+    /// The workspace role, for messages.
+    pub role: String,
+}
+
 /// The work that brings an attachment to its plan.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
@@ -266,16 +324,38 @@ pub enum Change {
     Rebuild,
 }
 
-/// Why the plan cannot be applied.
+/// One statement, as data. `sql::render` turns it into SQL text.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Refusal {
-    /// The schema or server exists and is not ours.
-    Conflict(String),
+pub enum Statement {
+    /// Serializes the creation of an extension across sessions, so that
+    /// parallel first attaches do not race on `pg_extension`'s unique index.
+    LockExtension { extension: String },
+    CreateExtension { extension: String, schema: String },
+    CreateServer { server: String, wrapper: String, options: Vec<(String, SecretString)> },
+    CommentOnServer { server: String, marker: Marker },
+    CreateUserMapping { server: String, options: Vec<(String, SecretString)> },
+    DropUserMapping { server: String },
+    DropServer { server: String },
+    CreateSchema { schema: String },
+    DropSchema { schema: String },
+    DropForeignTables { schema: String, tables: Vec<String> },
+    Import { remote_schema: String, filter: TableFilter, server: String, schema: String },
+    /// Writes the schema's marker. A marker without `tables` gets the count
+    /// of foreign tables in the schema once the statements before it ran:
+    /// the one fact the planner cannot know in advance.
+    MarkSchema { schema: String, marker: Marker },
+}
+
+impl Statement {
+    /// Statements that change the catalog, for the metrics.
+    pub fn is_ddl(&self) -> bool {
+        !matches!(self, Statement::LockExtension { .. })
+    }
 }
 
 /// Decides the change from what the catalog shows. Refuses to touch a schema
 /// or server that does not carry this attachment's marker.
-pub fn decide(plan: &AttachPlan, observed: &Observed) -> Result<Change, Refusal> {
+pub fn decide(plan: &AttachPlan, observed: &Observed) -> Result<Change, Failure> {
     check_ownership(plan, observed)?;
     let Some(marker) = observed.schema_marker() else {
         return Ok(Change::Rebuild); // no schema yet
@@ -283,35 +363,29 @@ pub fn decide(plan: &AttachPlan, observed: &Observed) -> Result<Change, Refusal>
     let Some(fp) = marker.fingerprint.as_ref() else {
         return Ok(Change::Rebuild);
     };
-    if observed.server_comment.is_none() || fp.server != plan.fingerprint.server {
+    let differs = |part: &str| fp.part(part) != plan.fingerprint.part(part);
+    if observed.server_comment.is_none() || differs("server") {
         return Ok(Change::Rebuild);
     }
-    let remap = fp.mapping != plan.fingerprint.mapping || !observed.mapping;
-    let reimport = fp.import != plan.fingerprint.import || marker.tables != Some(observed.foreign_tables);
+    let remap = differs("mapping") || !observed.mapping;
+    let reimport = differs("import") || marker.tables != Some(observed.foreign_tables);
     if remap || reimport {
         return Ok(Change::Update { remap, reimport });
     }
-    if marker != plan.schema_marker(observed.foreign_tables) {
+    if marker != plan.schema_marker(Some(observed.foreign_tables)) {
         return Ok(Change::Recomment);
     }
     Ok(Change::None)
 }
 
-fn check_ownership(plan: &AttachPlan, observed: &Observed) -> Result<(), Refusal> {
+fn check_ownership(plan: &AttachPlan, observed: &Observed) -> Result<(), Failure> {
+    let conflict = |message: String| Err(Failure::new(Reason::SchemaConflict, message));
     if let Some(comment) = &observed.schema_comment {
         match Marker::parse(comment) {
             Some(m) if m.owner == plan.owner => {}
-            Some(m) => {
-                return Err(Refusal::Conflict(format!(
-                    "schema {:?} is already managed by attachment {}",
-                    plan.schema, m.owner
-                )));
-            }
+            Some(m) => return conflict(format!("schema {:?} is already managed by attachment {}", plan.schema, m.owner)),
             None => {
-                return Err(Refusal::Conflict(format!(
-                    "schema {:?} exists and was not created by Manifold; it is left untouched",
-                    plan.schema
-                )));
+                return conflict(format!("schema {:?} exists and was not created by Manifold; it is left untouched", plan.schema));
             }
         }
     }
@@ -319,34 +393,153 @@ fn check_ownership(plan: &AttachPlan, observed: &Observed) -> Result<(), Refusal
         match Marker::parse(comment) {
             Some(m) if m.owner == plan.owner => {}
             _ => {
-                return Err(Refusal::Conflict(format!(
+                return conflict(format!(
                     "foreign server {:?} exists and is not managed by this attachment; it is left untouched",
                     plan.server
-                )));
+                ));
             }
         }
     }
     Ok(())
 }
 
-/// What a detach may drop: only what carries this attachment's marker.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Removal {
-    pub schema: bool,
-    pub server: bool,
+/// What makes the wrapper usable: nothing, the extension (created under a
+/// lock, into `EXTENSION_SCHEMA`), or a refusal that says what to grant.
+fn ensure_wrapper(plan: &AttachPlan, locked: &Locked) -> Result<Vec<Statement>, Failure> {
+    match locked.wrapper {
+        WrapperState::Usable => Ok(Vec::new()),
+        WrapperState::Missing => Ok(vec![
+            Statement::LockExtension { extension: plan.extension.clone() },
+            Statement::CreateExtension { extension: plan.extension.clone(), schema: EXTENSION_SCHEMA.to_owned() },
+        ]),
+        WrapperState::NoUsage => Err(Failure::new(
+            Reason::PermissionDenied,
+            format!(
+                "role {:?} has no USAGE on foreign-data wrapper {:?}: GRANT USAGE ON FOREIGN DATA WRAPPER {} TO {} \
+                 (CloudNativePG: Database spec.fdws[].usage)",
+                locked.role, plan.wrapper, plan.wrapper, locked.role
+            ),
+        )),
+    }
 }
 
-pub fn removal(owner: &Owner, observed: &Observed) -> Removal {
-    let ours = |comment: &Option<String>| {
-        comment.as_deref().and_then(Marker::parse).is_some_and(|m| &m.owner == owner)
+/// The statements that bring an attachment to its plan, and the change they
+/// make. Nothing of someone else's is ever touched: the ownership check
+/// comes first, and only the tables the attachment's own server imported
+/// are dropped, always RESTRICT.
+pub fn attach(plan: &AttachPlan, locked: &Locked) -> Result<(Change, Vec<Statement>), Failure> {
+    let observed = &locked.observed;
+    let change = decide(plan, observed)?;
+    let (schema, server) = (&plan.schema, &plan.server);
+    let drop_owned = || Statement::DropForeignTables { schema: schema.clone(), tables: locked.owned_tables.clone() };
+    let create_mapping = || Statement::CreateUserMapping { server: server.clone(), options: plan.mapping_options.clone() };
+    let import = || Statement::Import {
+        remote_schema: plan.remote_schema.clone(),
+        filter: plan.tables.clone(),
+        server: server.clone(),
+        schema: schema.clone(),
     };
-    Removal { schema: ours(&observed.schema_comment), server: ours(&observed.server_comment) }
+    let mut statements = Vec::new();
+    match &change {
+        Change::None => return Ok((change, statements)),
+        Change::Recomment => {}
+        Change::Update { remap, reimport } => {
+            if *remap {
+                statements.push(Statement::DropUserMapping { server: server.clone() });
+                statements.push(create_mapping());
+            }
+            if *reimport {
+                statements.push(drop_owned());
+                statements.push(import());
+            }
+        }
+        Change::Rebuild => {
+            statements.extend(ensure_wrapper(plan, locked)?);
+            if observed.schema_comment.is_some() {
+                statements.push(drop_owned());
+            }
+            if observed.server_comment.is_some() {
+                statements.push(Statement::DropUserMapping { server: server.clone() });
+                statements.push(Statement::DropServer { server: server.clone() });
+            }
+            statements.push(Statement::CreateServer {
+                server: server.clone(),
+                wrapper: plan.wrapper.clone(),
+                options: plan.server_options.clone(),
+            });
+            statements.push(Statement::CommentOnServer { server: server.clone(), marker: plan.server_marker() });
+            statements.push(create_mapping());
+            if observed.schema_comment.is_none() {
+                statements.push(Statement::CreateSchema { schema: schema.clone() });
+            }
+            statements.push(import());
+        }
+    }
+    statements.retain(|s| !matches!(s, Statement::DropForeignTables { tables, .. } if tables.is_empty()));
+    let tables = if matches!(change, Change::Recomment) { Some(observed.foreign_tables) } else { None };
+    statements.push(Statement::MarkSchema { schema: schema.clone(), marker: plan.schema_marker(tables) });
+    Ok((change, statements))
+}
+
+/// The statements of a connection test: what an attach of a fresh schema
+/// runs, in a transaction that is always rolled back.
+pub fn test(plan: &AttachPlan, wrapper: WrapperState, role: &str) -> Result<Vec<Statement>, Failure> {
+    let locked = Locked { observed: Observed::default(), owned_tables: Vec::new(), wrapper, role: role.to_owned() };
+    let (_, mut statements) = attach(plan, &locked)?;
+    statements.retain(|s| !matches!(s, Statement::MarkSchema { .. } | Statement::CommentOnServer { .. }));
+    Ok(statements)
+}
+
+/// What a detach drops: only what carries this attachment's marker. The
+/// tables only if the server is ours too (they are the ones it imported),
+/// then the schema; the mapping and server if the server is ours. Every
+/// drop is RESTRICT, so anything someone else made that depends on ours
+/// holds the whole detach.
+pub fn detach(owner: &Owner, schema: &str, locked: &Locked) -> Vec<Statement> {
+    let ours = |comment: &Option<String>| comment.as_deref().and_then(Marker::parse).is_some_and(|m| &m.owner == owner);
+    let (schema_ours, server_ours) = (ours(&locked.observed.schema_comment), ours(&locked.observed.server_comment));
+    let mut statements = Vec::new();
+    if schema_ours {
+        if server_ours && !locked.owned_tables.is_empty() {
+            statements.push(Statement::DropForeignTables { schema: schema.to_owned(), tables: locked.owned_tables.clone() });
+        }
+        statements.push(Statement::DropSchema { schema: schema.to_owned() });
+    }
+    if server_ours {
+        statements.push(Statement::DropUserMapping { server: schema.to_owned() });
+        statements.push(Statement::DropServer { server: schema.to_owned() });
+    }
+    statements
+}
+
+/// The credentials of an attachment whose removal is held: its user mapping,
+/// if its server is ours. Nothing depends on a user mapping, so this never
+/// fails for a dependent object, and no password stays behind a deletion.
+pub fn forget_credentials(owner: &Owner, server: &str, locked: &Locked) -> Vec<Statement> {
+    let ours = locked.observed.server_comment.as_deref().and_then(Marker::parse).is_some_and(|m| &m.owner == owner);
+    if ours && locked.observed.mapping {
+        vec![Statement::DropUserMapping { server: server.to_owned() }]
+    } else {
+        Vec::new()
+    }
+}
+
+/// What an attachment with `deletionPolicy: Orphan` leaves behind: its
+/// schema marked as orphaned, so that deleting the workspace (or the
+/// namespace) keeps it, and an attachment of the same name adopts it again.
+pub fn orphan(owner: &Owner, schema: &str, observed: &Observed) -> Vec<Statement> {
+    match observed.schema_marker() {
+        Some(mut marker) if &marker.owner == owner && !marker.orphaned => {
+            marker.orphaned = true;
+            vec![Statement::MarkSchema { schema: schema.to_owned(), marker }]
+        }
+        _ => Vec::new(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::Wrapper;
 
     fn owner() -> Owner {
         Owner { namespace: "org".into(), name: "analytics-sales".into() }
@@ -364,6 +557,7 @@ mod tests {
                 server_options: vec![("host".into(), SecretString::public(host.into()))],
                 mapping_options: vec![("password".into(), SecretString::new("hunter2".into()))],
                 remote_schema: "public".into(),
+                embedded_secrets: Vec::new(),
             },
             tables,
             credentials_version: Some(password_version),
@@ -375,20 +569,73 @@ mod tests {
     }
 
     fn applied(plan: &AttachPlan, tables: i64) -> Observed {
-        Observed {
-            schema_comment: Some(plan.schema_marker(tables).render()),
-            foreign_tables: tables,
-            server_comment: Some(plan.server_marker().render()),
-            mapping: true,
+        plan.observed_after(tables)
+    }
+
+    fn locked(observed: Observed, owned: &[&str]) -> Locked {
+        Locked {
+            observed,
+            owned_tables: owned.iter().map(|t| t.to_string()).collect(),
+            wrapper: WrapperState::Usable,
+            role: "app".into(),
         }
+    }
+
+    /// The statement kinds of a plan, in order: the table of transitions
+    /// reads as a list of words.
+    fn kinds(statements: &[Statement]) -> Vec<&'static str> {
+        statements
+            .iter()
+            .map(|s| match s {
+                Statement::LockExtension { .. } => "lock-extension",
+                Statement::CreateExtension { .. } => "create-extension",
+                Statement::CreateServer { .. } => "create-server",
+                Statement::CommentOnServer { .. } => "comment-server",
+                Statement::CreateUserMapping { .. } => "create-mapping",
+                Statement::DropUserMapping { .. } => "drop-mapping",
+                Statement::DropServer { .. } => "drop-server",
+                Statement::CreateSchema { .. } => "create-schema",
+                Statement::DropSchema { .. } => "drop-schema",
+                Statement::DropForeignTables { .. } => "drop-tables",
+                Statement::Import { .. } => "import",
+                Statement::MarkSchema { .. } => "mark",
+            })
+            .collect()
     }
 
     #[test]
     fn markers_round_trip() {
-        let m = plan().schema_marker(20);
-        assert_eq!(Marker::parse(&m.render()), Some(m));
+        let m = plan().schema_marker(Some(20));
+        assert_eq!(Marker::parse(&m.render()), Some(m.clone()));
+        let orphaned = Marker { orphaned: true, ..m };
+        assert_eq!(Marker::parse(&orphaned.render()), Some(orphaned));
         assert_eq!(Marker::parse("sales schema, do not touch"), None);
         assert_eq!(Marker::parse("prefix manifold.dev/owner=a/b"), None);
+    }
+
+    /// A marker exactly as the first version wrote it is read as the same
+    /// state, so an upgrade rebuilds nothing and rewrites nothing.
+    #[test]
+    fn a_marker_of_the_first_format_is_read_without_a_rebuild() {
+        let p = plan();
+        let [s, m, i] = PARTS.map(|k| p.fingerprint.part(k).unwrap().to_owned());
+        let legacy = format!("manifold.dev/owner=org/analytics-sales uid=u-1 fingerprint={s}.{m}.{i} tables=20");
+        let observed = Observed { schema_comment: Some(legacy), ..applied(&p, 20) };
+        assert_eq!(decide(&p, &observed), Ok(Change::None));
+        // A real marker string of that format, as a workspace holds it.
+        let real = Marker::parse("manifold.dev/owner=default/analytics-sales uid=0b1f9a52-2c1e-4d0e-9d7c-5b0f3f1e2a11 fingerprint=3f2a9c1b7d4e.a1b2c3d4e5f6.9e8d7c6b5a41 tables=2").unwrap();
+        let fp = real.fingerprint.unwrap();
+        assert_eq!((fp.part("server"), fp.part("mapping"), fp.part("import")), (Some("3f2a9c1b7d4e"), Some("a1b2c3d4e5f6"), Some("9e8d7c6b5a41")));
+        assert_eq!(real.tables, Some(2));
+    }
+
+    #[test]
+    fn unknown_parts_and_words_are_ignored() {
+        let p = plan();
+        let mut comment = p.schema_marker(Some(20)).render().replace("import:", "grants:0011,import:");
+        comment.push_str(" future=yes");
+        let observed = Observed { schema_comment: Some(comment), ..applied(&p, 20) };
+        assert_eq!(decide(&p, &observed), Ok(Change::None));
     }
 
     #[test]
@@ -398,80 +645,162 @@ mod tests {
         assert!(shown.contains("\"db\""));
     }
 
+    /// Every transition of an attach, as the statements it runs.
     #[test]
-    fn fresh_database_builds_everything() {
-        assert_eq!(decide(&plan(), &Observed::default()), Ok(Change::Rebuild));
-    }
-
-    #[test]
-    fn applied_plan_needs_nothing() {
+    fn the_transition_table() {
         let p = plan();
-        assert_eq!(decide(&p, &applied(&p, 20)), Ok(Change::None));
+        let rows: Vec<(&str, AttachPlan, Locked, Change, Vec<&str>)> = vec![
+            (
+                "fresh database",
+                p.clone(),
+                locked(Observed::default(), &[]),
+                Change::Rebuild,
+                vec!["create-server", "comment-server", "create-mapping", "create-schema", "import", "mark"],
+            ),
+            ("at rest", p.clone(), locked(applied(&p, 20), &["a"]), Change::None, vec![]),
+            (
+                "new credentials only remap",
+                plan_with("v2", TableFilter::All, "db"),
+                locked(applied(&p, 20), &["a"]),
+                Change::Update { remap: true, reimport: false },
+                vec!["drop-mapping", "create-mapping", "mark"],
+            ),
+            (
+                "new tables re-import",
+                plan_with("v1", TableFilter::LimitTo(vec!["orders".into()]), "db"),
+                locked(applied(&p, 20), &["a", "b"]),
+                Change::Update { remap: false, reimport: true },
+                vec!["drop-tables", "import", "mark"],
+            ),
+            (
+                "a dropped table re-imports",
+                p.clone(),
+                locked(Observed { foreign_tables: 19, ..applied(&p, 20) }, &["a"]),
+                Change::Update { remap: false, reimport: true },
+                vec!["drop-tables", "import", "mark"],
+            ),
+            (
+                "a dropped mapping is restored",
+                p.clone(),
+                locked(Observed { mapping: false, ..applied(&p, 20) }, &["a"]),
+                Change::Update { remap: true, reimport: false },
+                vec!["drop-mapping", "create-mapping", "mark"],
+            ),
+            (
+                "new server settings rebuild",
+                plan_with("v1", TableFilter::All, "db2"),
+                locked(applied(&p, 20), &["a"]),
+                Change::Rebuild,
+                vec!["drop-tables", "drop-mapping", "drop-server", "create-server", "comment-server", "create-mapping", "import", "mark"],
+            ),
+            (
+                "a dropped server rebuilds",
+                p.clone(),
+                locked(Observed { server_comment: None, ..applied(&p, 0) }, &[]),
+                Change::Rebuild,
+                vec!["create-server", "comment-server", "create-mapping", "import", "mark"],
+            ),
+            (
+                "an edited uid is rewritten",
+                p.clone(),
+                locked(
+                    Observed { schema_comment: Some(p.schema_marker(Some(20)).render().replace("uid=u-1", "uid=u-0")), ..applied(&p, 20) },
+                    &["a"],
+                ),
+                Change::Recomment,
+                vec!["mark"],
+            ),
+            (
+                "an orphaned schema is adopted",
+                p.clone(),
+                locked(Observed { schema_comment: Some(format!("{} orphaned=true", p.schema_marker(Some(20)).render())), ..applied(&p, 20) }, &["a"]),
+                Change::Recomment,
+                vec!["mark"],
+            ),
+            (
+                "a marker without fingerprint rebuilds",
+                p.clone(),
+                locked(Observed { schema_comment: Some(format!("{MARKER_PREFIX}org/analytics-sales uid=u-1 tables=20")), ..applied(&p, 20) }, &["a"]),
+                Change::Rebuild,
+                vec!["drop-tables", "drop-mapping", "drop-server", "create-server", "comment-server", "create-mapping", "import", "mark"],
+            ),
+            (
+                "a missing extension is created under a lock",
+                p.clone(),
+                Locked { wrapper: WrapperState::Missing, ..locked(Observed::default(), &[]) },
+                Change::Rebuild,
+                vec!["lock-extension", "create-extension", "create-server", "comment-server", "create-mapping", "create-schema", "import", "mark"],
+            ),
+        ];
+        for (what, desired, observed, change, statements) in rows {
+            let (got_change, got) = attach(&desired, &observed).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(got_change, change, "{what}");
+            assert_eq!(kinds(&got), statements, "{what}");
+        }
     }
 
     #[test]
-    fn new_credentials_only_remap() {
-        let old = plan();
-        let new = plan_with("v2", TableFilter::All, "db");
-        assert_eq!(decide(&new, &applied(&old, 20)), Ok(Change::Update { remap: true, reimport: false }));
-    }
-
-    #[test]
-    fn new_tables_or_a_dropped_table_reimport() {
-        let old = plan();
-        let new = plan_with("v1", TableFilter::LimitTo(vec!["orders".into()]), "db");
-        assert_eq!(decide(&new, &applied(&old, 20)), Ok(Change::Update { remap: false, reimport: true }));
-        let mut dropped = applied(&old, 20);
-        dropped.foreign_tables = 19;
-        assert_eq!(decide(&old, &dropped), Ok(Change::Update { remap: false, reimport: true }));
-    }
-
-    #[test]
-    fn new_server_settings_rebuild() {
-        let old = plan();
-        let new = plan_with("v1", TableFilter::All, "db2");
-        assert_eq!(decide(&new, &applied(&old, 20)), Ok(Change::Rebuild));
-    }
-
-    #[test]
-    fn dropped_mapping_or_server_is_restored() {
+    fn drops_are_only_of_the_tables_its_server_imported() {
         let p = plan();
-        let mut no_mapping = applied(&p, 20);
-        no_mapping.mapping = false;
-        assert_eq!(decide(&p, &no_mapping), Ok(Change::Update { remap: true, reimport: false }));
-        let mut no_server = applied(&p, 0);
-        no_server.server_comment = None;
-        assert_eq!(decide(&p, &no_server), Ok(Change::Rebuild));
+        let (_, statements) = attach(&plan_with("v1", TableFilter::All, "db2"), &locked(applied(&p, 2), &["orders", "customers"])).unwrap();
+        assert_eq!(
+            statements[0],
+            Statement::DropForeignTables { schema: "sales".into(), tables: vec!["orders".into(), "customers".into()] }
+        );
     }
 
     #[test]
-    fn edited_comment_is_rewritten() {
+    fn refusals_say_what_is_wrong() {
         let p = plan();
-        let mut edited = applied(&p, 20);
-        edited.schema_comment = Some(format!("{MARKER_PREFIX}org/analytics-sales uid=u-1 tables=20 note=mine"));
-        assert_eq!(decide(&p, &edited), Ok(Change::Rebuild));
-        let mut other_uid = applied(&p, 20);
-        other_uid.schema_comment = Some(other_uid.schema_comment.unwrap().replace("uid=u-1", "uid=u-0"));
-        assert_eq!(decide(&p, &other_uid), Ok(Change::Recomment));
+        let refused = |observed: Observed| attach(&p, &locked(observed, &[])).unwrap_err();
+        let manual = refused(Observed { schema_comment: Some(String::new()), ..Default::default() });
+        assert_eq!(manual.reason, Reason::SchemaConflict);
+        assert!(manual.message.contains("not created by Manifold"));
+        let other = refused(Observed { schema_comment: Some(applied(&p, 20).schema_comment.unwrap().replace("analytics-sales", "other")), ..applied(&p, 20) });
+        assert!(other.message.contains("org/other"));
+        let server_only = refused(Observed { server_comment: Some("theirs".into()), ..Default::default() });
+        assert!(server_only.message.contains("foreign server"));
+        let no_usage = attach(&p, &Locked { wrapper: WrapperState::NoUsage, ..locked(Observed::default(), &[]) }).unwrap_err();
+        assert_eq!(no_usage.reason, Reason::PermissionDenied);
+        assert!(no_usage.message.contains("GRANT USAGE ON FOREIGN DATA WRAPPER postgres_fdw TO app"), "{}", no_usage.message);
     }
 
     #[test]
-    fn foreign_schema_or_server_is_a_conflict() {
+    fn detach_touches_only_what_is_ours() {
         let p = plan();
-        let manual = Observed { schema_comment: Some(String::new()), ..Default::default() };
-        assert!(matches!(decide(&p, &manual), Err(Refusal::Conflict(m)) if m.contains("not created by Manifold")));
-        let mut other = applied(&p, 20);
-        other.schema_comment = Some(other.schema_comment.unwrap().replace("analytics-sales", "other"));
-        assert!(matches!(decide(&p, &other), Err(Refusal::Conflict(m)) if m.contains("org/other")));
-        let server_only = Observed { server_comment: Some("theirs".into()), ..Default::default() };
-        assert!(matches!(decide(&p, &server_only), Err(Refusal::Conflict(m)) if m.contains("foreign server")));
+        let ours = locked(applied(&p, 2), &["a", "b"]);
+        assert_eq!(kinds(&detach(&p.owner, "sales", &ours)), ["drop-tables", "drop-schema", "drop-mapping", "drop-server"]);
+        let theirs = locked(Observed { schema_comment: Some("x".into()), server_comment: Some(String::new()), ..Default::default() }, &["a"]);
+        assert!(detach(&p.owner, "sales", &theirs).is_empty());
+        let schema_only = locked(Observed { server_comment: None, ..applied(&p, 2) }, &[]);
+        assert_eq!(kinds(&detach(&p.owner, "sales", &schema_only)), ["drop-schema"]);
     }
 
     #[test]
-    fn removal_touches_only_what_is_ours() {
+    fn held_removals_still_forget_credentials() {
         let p = plan();
-        assert_eq!(removal(&p.owner, &applied(&p, 3)), Removal { schema: true, server: true });
-        let theirs = Observed { schema_comment: Some("x".into()), server_comment: Some(String::new()), ..Default::default() };
-        assert_eq!(removal(&p.owner, &theirs), Removal { schema: false, server: false });
+        assert_eq!(kinds(&forget_credentials(&p.owner, "sales", &locked(applied(&p, 2), &[]))), ["drop-mapping"]);
+        let theirs = locked(Observed { server_comment: Some("not ours".into()), ..applied(&p, 2) }, &[]);
+        assert!(forget_credentials(&p.owner, "sales", &theirs).is_empty());
+        let gone = locked(Observed { mapping: false, ..applied(&p, 2) }, &[]);
+        assert!(forget_credentials(&p.owner, "sales", &gone).is_empty());
+    }
+
+    #[test]
+    fn orphaning_marks_only_our_schema_once() {
+        let p = plan();
+        let statements = orphan(&p.owner, "sales", &applied(&p, 2));
+        let [Statement::MarkSchema { marker, .. }] = statements.as_slice() else { panic!("{statements:?}") };
+        assert!(marker.orphaned && marker.tables == Some(2));
+        let marked = Observed { schema_comment: Some(marker.render()), ..applied(&p, 2) };
+        assert!(orphan(&p.owner, "sales", &marked).is_empty());
+        assert!(orphan(&Owner { namespace: "org".into(), name: "x".into() }, "sales", &applied(&p, 2)).is_empty());
+    }
+
+    #[test]
+    fn a_test_builds_without_markers() {
+        let statements = test(&plan(), WrapperState::Usable, "app").unwrap();
+        assert_eq!(kinds(&statements), ["create-server", "create-mapping", "create-schema", "import"]);
+        assert_eq!(test(&plan(), WrapperState::NoUsage, "app").unwrap_err().reason, Reason::PermissionDenied);
     }
 }

@@ -2,10 +2,40 @@
 //! identifier goes through `escape_identifier` and each literal through
 //! `escape_literal`; values from a spec or a Secret are never interpolated
 //! raw. Catalog queries take their inputs as bind parameters.
+//!
+//! Every session pins `search_path` to `pg_catalog, pg_temp` (see
+//! `SESSION_SEARCH_PATH`), and every function named here is qualified too,
+//! so that nothing a database user plants in `"$user"` or `public` runs as
+//! the operator.
 
 use postgres_protocol::escape::{escape_identifier as ident, escape_literal as literal};
 
-use super::plan::{AttachPlan, SecretString, TableFilter};
+use super::plan::{SecretString, Statement, TableFilter};
+
+/// The search path of every session the operator opens. `pg_temp` is
+/// listed last so that it is not searched first; functions and operators
+/// are never looked up in it.
+pub const SESSION_SEARCH_PATH: &str = "pg_catalog, pg_temp";
+
+/// The text of one planned statement.
+pub fn render(statement: &Statement) -> String {
+    match statement {
+        Statement::LockExtension { extension } => lock_extension(extension),
+        Statement::CreateExtension { extension, schema } => create_extension(extension, schema),
+        Statement::CreateServer { server, wrapper, options: opts } => {
+            format!("CREATE SERVER {} FOREIGN DATA WRAPPER {}{}", ident(server), ident(wrapper), options(opts))
+        }
+        Statement::CommentOnServer { server, marker } => comment_on_server(server, &marker.render()),
+        Statement::CreateUserMapping { server, options } => create_user_mapping(server, options),
+        Statement::DropUserMapping { server } => drop_user_mapping(server),
+        Statement::DropServer { server } => drop_server(server),
+        Statement::CreateSchema { schema } => create_schema(schema),
+        Statement::DropSchema { schema } => drop_schema(schema),
+        Statement::DropForeignTables { schema, tables } => drop_foreign_tables(schema, tables).unwrap_or_default(),
+        Statement::Import { remote_schema, filter, server, schema } => import_foreign_schema(remote_schema, filter, server, schema),
+        Statement::MarkSchema { schema, marker } => comment_on_schema(schema, &marker.render()),
+    }
+}
 
 fn options(options: &[(String, SecretString)]) -> String {
     if options.is_empty() {
@@ -19,17 +49,22 @@ fn qualified(schema: &str, name: &str) -> String {
     format!("{}.{}", ident(schema), ident(name))
 }
 
-pub fn create_extension(extension: &str) -> String {
-    format!("CREATE EXTENSION IF NOT EXISTS {}", ident(extension))
+/// Into a fixed schema: with the search path pinned, there is no default
+/// creation schema to fall back on, and none should be guessed.
+pub fn create_extension(extension: &str, schema: &str) -> String {
+    format!("CREATE EXTENSION IF NOT EXISTS {} SCHEMA {}", ident(extension), ident(schema))
 }
 
-pub fn create_server(plan: &AttachPlan) -> String {
+/// A transaction-scoped lock on an extension's name.
+pub fn lock_extension(extension: &str) -> String {
     format!(
-        "CREATE SERVER {} FOREIGN DATA WRAPPER {}{}",
-        ident(&plan.server),
-        ident(&plan.wrapper),
-        options(&plan.server_options)
+        "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext({}))",
+        literal(&format!("manifold.dev/extension/{extension}"))
     )
+}
+
+pub fn create_server(server: &str, wrapper: &str, server_options: &[(String, SecretString)]) -> String {
+    render(&Statement::CreateServer { server: server.to_owned(), wrapper: wrapper.to_owned(), options: server_options.to_vec() })
 }
 
 pub fn create_user_mapping(server: &str, mapping_options: &[(String, SecretString)]) -> String {
@@ -96,7 +131,10 @@ pub fn comment_on_server(server: &str, comment: &str) -> String {
 
 /// Closes the remote connections postgres_fdw keeps in this session, so that
 /// pooled sessions do not hold one to every source they ever imported from.
-pub const DISCONNECT_FDW: &str = "SELECT postgres_fdw_disconnect_all()";
+/// The function is called in the schema its extension is installed in.
+pub fn disconnect_fdw(extension_schema: &str) -> String {
+    format!("SELECT {}.postgres_fdw_disconnect_all()", ident(extension_schema))
+}
 
 /// Bounds every statement of the transaction; values are plain integers.
 pub fn set_timeouts(statement_ms: u64, lock_ms: u64) -> String {
@@ -105,62 +143,89 @@ pub fn set_timeouts(statement_ms: u64, lock_ms: u64) -> String {
 
 /// Serializes work on one schema across operator replicas and workers, for
 /// the rest of the transaction. Parameter: the schema name.
-pub const LOCK_SCHEMA: &str = "SELECT pg_advisory_xact_lock(hashtext('manifold.dev/' || $1::text))";
+pub const LOCK_SCHEMA: &str =
+    "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext(pg_catalog.concat('manifold.dev/', $1::text)))";
 
-/// What the catalog shows of one schema and its server, for the current user.
-/// Parameters: schema name, server name. Foreign tables are counted from
+/// What the catalog shows of one schema and its server, for the current
+/// user, under the schema's lock. Parameters: schema name, server name,
+/// wrapper name, extension name. Foreign tables are counted from
 /// pg_foreign_table, which is small and indexed: pg_class has no index on
 /// the namespace, and a scan of it grows with every attachment.
 pub const OBSERVE_ONE: &str = "
+WITH nsp AS (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1),
+     srv AS (SELECT oid FROM pg_catalog.pg_foreign_server WHERE srvname = $2)
 SELECT
-  (SELECT coalesce(obj_description(n.oid, 'pg_namespace'), '') FROM pg_namespace n WHERE n.nspname = $1) AS schema_comment,
-  (SELECT count(*) FROM pg_foreign_table ft JOIN pg_class c ON c.oid = ft.ftrelid
-     WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1)) AS foreign_tables,
-  (SELECT coalesce(obj_description(s.oid, 'pg_foreign_server'), '') FROM pg_foreign_server s WHERE s.srvname = $2) AS server_comment,
-  EXISTS (SELECT 1 FROM pg_user_mappings m WHERE m.srvname = $2 AND m.umuser = (SELECT oid FROM pg_roles WHERE rolname = current_user)) AS mapping";
+  (SELECT coalesce(pg_catalog.obj_description(oid, 'pg_namespace'), '') FROM nsp) AS schema_comment,
+  (SELECT pg_catalog.count(*) FROM pg_catalog.pg_foreign_table ft JOIN pg_catalog.pg_class c ON c.oid = ft.ftrelid
+     WHERE c.relnamespace = (SELECT oid FROM nsp)) AS foreign_tables,
+  (SELECT coalesce(pg_catalog.obj_description(oid, 'pg_foreign_server'), '') FROM srv) AS server_comment,
+  EXISTS (SELECT 1 FROM pg_catalog.pg_user_mappings m WHERE m.srvid = (SELECT oid FROM srv)
+            AND m.umuser = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER)) AS mapping,
+  ARRAY(SELECT c.relname::text FROM pg_catalog.pg_foreign_table ft JOIN pg_catalog.pg_class c ON c.oid = ft.ftrelid
+         WHERE ft.ftserver = (SELECT oid FROM srv) AND c.relnamespace = (SELECT oid FROM nsp) ORDER BY 1) AS owned_tables,
+  (SELECT CASE WHEN pg_catalog.has_foreign_data_wrapper_privilege(w.oid, 'USAGE') THEN 'usable' ELSE 'no-usage' END
+     FROM pg_catalog.pg_foreign_data_wrapper w WHERE w.fdwname = $3) AS wrapper,
+  (SELECT n.nspname::text FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+     WHERE e.extname = $4) AS extension_schema,
+  CURRENT_USER::text AS role";
+
+/// Whether the role can use a wrapper, where its extension lives, and who
+/// the role is: what a test needs before it plans. Parameters: wrapper
+/// name, extension name.
+pub const OBSERVE_WRAPPER: &str = "
+SELECT
+  (SELECT CASE WHEN pg_catalog.has_foreign_data_wrapper_privilege(w.oid, 'USAGE') THEN 'usable' ELSE 'no-usage' END
+     FROM pg_catalog.pg_foreign_data_wrapper w WHERE w.fdwname = $1) AS wrapper,
+  (SELECT n.nspname::text FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+     WHERE e.extname = $2) AS extension_schema,
+  CURRENT_USER::text AS role";
 
 /// The foreign tables of a schema that use a server, by name: the ones an
 /// attachment imported. Parameters: schema name, server name.
 pub const OWNED_FOREIGN_TABLES: &str = "
-SELECT c.relname::text FROM pg_foreign_table ft
-  JOIN pg_foreign_server s ON s.oid = ft.ftserver
-  JOIN pg_class c ON c.oid = ft.ftrelid
- WHERE s.srvname = $2 AND c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1)
+SELECT c.relname::text FROM pg_catalog.pg_foreign_table ft
+  JOIN pg_catalog.pg_foreign_server s ON s.oid = ft.ftserver
+  JOIN pg_catalog.pg_class c ON c.oid = ft.ftrelid
+ WHERE s.srvname = $2 AND c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1)
  ORDER BY 1";
 
 /// The whole at-rest resync of a workspace in one round trip: the server
-/// version, and every schema that carries a Manifold marker with its
-/// comment, its foreign-table count, and whether its server and the current
-/// user's mapping exist (as one JSON array).
+/// version, the role (and whether it is a superuser), and every schema that
+/// carries a Manifold marker with its comment, its foreign-table count, and
+/// whether its server and the current user's mapping exist (as one JSON
+/// array).
 pub const OBSERVE_ALL: &str = "
 WITH managed AS (
-  SELECT d.objoid AS nsp, d.description FROM pg_description d
-   WHERE d.classoid = 'pg_namespace'::regclass AND d.objsubid = 0
-     AND starts_with(d.description, 'manifold.dev/owner=')
+  SELECT d.objoid AS nsp, d.description FROM pg_catalog.pg_description d
+   WHERE d.classoid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.objsubid = 0
+     AND pg_catalog.starts_with(d.description, 'manifold.dev/owner=')
 ), foreign_tables AS MATERIALIZED (
   -- One scan of pg_class, looked up by schema below: a join here is planned
   -- as a nested loop, quadratic in the number of schemas.
-  SELECT jsonb_object_agg(relnamespace::text, n) AS by_schema
-    FROM (SELECT relnamespace, count(*) AS n FROM pg_class WHERE relkind = 'f' GROUP BY relnamespace) c
+  SELECT pg_catalog.jsonb_object_agg(relnamespace::text, n) AS by_schema
+    FROM (SELECT relnamespace, pg_catalog.count(*) AS n FROM pg_catalog.pg_class WHERE relkind = 'f' GROUP BY relnamespace) c
 ), servers AS (
-  SELECT s.oid, s.srvname, coalesce(sd.description, '') AS comment FROM pg_foreign_server s
-    LEFT JOIN pg_description sd ON sd.objoid = s.oid AND sd.classoid = 'pg_foreign_server'::regclass AND sd.objsubid = 0
+  SELECT s.oid, s.srvname, coalesce(sd.description, '') AS comment FROM pg_catalog.pg_foreign_server s
+    LEFT JOIN pg_catalog.pg_description sd ON sd.objoid = s.oid
+     AND sd.classoid = 'pg_catalog.pg_foreign_server'::pg_catalog.regclass AND sd.objsubid = 0
 ), mappings AS (
-  SELECT srvid FROM pg_user_mappings WHERE umuser = (SELECT oid FROM pg_roles WHERE rolname = current_user)
+  SELECT srvid FROM pg_catalog.pg_user_mappings WHERE umuser = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER)
 )
-SELECT current_setting('server_version') AS version, coalesce(json_agg(json_build_object(
+SELECT pg_catalog.current_setting('server_version') AS version,
+       CURRENT_USER::text AS role,
+       (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER) AS superuser,
+       coalesce(pg_catalog.json_agg(pg_catalog.json_build_object(
          'schema', n.nspname, 'comment', m.description,
          'foreign_tables', coalesce((SELECT (by_schema ->> n.oid::text)::bigint FROM foreign_tables), 0),
          'server_comment', s.comment, 'mapping', s.oid IS NOT NULL AND s.oid IN (SELECT srvid FROM mappings))), '[]'::json) AS schemas
   FROM managed m
-  JOIN pg_namespace n ON n.oid = m.nsp
+  JOIN pg_catalog.pg_namespace n ON n.oid = m.nsp
   LEFT JOIN servers s ON s.srvname = n.nspname";
 
 /// Foreign tables in a schema. Parameter: schema name.
 pub const COUNT_FOREIGN_TABLES: &str = "
-SELECT count(*) FROM pg_foreign_table ft JOIN pg_class c ON c.oid = ft.ftrelid
- WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1)";
-
+SELECT pg_catalog.count(*) FROM pg_catalog.pg_foreign_table ft JOIN pg_catalog.pg_class c ON c.oid = ft.ftrelid
+ WHERE c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1)";
 
 /// A lexer of exactly what this module renders: words, quoted identifiers,
 /// string literals (plain and `E''`), and punctuation. The tests and the
@@ -308,5 +373,28 @@ mod tests {
         for stmt in [drop_server("x"), drop_schema("x"), drop_foreign_tables("x", &["t".into()]).unwrap()] {
             assert!(stmt.ends_with("RESTRICT") && !stmt.contains("CASCADE"), "{stmt}");
         }
+    }
+
+    /// Every function the catalog queries call is qualified with
+    /// pg_catalog: pinning the search path is the first guard, this the
+    /// second.
+    #[test]
+    fn catalog_queries_qualify_every_function() {
+        let calls = ["obj_description(", "count(", "has_foreign_data_wrapper_privilege(", "pg_advisory_xact_lock(",
+                     "hashtext(", "starts_with(", "json_agg(", "json_build_object(", "jsonb_object_agg(", "current_setting(", "concat("];
+        for query in [OBSERVE_ONE, OBSERVE_WRAPPER, OWNED_FOREIGN_TABLES, OBSERVE_ALL, COUNT_FOREIGN_TABLES, LOCK_SCHEMA, &lock_extension("x")] {
+            for call in calls {
+                for (i, _) in query.match_indices(call) {
+                    assert!(query[..i].ends_with("pg_catalog."), "unqualified {call} in {query}");
+                }
+            }
+            for word in ["FROM pg_", "JOIN pg_"] {
+                for (i, _) in query.match_indices(word) {
+                    assert!(query[i + word.len() - 3..].starts_with("pg_catalog."), "unqualified catalog in {query}");
+                }
+            }
+        }
+        assert_eq!(create_extension("postgres_fdw", "public"), r#"CREATE EXTENSION IF NOT EXISTS "postgres_fdw" SCHEMA "public""#);
+        assert_eq!(disconnect_fdw("ext"), r#"SELECT "ext".postgres_fdw_disconnect_all()"#);
     }
 }

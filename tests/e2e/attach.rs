@@ -85,7 +85,7 @@ pub async fn one_connection_in_two_workspaces() {
     w.wait_ready("beta-shared").await;
 
     assert_eq!(count(&w.ws().await, "SELECT count(*) FROM shared.customers").await, 2);
-    assert_eq!(count(&w.pg.connect(&second_db).await, "SELECT count(*) FROM shared.customers").await, 2);
+    assert_eq!(count(&w.pg.connect_owner(&second_db).await, "SELECT count(*) FROM shared.customers").await, 2);
 
     let connections: Api<Connection> = w.t.api();
     let conn = wait_for("both workspaces listed", WAIT, || async {
@@ -286,7 +286,7 @@ pub async fn deleting_a_connection_detaches_it_and_recreating_reattaches() {
     connections.delete("src", &DeleteParams::default()).await.unwrap();
     w.wait_reason("one-src", "ConnectionNotFound").await;
     w.wait_reason("two-src", "ConnectionNotFound").await;
-    let (one, two) = (w.ws().await, w.pg.connect(&second_db).await);
+    let (one, two) = (w.ws().await, w.pg.connect_owner(&second_db).await);
     wait_for("schemas dropped", WAIT, || async {
         let (a, b) = (schema_exists(&one, "src").await, schema_exists(&two, "src").await);
         if !a && !b { Ok(()) } else { Err(format!("one={a} two={b}")) }
@@ -314,7 +314,7 @@ pub async fn applying_in_reverse_order_converges() {
          spec: {{ database: {{ secretRef: {{ name: ws-db }} }} }}\n"
     ));
     w.wait_reason("ws-rev", "SecretNotFound").await;
-    w.apply(&secret_yaml("ws-db", &[("uri", &w.pg.admin_uri(&w.ws_db))]));
+    w.apply(&secret_yaml("ws-db", &[("uri", &w.pg.owner_uri(&w.ws_db))]));
     w.wait_reason("ws-rev", "SecretNotFound").await; // now the connection's credentials
     w.credentials("rev", &w.src.password);
     w.wait_ready("ws-rev").await;
@@ -347,7 +347,7 @@ pub async fn an_unreachable_workspace_recovers_without_a_restart() {
     })
     .await;
     w.wait_ready("ws-src").await;
-    assert_eq!(count(&own.connect(&db).await, "SELECT count(*) FROM src.orders").await, 3);
+    assert_eq!(count(&own.connect_owner(&db).await, "SELECT count(*) FROM src.orders").await, 3);
 }
 
 /// At rest, a resync of a workspace is one catalog query: no DDL, no other

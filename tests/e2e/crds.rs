@@ -120,7 +120,7 @@ fn connection(name: &str, spec: &str) -> String {
 }
 
 fn pg_connection(name: &str, extra: &str) -> String {
-    connection(name, &format!("{{ plugin: {{ postgres: {{ host: h, database: d }} }}{extra} }}"))
+    connection(name, &format!("{{ plugin: {{ postgres: {{ host: h, database: d }} }}, credentials: {{ secretRef: {{ name: s }} }}{extra} }}"))
 }
 
 /// One bad object per rule. Each must be refused, with a message that says
@@ -129,7 +129,9 @@ pub async fn each_validation_rule_rejects_a_bad_object() {
     let t = namespace("crd-invalid").await;
     let schema_msg = "schema must match ^[a-z_][a-z0-9_]*$, be at most 63 bytes, and not be public";
     let derived_msg = "spec.schema is unset and the default derived from metadata.name";
-    let interval_msg = "interval must be a duration such as 90s, 15m or 1h30m, or 0";
+    let interval_msg = "interval must be a duration such as 90s, 15m or 1h30m (at most 4 parts of 6 digits), or 0";
+    let host_msg = "host must be a DNS name or an IP address (not a socket path or a list of hosts)";
+    let options_msg = "options may only set postgres_fdw's own options and the libpq options that name no file, socket or other host";
     let long_schema = "a".repeat(64);
     let cases: Vec<(&str, String, &str)> = vec![
         ("no plugin", connection("c", "{ plugin: {} }"), "exactly one of plugin.postgres, plugin.steampipe or plugin.fdw must be set"),
@@ -158,8 +160,21 @@ pub async fn each_validation_rule_rejects_a_bad_object() {
         (
             "host in options",
             connection("c", "{ plugin: { postgres: { host: h, database: d, options: { host: evil } } } }"),
-            "host, port and dbname are set by the plugin's own fields",
+            options_msg,
         ),
+        // Sources are network endpoints: no socket directory (on a
+        // superuser, postgres_fdw would skip its password checks there),
+        // no list of hosts, no option that names a file.
+        ("socket directory as host", connection("c", "{ plugin: { postgres: { host: /var/run/postgresql, database: d } } }"), host_msg),
+        ("list of hosts", connection("c", "{ plugin: { postgres: { host: \"db,/tmp\", database: d } } }"), host_msg),
+        ("passfile option", connection("c", "{ plugin: { postgres: { host: h, database: d, options: { passfile: /etc/passwd } } } }"), options_msg),
+        ("service option", connection("c", "{ plugin: { postgres: { host: h, database: d, options: { service: admin } } } }"), options_msg),
+        ("sslkey option", connection("c", "{ plugin: { postgres: { host: h, database: d, options: { sslkey: /k } } } }"), options_msg),
+        ("hostaddr option", connection("c", "{ plugin: { postgres: { host: h, database: d, options: { hostaddr: 10.0.0.1 } } } }"), options_msg),
+        ("postgres without credentials", connection("c", "{ plugin: { postgres: { host: h, database: d } } }"), "a postgres connection needs credentials.secretRef"),
+        // A duration too long for anyone's clock: refused, not a panic.
+        ("overflowing interval", pg_connection("c", ", test: { interval: 99999999999999999999h }"), interval_msg),
+        ("too many parts", pg_connection("c", ", test: { interval: 1h1h1h1h1h }"), interval_msg),
         ("interval in words", pg_connection("c", ", test: { interval: 1 hour }"), interval_msg),
         ("interval without unit", pg_connection("c", ", test: { interval: \"30\" }"), interval_msg),
         ("negative interval", pg_connection("c", ", test: { interval: -1h }"), interval_msg),

@@ -57,6 +57,7 @@ fn plan_with_option(value: &str) -> AttachPlan {
             server_options: vec![("application_name".into(), SecretString::public(value.to_owned()))],
             mapping_options: vec![("password".into(), SecretString::new(value.to_owned()))],
             remote_schema: "public".into(),
+            embedded_secrets: Vec::new(),
         },
         tables: TableFilter::All,
         credentials_version: None,
@@ -112,7 +113,7 @@ pub async fn generated_strings_round_trip_through_postgres() {
                 let plan = plan_with_option(&value);
                 let statements = [
                     "BEGIN".to_owned(),
-                    sql::create_server(&plan),
+                    sql::create_server(&plan.server, &plan.wrapper, &plan.server_options),
                     sql::create_user_mapping(&plan.server, &plan.mapping_options),
                     sql::comment_on_server(&plan.server, &value),
                 ];

@@ -144,8 +144,10 @@ pub fn control_plane() -> &'static ControlPlane {
         let devenv = Devenv::start("controlplane", &[]);
         let kubeconfig = PathBuf::from(devenv.str("kubeconfig"));
         let cp = ControlPlane { devenv, kubeconfig };
-        let out = cp.kubectl(&["apply", "-f", &repo_root().join("crds").to_string_lossy()]);
-        assert!(out.status.success(), "installing crds/ failed: {}", String::from_utf8_lossy(&out.stderr));
+        for dir in ["crds", "admission"] {
+            let out = cp.kubectl(&["apply", "-f", &repo_root().join(dir).to_string_lossy()]);
+            assert!(out.status.success(), "installing {dir}/ failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
         let mut args = vec!["wait", "--for=condition=Established", "--timeout=60s"];
         args.extend(CRD_NAMES.iter().map(|name| *name));
         let out = cp.kubectl(&args);
@@ -326,6 +328,19 @@ impl Postgres {
         self.uri("postgres", &self.password, database)
     }
 
+    /// The owner of a database made by `database`: a role that is not a
+    /// superuser, with USAGE on postgres_fdw, which an admin installed.
+    pub fn owner(database: &str) -> (String, String) {
+        (format!("{database}_owner"), format!("owner-{}-{database}", secret_marker()))
+    }
+
+    /// The least-privilege URI of a database made by `database`: what a
+    /// Workspace uses, as CloudNativePG's `<cluster>-app` Secret would.
+    pub fn owner_uri(&self, database: &str) -> String {
+        let (role, password) = Postgres::owner(database);
+        self.uri(&role, &password, database)
+    }
+
     /// Connects as the superuser.
     pub async fn connect(&self, database: &str) -> tokio_postgres::Client {
         let (client, connection) = tokio_postgres::connect(&self.admin_uri(database), tokio_postgres::NoTls)
@@ -335,11 +350,40 @@ impl Postgres {
         client
     }
 
-    /// Creates a fresh, empty database and returns its name.
+    /// Connects as the owner of a database made by `database`: the
+    /// workspace role, whose user mappings its foreign tables use.
+    pub async fn connect_owner(&self, database: &str) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.owner_uri(database), tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {database} as its owner: {e}"));
+        tokio::spawn(connection);
+        client
+    }
+
+    /// Creates a fresh database and returns its name. As CloudNativePG's
+    /// `Database` declares it, the database is owned by a role of its own
+    /// (`owner`), and an admin installed postgres_fdw and granted USAGE on
+    /// it to that role.
     pub async fn database(&self, prefix: &str) -> String {
         let name = unique(prefix).replace('-', "_");
+        let (role, password) = Postgres::owner(&name);
         let admin = self.connect("postgres").await;
-        admin.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+        admin.batch_execute(&format!("CREATE ROLE {role} LOGIN PASSWORD '{password}'")).await.unwrap();
+        admin.batch_execute(&format!("CREATE DATABASE {name} OWNER {role}")).await.unwrap();
+        let db = self.connect(&name).await;
+        db.batch_execute(&format!(
+            "CREATE EXTENSION postgres_fdw SCHEMA public; GRANT USAGE ON FOREIGN DATA WRAPPER postgres_fdw TO {role}"
+        ))
+        .await
+        .unwrap();
+        name
+    }
+
+    /// Creates a fresh, empty database, owned by the superuser, with no
+    /// extension: what a workspace whose role is a superuser starts from.
+    pub async fn bare_database(&self, prefix: &str) -> String {
+        let name = unique(prefix).replace('-', "_");
+        self.connect("postgres").await.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
         name
     }
 
@@ -505,8 +549,19 @@ impl Postgres {
     }
 }
 
-/// YAML for a Secret with string data.
+/// YAML for a Secret with string data, opted in for Manifold's use.
 pub fn secret_yaml(name: &str, data: &[(&str, &str)]) -> String {
+    let mut yaml = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{ name: {name}, labels: {{ manifold.dev/credentials: \"true\" }} }}\nstringData:\n"
+    );
+    for (k, v) in data {
+        yaml.push_str(&format!("  {k}: {}\n", serde_json::to_string(v).unwrap()));
+    }
+    yaml
+}
+
+/// YAML for a Secret with string data that nobody opted in.
+pub fn unlabelled_secret_yaml(name: &str, data: &[(&str, &str)]) -> String {
     let mut yaml = format!("apiVersion: v1\nkind: Secret\nmetadata: {{ name: {name} }}\nstringData:\n");
     for (k, v) in data {
         yaml.push_str(&format!("  {k}: {}\n", serde_json::to_string(v).unwrap()));

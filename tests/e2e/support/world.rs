@@ -32,9 +32,15 @@ impl World {
         stdout_ok(&self.t.apply(yaml));
     }
 
-    /// A Workspace on database `db` of `pg`, with its URI Secret.
+    /// A Workspace on database `db` of `pg`, with its URI Secret: the
+    /// database owner's, least privilege.
     pub fn workspace_on(&self, name: &str, pg: &Postgres, db: &str) {
-        self.apply(&secret_yaml(&format!("{name}-db"), &[("uri", &pg.admin_uri(db))]));
+        self.workspace_uri(name, &pg.owner_uri(db));
+    }
+
+    /// A Workspace whose URI Secret holds `uri`.
+    pub fn workspace_uri(&self, name: &str, uri: &str) {
+        self.apply(&secret_yaml(&format!("{name}-db"), &[("uri", uri)]));
         self.apply(&format!(
             "apiVersion: manifold.dev/v1alpha1\nkind: Workspace\nmetadata: {{ name: {name} }}\n\
              spec: {{ database: {{ secretRef: {{ name: {name}-db }} }} }}\n"
@@ -153,7 +159,14 @@ impl World {
         .await
     }
 
+    /// A session on the workspace database as the workspace role, whose
+    /// user mappings the foreign tables use.
     pub async fn ws(&self) -> tokio_postgres::Client {
+        self.pg.connect_owner(&self.ws_db).await
+    }
+
+    /// A superuser session on the workspace database.
+    pub async fn ws_admin(&self) -> tokio_postgres::Client {
         self.pg.connect(&self.ws_db).await
     }
 }

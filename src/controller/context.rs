@@ -1,0 +1,284 @@
+//! What every reconciler shares: the settings, the stores and indexes of its
+//! scope, the triggers that queue other controllers, per-object backoff,
+//! the pools, the Event recorder, the metrics, and the one error type.
+
+use std::collections::HashMap;
+use std::ops::Deref;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use futures::channel::mpsc::UnboundedSender;
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource, ResourceExt};
+use tracing::warn;
+
+use super::index::Index;
+use super::observations::Observations;
+use crate::api::{Connection, SECRET_LABEL, Workspace, WorkspaceConnection, duration};
+use crate::metrics::{Metrics, StatementLabels};
+use crate::plugins::SourcePolicy;
+use crate::postgres::{PoolSizes, Pools, Timeouts};
+
+/// The field manager of every status write, and the reporting controller of
+/// every Event.
+pub const MANAGER: &str = "manifold";
+
+/// How the controllers behave.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How often each workspace's catalog is observed, and drift healed.
+    pub resync: Duration,
+    /// Sessions per workspace database, for attaches and for tests.
+    pub pool_sizes: PoolSizes,
+    /// Reconciles running at once, per controller.
+    pub concurrency: u16,
+    pub timeouts: Timeouts,
+    /// Bounds every statement of a connection test.
+    pub test_timeout: Duration,
+    /// Which wrappers, source hosts and connect timeouts are allowed.
+    pub sources: SourcePolicy,
+    /// The label selector of the Secrets Manifold may use; empty: all.
+    pub secret_selector: String,
+    /// How long a Workspace's deletion waits for a database it cannot
+    /// reach before it gives up, leaving that database's objects in place.
+    pub cleanup_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            resync: Duration::from_secs(300),
+            pool_sizes: PoolSizes::default(),
+            concurrency: 64,
+            timeouts: Timeouts::default(),
+            test_timeout: Duration::from_secs(10),
+            sources: SourcePolicy::default(),
+            secret_selector: format!("{SECRET_LABEL}=true"),
+            cleanup_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// The reflector stores of the four watched kinds, and the indexes over
+/// them. The Secret store holds only the Secrets the selector admits.
+#[derive(Clone)]
+pub struct Stores {
+    pub workspaces: Store<Workspace>,
+    pub connections: Store<Connection>,
+    pub attachments: Store<WorkspaceConnection>,
+    pub secrets: Store<Secret>,
+    pub index: Arc<RwLock<Index>>,
+}
+
+impl Stores {
+    pub fn workspace(&self, ns: &str, name: &str) -> Option<Arc<Workspace>> {
+        self.workspaces.get(&ObjectRef::new(name).within(ns))
+    }
+
+    pub fn connection(&self, ns: &str, name: &str) -> Option<Arc<Connection>> {
+        self.connections.get(&ObjectRef::new(name).within(ns))
+    }
+
+    pub fn attachment(&self, ns: &str, name: &str) -> Option<Arc<WorkspaceConnection>> {
+        self.attachments.get(&ObjectRef::new(name).within(ns))
+    }
+
+    pub fn secret(&self, ns: &str, name: &str) -> Option<Arc<Secret>> {
+        self.secrets.get(&ObjectRef::new(name).within(ns))
+    }
+
+    fn attachments_named(&self, ns: &str, names: Vec<String>) -> Vec<Arc<WorkspaceConnection>> {
+        names.into_iter().filter_map(|name| self.attachment(ns, &name)).collect()
+    }
+
+    /// The attachments to a workspace, sorted by name.
+    pub fn attachments_of_workspace(&self, ns: &str, workspace: &str) -> Vec<Arc<WorkspaceConnection>> {
+        let names = self.index.read().unwrap().by_workspace(ns, workspace);
+        self.attachments_named(ns, names)
+    }
+
+    /// The attachments of a connection, sorted by name.
+    pub fn attachments_of_connection(&self, ns: &str, connection: &str) -> Vec<Arc<WorkspaceConnection>> {
+        let names = self.index.read().unwrap().by_connection(ns, connection);
+        self.attachments_named(ns, names)
+    }
+}
+
+/// Queues reconciles on the controllers from outside their own watches.
+#[derive(Clone)]
+pub struct Triggers {
+    pub workspaces: UnboundedSender<ObjectRef<Workspace>>,
+    pub connections: UnboundedSender<ObjectRef<Connection>>,
+    pub attachments: UnboundedSender<ObjectRef<WorkspaceConnection>>,
+}
+
+impl Triggers {
+    pub fn attachment(&self, ns: &str, name: &str) {
+        let _ = self.attachments.unbounded_send(ObjectRef::new(name).within(ns));
+    }
+
+    pub fn connection(&self, ns: &str, name: &str) {
+        let _ = self.connections.unbounded_send(ObjectRef::new(name).within(ns));
+    }
+
+    pub fn workspace(&self, ns: &str, name: &str) {
+        let _ = self.workspaces.unbounded_send(ObjectRef::new(name).within(ns));
+    }
+}
+
+/// What a backoff counts failures of: an object's reconciles, or its tests.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BackoffKey {
+    kind: &'static str,
+    namespace: String,
+    name: String,
+}
+
+impl BackoffKey {
+    pub fn of<K: Resource<DynamicType = ()>>(obj: &K) -> Self {
+        let kind = match K::kind(&()) {
+            std::borrow::Cow::Borrowed(kind) => kind,
+            std::borrow::Cow::Owned(_) => "object",
+        };
+        Self::named(kind, obj)
+    }
+
+    /// A key of its own for one purpose, such as an object's tests.
+    pub fn named<K: Resource<DynamicType = ()>>(purpose: &'static str, obj: &K) -> Self {
+        BackoffKey { kind: purpose, namespace: obj.namespace().unwrap_or_default(), name: obj.name_any() }
+    }
+}
+
+impl std::fmt::Display for BackoffKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// Per-object retry delays: 1 s, doubling up to 5 minutes, with jitter, and
+/// reset by a success. Failures back off; they do not spin.
+#[derive(Default)]
+pub struct Backoff {
+    failures: Mutex<HashMap<BackoffKey, u32>>,
+}
+
+impl Backoff {
+    fn delay(failures: u32) -> Duration {
+        Duration::from_secs(1).saturating_mul(1 << failures.saturating_sub(1).min(9)).min(Duration::from_secs(300))
+    }
+
+    pub fn failed(&self, key: &BackoffKey) -> Duration {
+        let mut failures = self.failures.lock().unwrap();
+        let n = failures.entry(key.clone()).or_default();
+        *n = n.saturating_add(1);
+        let base = Self::delay(*n);
+        // Jitter of up to a quarter, so that many objects failing together
+        // (a database restart) do not retry in lockstep.
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+        base + base.mul_f64(f64::from(nanos % 1000) / 4000.0)
+    }
+
+    /// The delay `failed` would give next, without counting a failure and
+    /// without jitter: 1 s when nothing has failed yet.
+    pub fn peek(&self, key: &BackoffKey) -> Duration {
+        Self::delay(self.failures.lock().unwrap().get(key).copied().unwrap_or(0))
+    }
+
+    pub fn succeeded(&self, key: &BackoffKey) {
+        self.failures.lock().unwrap().remove(key);
+    }
+}
+
+/// A requeue, never later than a day: a delay from a spec can be as long as
+/// the CRD lets it be, and the controller's queue has a limit.
+pub fn requeue(after: Duration) -> Action {
+    Action::requeue(after.clamp(Duration::from_millis(100), duration::MAX_DELAY))
+}
+
+/// What the operator shares across scopes.
+pub struct Shared {
+    pub client: Client,
+    pub settings: Settings,
+    pub pools: Arc<Pools>,
+    pub observations: Arc<Observations>,
+    pub backoff: Backoff,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Self {
+        // One `let` each: a family's guard must be gone before the next
+        // get_or_create takes its lock.
+        let queries = metrics.statements.get_or_create(&StatementLabels { kind: "query" }).clone();
+        let ddl = metrics.statements.get_or_create(&StatementLabels { kind: "ddl" }).clone();
+        let counters = crate::postgres::Counters { queries, ddl };
+        Shared {
+            pools: Arc::new(Pools::new(settings.pool_sizes, settings.timeouts, counters)),
+            observations: Arc::default(),
+            backoff: Backoff::default(),
+            recorder: Recorder::new(client.clone(), Reporter { controller: MANAGER.into(), instance: std::env::var("POD_NAME").ok() }),
+            client,
+            settings,
+            metrics,
+        }
+    }
+}
+
+/// Everything a reconciler needs: what every scope shares, and the stores
+/// and triggers of its own scope (all namespaces, or one).
+pub struct Context {
+    pub shared: Arc<Shared>,
+    pub stores: Stores,
+    pub triggers: Triggers,
+}
+
+impl Deref for Context {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+/// A reconcile that failed against the Kubernetes API, or a deletion that
+/// must wait. Database and spec problems are not errors here: they are
+/// reported in status.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    /// A cleanup that cannot complete yet; the reason is in status.
+    #[error("{0}")]
+    Held(crate::api::Failure),
+}
+
+impl Error {
+    /// The finalizer was added by an earlier reconcile whose update the store
+    /// has not seen yet, so the patch's test failed. Not a failure: the watch
+    /// event is on its way.
+    pub fn is_finalizer_race(&self) -> bool {
+        matches!(
+            self,
+            Error::Finalizer(inner) if matches!(
+                inner.as_ref(),
+                kube::runtime::finalizer::Error::AddFinalizer(kube::Error::Api(status)) if status.code == 422
+            )
+        )
+    }
+}
+
+pub fn error_policy<K: Resource<DynamicType = ()>>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
+    if err.is_finalizer_race() {
+        return Action::requeue(Duration::from_millis(200));
+    }
+    let key = BackoffKey::of(obj.as_ref());
+    let delay = ctx.backoff.failed(&key);
+    warn!(object = %key, error = %err, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
