@@ -35,7 +35,7 @@ use plan::{AttachPlan, Change, Locked, Marker, Observed, Owner, Statement, Wrapp
 pub fn classify(err: &tokio_postgres::Error, secrets: &[&str]) -> Failure {
     let Some(db) = err.as_db_error() else {
         // No server response: the workspace connection itself broke.
-        return Failure::new(Reason::WorkspaceUnreachable, redact(&sanitize(&format!("workspace database: {err}")), secrets));
+        return Failure::new(Reason::WorkspaceUnreachable, redact(&sanitize(&format!("workspace database: {}", chain(err))), secrets));
     };
     let mut text = db.message().to_owned();
     if let Some(detail) = db.detail() {
@@ -82,6 +82,23 @@ pub fn classify(err: &tokio_postgres::Error, secrets: &[&str]) -> Failure {
         Reason::DatabaseError
     };
     Failure::new(reason, redact(&sanitize(&text), secrets))
+}
+
+/// An error and its causes, on one line: "error performing TLS handshake:
+/// invalid peer certificate: UnknownIssuer" says what to fix; the first
+/// part alone does not.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Timeouts of the work done in a workspace database.
@@ -299,7 +316,7 @@ impl Database {
             let text = match &e {
                 deadpool_postgres::PoolError::Backend(err) => match err.as_db_error() {
                     Some(db) => db.message().to_owned(),
-                    None => err.to_string(),
+                    None => chain(err),
                 },
                 deadpool_postgres::PoolError::Timeout(_) => "timed out waiting for a connection".to_owned(),
                 other => other.to_string(),

@@ -35,6 +35,16 @@ fn main() {
         hostile::two_connections_wanting_one_schema,
         hostile::a_reference_into_another_namespace_reaches_nothing,
         hostile::what_others_made_is_never_altered_or_dropped,
+        tenancy::a_tenant_cannot_name_a_secret_it_cannot_read,
+        tenancy::a_secret_nobody_opted_in_is_never_read,
+        security::planted_functions_never_run_as_the_operator,
+        security::the_fdw_plugin_installs_only_what_an_admin_allowed,
+        security::a_password_is_required_even_for_a_superuser_workspace,
+        security::first_attaches_create_the_extension_once_and_a_superuser_is_warned_about,
+        security::a_least_privilege_role_is_told_what_to_grant,
+        security::tls_to_a_workspace_honours_sslmode_and_its_ca,
+        security::credentials_stay_out_of_what_other_roles_can_read,
+        security::the_longest_accepted_durations_do_not_crash_the_operator,
     ])
 }
 
@@ -43,4 +53,6 @@ mod crds;
 mod gitops;
 mod hostile;
 mod quoting;
+mod security;
+mod tenancy;
 mod test_connection;

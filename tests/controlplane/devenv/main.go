@@ -3,7 +3,8 @@
 // 127.0.0.1 ports under one directory.
 //
 //	devenv controlplane --dir D --bin B   etcd, kube-apiserver, kube-controller-manager
-//	devenv postgres --dir D               a Postgres instance (initdb + pg_ctl)
+//	devenv postgres --dir D [--tls]       a Postgres instance (initdb + pg_ctl); --tls serves
+//	                                      TLS for "localhost", with its CA in D/tls/ca.crt
 //	devenv exec --dir D -- CMD ARGS...    any program, logging to D/CMD.log
 //
 // When everything is up it writes D/env.json and prints the same JSON as one
@@ -62,6 +63,7 @@ func main() {
 	bin := fs.String("bin", "", "directory of etcd, kube-apiserver and kube-controller-manager")
 	stdin := fs.Bool("stdin", false, "read commands from stdin; stop at end of input")
 	cleanup := fs.Bool("cleanup", false, "remove --dir after stopping")
+	withTLS := fs.Bool("tls", false, "postgres: serve TLS, with a certificate for localhost from a CA of its own")
 	_ = fs.Parse(os.Args[2:])
 	if *dir == "" {
 		fatal(errors.New("--dir is required"))
@@ -83,7 +85,7 @@ func main() {
 		}
 		svc = &controlPlane{dir: abs, bin: *bin}
 	case "postgres":
-		svc = &postgres{dir: abs}
+		svc = &postgres{dir: abs, tls: *withTLS}
 	case "exec":
 		if fs.NArg() == 0 {
 			fatal(errors.New("exec needs a command after --"))
@@ -444,68 +446,88 @@ func adminHTTPClient(pki string) (*http.Client, error) {
 	}, nil
 }
 
-// writePKI makes a CA, the apiserver's serving certificate (for 127.0.0.1),
-// an admin client certificate in group system:masters, and the service
-// account signing key.
-func writePKI(dir string) error {
+// certAuthority is a CA made for one run, which signs the leaf
+// certificates of that run.
+type certAuthority struct {
+	dir  string
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	now  time.Time
+}
+
+// newCA makes a CA and writes its certificate to dir/ca.crt.
+func newCA(dir, name string) (*certAuthority, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
+		return nil, err
 	}
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	now := time.Now().Add(-time.Hour)
-	caTmpl := &x509.Certificate{
+	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "manifold-devenv-ca"},
+		Subject:               pkix.Name{CommonName: name},
 		NotBefore:             now,
 		NotAfter:              now.Add(10 * 365 * 24 * time.Hour),
 		IsCA:                  true,
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
 	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, err
+	}
+	cert, _ := x509.ParseCertificate(der)
+	if err := writePEM(filepath.Join(dir, "ca.crt"), "CERTIFICATE", der); err != nil {
+		return nil, err
+	}
+	return &certAuthority{dir: dir, cert: cert, key: key, now: now}, nil
+}
+
+// leaf writes dir/name.crt and dir/name.key, signed by the CA.
+func (ca *certAuthority) leaf(name string, serial int64, subject pkix.Name, usage x509.ExtKeyUsage, ips []net.IP, dns []string) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return err
 	}
-	ca, _ := x509.ParseCertificate(caDER)
-	if err := writePEM(filepath.Join(dir, "ca.crt"), "CERTIFICATE", caDER); err != nil {
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial),
+		Subject:      subject,
+		NotBefore:    ca.now,
+		NotAfter:     ca.now.Add(10 * 365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
+		IPAddresses:  ips,
+		DNSNames:     dns,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
 		return err
 	}
-	leaf := func(name string, serial int64, subject pkix.Name, usage x509.ExtKeyUsage, ips []net.IP, dns []string) error {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return err
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial),
-			Subject:      subject,
-			NotBefore:    now,
-			NotAfter:     now.Add(10 * 365 * 24 * time.Hour),
-			KeyUsage:     x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-			IPAddresses:  ips,
-			DNSNames:     dns,
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			return err
-		}
-		if err := writePEM(filepath.Join(dir, name+".crt"), "CERTIFICATE", der); err != nil {
-			return err
-		}
-		keyDER, err := x509.MarshalECPrivateKey(key)
-		if err != nil {
-			return err
-		}
-		return writePEM(filepath.Join(dir, name+".key"), "EC PRIVATE KEY", keyDER)
+	if err := writePEM(filepath.Join(ca.dir, name+".crt"), "CERTIFICATE", der); err != nil {
+		return err
 	}
-	if err := leaf("apiserver", 2, pkix.Name{CommonName: "kube-apiserver"}, x509.ExtKeyUsageServerAuth,
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	return writePEM(filepath.Join(ca.dir, name+".key"), "EC PRIVATE KEY", keyDER)
+}
+
+// writePKI makes a CA, the apiserver's serving certificate (for 127.0.0.1),
+// an admin client certificate in group system:masters, and the service
+// account signing key.
+func writePKI(dir string) error {
+	ca, err := newCA(dir, "manifold-devenv-ca")
+	if err != nil {
+		return err
+	}
+	if err := ca.leaf("apiserver", 2, pkix.Name{CommonName: "kube-apiserver"}, x509.ExtKeyUsageServerAuth,
 		[]net.IP{net.ParseIP("127.0.0.1")}, []string{"localhost"}); err != nil {
 		return err
 	}
-	if err := leaf("admin", 3, pkix.Name{CommonName: "manifold-admin", Organization: []string{"system:masters"}},
+	if err := ca.leaf("admin", 3, pkix.Name{CommonName: "manifold-admin", Organization: []string{"system:masters"}},
 		x509.ExtKeyUsageClientAuth, nil, nil); err != nil {
 		return err
 	}
@@ -580,6 +602,10 @@ type postgres struct {
 	dir, binDir, dataDir, password string
 	port                           int
 	cred                           *syscall.Credential
+	// tls: serve TLS with a certificate for "localhost" only (not for
+	// 127.0.0.1, so that verify-full by address fails), signed by a CA
+	// of its own in dir/tls/ca.crt.
+	tls bool
 }
 
 // pgBinDir finds initdb and pg_ctl from Debian's postgresql package: the
@@ -664,6 +690,22 @@ func (p *postgres) start() (map[string]any, error) {
 		return nil, err
 	}
 	_ = os.Remove(pwfile)
+	if p.tls {
+		ca, err := newCA(filepath.Join(p.dir, "tls"), "manifold-devenv-postgres-ca")
+		if err != nil {
+			return nil, err
+		}
+		if err := ca.leaf("server", 2, pkix.Name{CommonName: "localhost"}, x509.ExtKeyUsageServerAuth, nil, []string{"localhost"}); err != nil {
+			return nil, err
+		}
+		if p.cred != nil {
+			for _, f := range []string{"", "server.crt", "server.key", "ca.crt"} {
+				if err := os.Chown(filepath.Join(p.dir, "tls", f), int(p.cred.Uid), int(p.cred.Gid)); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
 	err = retry(3, func() error {
 		if p.port, err = freePort(); err != nil {
 			return err
@@ -681,6 +723,10 @@ shared_preload_libraries = 'pg_stat_statements'
 pg_stat_statements.track = all
 log_min_messages = warning
 `, p.port, p.dir)
+		if p.tls {
+			conf += fmt.Sprintf("ssl = on\nssl_cert_file = '%s'\nssl_key_file = '%s'\n",
+				filepath.Join(p.dir, "tls", "server.crt"), filepath.Join(p.dir, "tls", "server.key"))
+		}
 		if err := os.WriteFile(filepath.Join(p.dataDir, "postgresql.auto.conf"), []byte(conf), 0o600); err != nil {
 			return err
 		}
@@ -702,6 +748,7 @@ log_min_messages = warning
 		"binDir":   p.binDir,
 		"uri":      fmt.Sprintf("postgresql://postgres:%s@127.0.0.1:%d/postgres", p.password, p.port),
 		"pid":      os.Getpid(),
+		"caFile":   map[bool]string{true: filepath.Join(p.dir, "tls", "ca.crt")}[p.tls],
 	}, nil
 }
 

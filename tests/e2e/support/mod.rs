@@ -309,7 +309,22 @@ impl Postgres {
     /// Starts a new private instance. Most tests share `postgres()`; a test
     /// that stops or kills its database starts its own.
     pub fn start() -> Postgres {
-        let devenv = Devenv::start("postgres", &[]);
+        Postgres::start_with(&[])
+    }
+
+    /// A private instance that serves TLS with a certificate for
+    /// `localhost` only, from a CA of its own (`ca_pem`).
+    pub fn start_tls() -> Postgres {
+        Postgres::start_with(&["--tls"])
+    }
+
+    /// The CA of an instance started with `start_tls`, as PEM.
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.devenv.str("caFile")).unwrap()
+    }
+
+    fn start_with(args: &[&str]) -> Postgres {
+        let devenv = Devenv::start("postgres", args);
         Postgres {
             host: devenv.str("host"),
             port: devenv.env["port"].as_u64().unwrap() as u16,
@@ -613,4 +628,83 @@ impl Proxy {
     pub fn delay(&self, delay: Duration) {
         self.delay_ms.store(delay.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+// ---------------------------------------------------------------------------
+// Sources that are not what they seem
+
+/// A server that speaks just enough of the Postgres protocol to ask a client
+/// for its password in clear text, and records every byte it receives: the
+/// tenant's own server in the attack a Connection could make. Then it
+/// answers with `error`, a message of its choosing.
+pub struct FakeSource {
+    pub port: u16,
+    received: std::sync::Arc<Mutex<Vec<u8>>>,
+}
+
+impl FakeSource {
+    pub async fn start(error: &str) -> FakeSource {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let received: std::sync::Arc<Mutex<Vec<u8>>> = Default::default();
+        let (log, error) = (received.clone(), error.to_owned());
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let (log, error) = (log.clone(), error.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    // The startup packet (after a refused SSLRequest, if any).
+                    loop {
+                        let Ok(n) = socket.read(&mut buf).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        log.lock().unwrap().extend_from_slice(&buf[..n]);
+                        if n == 8 && buf[4..8] == [0x04, 0xd2, 0x16, 0x2f] {
+                            let _ = socket.write_all(b"N").await; // no TLS
+                            continue;
+                        }
+                        break;
+                    }
+                    // AuthenticationCleartextPassword, then read the password.
+                    let _ = socket.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 3]).await;
+                    if let Ok(n) = socket.read(&mut buf).await {
+                        log.lock().unwrap().extend_from_slice(&buf[..n]);
+                    }
+                    let mut fields = Vec::new();
+                    for (code, value) in [(b'S', "FATAL"), (b'C', "28P01"), (b'M', error.as_str())] {
+                        fields.push(code);
+                        fields.extend_from_slice(value.as_bytes());
+                        fields.push(0);
+                    }
+                    fields.push(0);
+                    let mut message = vec![b'E'];
+                    message.extend_from_slice(&(fields.len() as u32 + 4).to_be_bytes());
+                    message.extend_from_slice(&fields);
+                    let _ = socket.write_all(&message).await;
+                });
+            }
+        });
+        FakeSource { port, received }
+    }
+
+    /// Everything any client sent, as text.
+    pub fn received(&self) -> String {
+        String::from_utf8_lossy(&self.received.lock().unwrap()).into_owned()
+    }
+}
+
+/// A source that accepts TCP connections and never answers: the source
+/// that, unbounded, would hold a workspace session for a long time.
+pub async fn silent_source() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    port
 }

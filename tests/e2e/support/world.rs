@@ -20,8 +20,12 @@ pub struct World {
 
 /// A world whose objects no operator watches yet.
 pub async fn world_without_operator(prefix: &str) -> World {
+    world_on(postgres(), prefix).await
+}
+
+/// A world whose databases are on `pg`.
+pub async fn world_on(pg: &'static Postgres, prefix: &str) -> World {
     let t = namespace(prefix).await;
-    let pg = postgres();
     let src = pg.source(prefix).await;
     let ws_db = pg.database(&format!("{prefix}-ws")).await;
     World { t, pg, src, ws_db }
