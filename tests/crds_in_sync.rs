@@ -40,7 +40,7 @@ fn checked_in_crds_match_the_generated_ones() {
 #[test]
 fn every_end_to_end_test_is_registered() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
-    for binary in ["e2e", "ops"] {
+    for binary in ["e2e", "ops", "faults"] {
         let main = std::fs::read_to_string(root.join(binary).join("main.rs")).unwrap();
         for entry in std::fs::read_dir(root.join(binary)).unwrap() {
             let path = entry.unwrap().path();

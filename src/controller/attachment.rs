@@ -120,7 +120,12 @@ async fn attach(att: &WorkspaceConnection, ctx: &Context) -> Step {
             Ok(_) => {}
         }
     }
-    match db.attach(&plan).await {
+    // A source that last timed out may not take the workspace's last session.
+    let suspect = att.status.as_ref().is_some_and(|s| {
+        crate::api::conditions::find(&s.conditions, crate::api::conditions::READY)
+            .is_some_and(|c| c.reason == Reason::Timeout.as_str() || c.reason == Reason::HostUnreachable.as_str())
+    });
+    match db.attach(&plan, suspect).await {
         Ok(done) => {
             ctx.observations.record(&ws_key, &plan.schema, Some(plan.observed_after(done.tables)));
             Step { change: Some(done.change), detached, ..ready(&plan.schema, done.tables) }

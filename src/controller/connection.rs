@@ -163,8 +163,12 @@ async fn run_test(ctx: &Context, conn: &Connection, resolved: &Result<Resolved, 
             tables: resolve::table_filter(conn),
             credentials_version: resolved.version.as_deref(),
         });
+        // A source whose last test timed out may not take the last session.
+        let suspect = conn.status.as_ref().and_then(|s| s.test.as_ref()).is_some_and(|t| {
+            t.reason == Reason::Timeout.as_str() || t.reason == Reason::HostUnreachable.as_str()
+        });
         // Errors name the scratch server; a person knows the connection.
-        db.test(&plan, ctx.settings.test_timeout)
+        db.test(&plan, ctx.settings.test_timeout, suspect)
             .await
             .map_err(|e| Failure::new(e.reason, e.message.replace(&scratch, &conn.name_any())))
     }

@@ -102,8 +102,13 @@ pub fn attachment_changed(stores: &Stores, triggers: &Triggers, event: &Event<Wo
         return;
     };
     let ns = att.namespace().unwrap_or_default();
-    triggers.workspace(&ns, &att.spec.workspace);
-    triggers.connection(&ns, &att.spec.connection);
+    // Their lists show the attachment; those that are gone list nothing.
+    if stores.workspace(&ns, &att.spec.workspace).is_some() {
+        triggers.workspace(&ns, &att.spec.workspace);
+    }
+    if stores.connection(&ns, &att.spec.connection).is_some() {
+        triggers.connection(&ns, &att.spec.connection);
+    }
     // An attachment that goes away may free a schema another one wanted.
     if matches!(event, Event::Delete(_)) || att.metadata.deletion_timestamp.is_some() {
         let name = att.name_any();

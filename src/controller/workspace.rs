@@ -53,11 +53,11 @@ async fn apply(ws: &Workspace, ctx: &Context) -> Result<Action, Error> {
     let (ns, name) = key(ws);
     let backoff = BackoffKey::of(ws);
     let resync = ctx.settings.resync;
+    // A Secret that goes missing leaves the workspace's sessions as they
+    // are: deleting a namespace deletes the Secret before the Workspace,
+    // whose cleanup still needs a way in.
     let observed = match resolve::workspace_target(&ctx.stores, ws) {
-        Err(f) => {
-            ctx.pools.remove(&ns, &name);
-            Err(resolve::explain(ctx, &ns, f, SecretUser::Workspace(ws)).await)
-        }
+        Err(f) => Err(resolve::explain(ctx, &ns, f, SecretUser::Workspace(ws)).await),
         Ok(target) => match ctx.pools.get(&ns, &name, &target) {
             Err(f) => Err(f),
             // Due when the last observation is a resync interval old (less a
@@ -156,44 +156,60 @@ async fn report(ws: &Workspace, ctx: &Context, outcome: &Failure, seen: Option<S
     Ok(())
 }
 
-/// What a workspace's deletion removes: every schema (and server, and user
+/// What a workspace's deletion does to each schema (and server, and user
 /// mapping) whose marker names an attachment of this namespace, found in
 /// the catalog and not in the store, so that it does not matter which
-/// attachments are still around. Kept: what an Orphan attachment marked,
-/// what an attachment with `deletionPolicy: Orphan` still owns, and what
-/// an attachment of another Workspace on the same database owns.
-fn doomed(ctx: &Context, ns: &str, name: &str, catalog: &crate::postgres::Catalog) -> Vec<(Owner, String)> {
-    let mut targets: Vec<(Owner, String)> = catalog
-        .iter()
-        .filter_map(|(schema, observed)| {
-            let marker = observed.schema_marker().or_else(|| observed.server_comment.as_deref().and_then(Marker::parse))?;
-            if marker.owner.namespace != ns || marker.orphaned {
-                return None;
-            }
-            let kept = ctx
-                .stores
-                .attachment(ns, &marker.owner.name)
-                .is_some_and(|a| a.spec.workspace != name || a.spec.deletion_policy == DeletionPolicy::Orphan);
-            (!kept).then(|| (marker.owner, schema.clone()))
-        })
-        .collect();
-    targets.sort();
-    targets
+/// attachments are still around: it drops it, or, for an attachment with
+/// `deletionPolicy: Orphan`, marks it as orphaned (once the workspace is
+/// gone, the attachment has no way in to do that itself). What an
+/// attachment of another Workspace on the same database owns, and what is
+/// already orphaned, it leaves.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Removal {
+    drop: Vec<(Owner, String)>,
+    orphan: Vec<(Owner, String)>,
 }
 
-/// Removes everything `doomed` finds, until a fresh observation finds
-/// nothing more (an attach that committed meanwhile is found the next
-/// round). Returns the schemas dropped, or the first failure.
+fn removal(ctx: &Context, ns: &str, name: &str, catalog: &crate::postgres::Catalog) -> Removal {
+    let mut removal = Removal::default();
+    for (schema, observed) in catalog {
+        let Some(marker) = observed.schema_marker().or_else(|| observed.server_comment.as_deref().and_then(Marker::parse)) else {
+            continue;
+        };
+        if marker.owner.namespace != ns || marker.orphaned {
+            continue;
+        }
+        match ctx.stores.attachment(ns, &marker.owner.name) {
+            Some(a) if a.spec.workspace != name => {}
+            Some(a) if a.spec.deletion_policy == DeletionPolicy::Orphan => {
+                if observed.schema_comment.is_some() {
+                    removal.orphan.push((marker.owner, schema.clone()));
+                }
+            }
+            _ => removal.drop.push((marker.owner, schema.clone())),
+        }
+    }
+    removal.drop.sort();
+    removal.orphan.sort();
+    removal
+}
+
+/// Applies `removal` until a fresh observation finds nothing more to do (an
+/// attach that committed meanwhile is found the next round). Returns the
+/// schemas dropped, or the first failure.
 async fn remove_all(ctx: &Context, ns: &str, name: &str, db: &Database) -> Result<Vec<String>, Failure> {
     let mut dropped = Vec::new();
     for _ in 0..5 {
         let observation = db.observe_all().await?;
-        let targets = doomed(ctx, ns, name, &observation.catalog);
-        if targets.is_empty() {
+        let Removal { drop, orphan } = removal(ctx, ns, name, &observation.catalog);
+        if drop.is_empty() && orphan.is_empty() {
             return Ok(dropped);
         }
+        for (owner, schema) in orphan {
+            db.orphan(&owner, &schema).await?;
+        }
         let mut held = None;
-        for (owner, schema) in targets {
+        for (owner, schema) in drop {
             match db.detach(&owner, &schema).await {
                 Ok(done) if done.schema || done.server => dropped.push(schema),
                 Ok(_) => {}

@@ -8,7 +8,10 @@
 //! a client-side deadline, after which its session is cancelled and thrown
 //! away rather than returned to the pool. Attaches, tests and observations
 //! have pools of their own, so that neither starves the others, and the
-//! observation lock never waits for a slot that an attach holds.
+//! observation lock never waits for a slot that an attach holds. Work on a
+//! source that last timed out or could not be reached (a *suspect*) may
+//! hold all of a pool's sessions but one: a source that never answers
+//! cannot keep a healthy one waiting.
 
 pub mod plan;
 pub mod sql;
@@ -156,14 +159,21 @@ impl Default for PoolSizes {
     }
 }
 
+/// A pool, and the share of it that suspect sources may hold.
+#[derive(Clone)]
+struct Sessions {
+    pool: Pool,
+    suspects: Arc<tokio::sync::Semaphore>,
+}
+
 /// One workspace database: its pools and what we run in it.
 #[derive(Clone)]
 pub struct Database {
     /// Distinguishes pools: an observation taken through one pool says
     /// nothing about the database a new URI points to.
     id: u64,
-    work: Pool,
-    tests: Pool,
+    work: Sessions,
+    tests: Sessions,
     observe: Pool,
     tls: MakeRustlsConnect,
     timeouts: Timeouts,
@@ -295,10 +305,14 @@ impl Database {
                 .build()
                 .map_err(|e| invalid(format!("workspace pool: {e}")))
         };
+        let sessions = |size: usize| -> Result<Sessions, Failure> {
+            let suspects = Arc::new(tokio::sync::Semaphore::new(size.saturating_sub(1).max(1)));
+            Ok(Sessions { pool: pool(size)?, suspects })
+        };
         Ok(Database {
             id: NEXT_DATABASE_ID.fetch_add(1, Ordering::Relaxed),
-            work: pool(sizes.work)?,
-            tests: pool(sizes.tests)?,
+            work: sessions(sizes.work)?,
+            tests: sessions(sizes.tests)?,
             observe: pool(1)?,
             tls,
             timeouts,
@@ -309,6 +323,26 @@ impl Database {
 
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// A session of `sessions` for work on a source; a suspect source first
+    /// waits, bounded, for its share.
+    async fn source_session(&self, sessions: &Sessions, suspect: bool) -> Result<(Session, Option<tokio::sync::OwnedSemaphorePermit>), Failure> {
+        let permit = if suspect {
+            let wait = self.timeouts.deadline(self.timeouts.statement);
+            match tokio::time::timeout(wait, sessions.suspects.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => Some(permit),
+                _ => {
+                    return Err(Failure::new(
+                        Reason::Timeout,
+                        format!("waited {wait:?} for a session: other sources that time out hold the ones this source may use"),
+                    ));
+                }
+            }
+        } else {
+            None
+        };
+        Ok((self.session(&sessions.pool).await?, permit))
     }
 
     async fn session(&self, pool: &Pool) -> Result<Session, Failure> {
@@ -374,10 +408,11 @@ impl Database {
     /// Brings one attachment to its plan in one transaction: extension,
     /// server, user mapping, schema, import, marker. Either all of it
     /// happens, or none.
-    pub async fn attach(&self, plan: &AttachPlan) -> Result<Attached, Failure> {
+    /// `suspect`: the source last timed out or could not be reached.
+    pub async fn attach(&self, plan: &AttachPlan, suspect: bool) -> Result<Attached, Failure> {
         let secrets: Vec<&str> = plan.secrets().collect();
         let err = |e: tokio_postgres::Error| classify(&e, &secrets);
-        let mut session = self.session(&self.work).await?;
+        let (mut session, _permit) = self.source_session(&self.work, suspect).await?;
         let deadline = self.timeouts.deadline(self.timeouts.statement);
         let result = tokio::time::timeout(deadline, async {
             let client = session.client();
@@ -443,10 +478,10 @@ impl Database {
     /// the server, the user mapping and a scratch schema, imports, and reads
     /// one row of the first imported table. Nothing is left behind. Returns
     /// the number of tables imported. `timeout` bounds every statement.
-    pub async fn test(&self, plan: &AttachPlan, timeout: Duration) -> Result<i64, Failure> {
+    pub async fn test(&self, plan: &AttachPlan, timeout: Duration, suspect: bool) -> Result<i64, Failure> {
         let secrets: Vec<&str> = plan.secrets().collect();
         let err = |e: tokio_postgres::Error| classify(&e, &secrets);
-        let mut session = self.session(&self.tests).await?;
+        let (mut session, _permit) = self.source_session(&self.tests, suspect).await?;
         let deadline = self.timeouts.deadline(timeout);
         let result = tokio::time::timeout(deadline, async {
             let client = session.client();
@@ -489,7 +524,7 @@ impl Database {
     /// nothing is dropped, and the error says `DependentObjects`.
     pub async fn detach(&self, owner: &Owner, schema: &str) -> Result<Detached, Failure> {
         let err = |e: tokio_postgres::Error| classify(&e, &[]);
-        let mut session = self.session(&self.work).await?;
+        let mut session = self.session(&self.work.pool).await?;
         let deadline = self.timeouts.deadline(self.timeouts.statement);
         let result = tokio::time::timeout(deadline, async {
             let tx = session.client().transaction().await.map_err(err)?;
@@ -517,7 +552,7 @@ impl Database {
     /// Returns whether a marker was written.
     pub async fn orphan(&self, owner: &Owner, schema: &str) -> Result<bool, Failure> {
         let err = |e: tokio_postgres::Error| classify(&e, &[]);
-        let mut session = self.session(&self.work).await?;
+        let mut session = self.session(&self.work.pool).await?;
         let deadline = self.timeouts.deadline(self.timeouts.statement);
         let result = tokio::time::timeout(deadline, async {
             let tx = session.client().transaction().await.map_err(err)?;
@@ -536,7 +571,7 @@ impl Database {
     /// `plan::forget_credentials`).
     pub async fn forget_credentials(&self, owner: &Owner, schema: &str) -> Result<(), Failure> {
         let err = |e: tokio_postgres::Error| classify(&e, &[]);
-        let mut session = self.session(&self.work).await?;
+        let mut session = self.session(&self.work.pool).await?;
         let deadline = self.timeouts.deadline(self.timeouts.statement);
         let result = tokio::time::timeout(deadline, async {
             let tx = session.client().transaction().await.map_err(err)?;
@@ -649,8 +684,8 @@ impl Pools {
 
 impl Database {
     fn close(&self) {
-        self.work.close();
-        self.tests.close();
+        self.work.pool.close();
+        self.tests.pool.close();
         self.observe.close();
     }
 }

@@ -40,7 +40,7 @@ fn ready_message(att: &manifold::api::WorkspaceConnection) -> String {
 
 fn warnings(w: &World) -> Vec<String> {
     let printed = stdout_ok(&w.t.kubectl(&[
-        "get", "events", "--field-selector", "type=Warning", "-o", "jsonpath={range .items[*]}{.reason}: {.note}{\"\\n\"}{end}",
+        "get", "events", "--field-selector", "type=Warning", "-o", "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
     ]));
     printed.lines().map(str::to_owned).collect()
 }

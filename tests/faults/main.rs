@@ -11,6 +11,7 @@
 mod support;
 
 mod faults;
+mod isolation;
 mod load;
 
 fn main() {
@@ -21,5 +22,8 @@ fn main() {
         faults::a_source_that_goes_away_and_comes_back,
         faults::a_slow_workspace_times_out_and_blocks_no_other,
         load::two_hundred_attachments_changed_at_once,
+        isolation::silent_sources_do_not_stall_a_workspace,
+        isolation::a_deleted_namespace_leaves_nothing_behind,
+        isolation::a_workspace_whose_database_is_gone_gives_up,
     ])
 }
