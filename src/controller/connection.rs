@@ -376,3 +376,91 @@ mod tests {
         assert_eq!(next_test(&c, last, Duration::from_secs(4), Duration::from_secs(10)), Some(Duration::from_secs(6)));
     }
 }
+
+/// No spec that the apiserver accepts makes a reconcile panic: every pure
+/// step a reconcile takes (scheduling, the plugin, the plan, the planner,
+/// the SQL) runs on generated specs within the CRD's rules, and on hostile
+/// Secret data.
+#[cfg(test)]
+mod accepted_specs {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::api::{ConnectionSpec, CredentialsSpec, PluginSpec, PostgresPlugin, SecretRef, TablesSpec, TestSpec};
+    use crate::plugins::{self, SourcePolicy};
+    use crate::postgres::plan::{self, Locked, Observed, TableFilter, WrapperState};
+    use crate::postgres::sql;
+
+    fn spec() -> impl Strategy<Value = (ConnectionSpec, BTreeMap<String, Vec<u8>>)> {
+        let host = prop_oneof!["[a-z0-9]([-a-z0-9]{0,20}[a-z0-9])?(\\.[a-z0-9]{1,10}){0,3}", "[0-9a-f:]{2,20}", "\\PC{1,30}"];
+        let interval = prop_oneof![Just(None), "(0|([0-9]{1,6}(ms|s|m|h)){1,4})".prop_map(Some)];
+        let option = (proptest::sample::select(crate::api::POSTGRES_OPTIONS), "\\PC{0,12}");
+        let names = proptest::collection::vec("\\PC{1,20}", 0..4);
+        let secret = proptest::collection::btree_map(
+            prop_oneof![Just("user".to_owned()), Just("password".to_owned()), "\\PC{1,8}"],
+            proptest::collection::vec(any::<u8>(), 0..40),
+            0..4,
+        );
+        (host, 1i32..=65535, "\\PC{1,20}", proptest::collection::vec(option, 0..4), interval, names.clone(), names, secret).prop_map(
+            |(host, port, database, options, interval, include, exclude, secret)| {
+                let spec = ConnectionSpec {
+                    schema: None,
+                    plugin: PluginSpec {
+                        postgres: Some(PostgresPlugin {
+                            host,
+                            port,
+                            database,
+                            remote_schema: "public".into(),
+                            options: options.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+                        }),
+                        steampipe: None,
+                        fdw: None,
+                    },
+                    credentials: Some(CredentialsSpec { secret_ref: SecretRef { name: "creds".into() } }),
+                    tables: Some(TablesSpec { include: include.clone(), exclude: if include.is_empty() { exclude } else { Vec::new() } }),
+                    test: Some(TestSpec { interval, workspace: None }),
+                };
+                (spec, secret)
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+        #[test]
+        fn a_reconcile_never_panics((spec, secret) in spec(), since in 0u64..u64::MAX / 2, failures in 0u32..40) {
+            let mut conn = Connection::new("c", spec);
+            conn.metadata.generation = Some(1);
+            let since = Duration::from_millis(since);
+            let retry = Duration::from_secs(u64::from(failures));
+            let _ = due(&conn, Some("v"), Some(since), retry, true);
+            if let Some(after) = next_test(&conn, None, since, retry) {
+                let _ = requeue(after);
+            }
+            let _ = requeue(interval(&conn).unwrap_or_default());
+            let Ok(wrapper) = plugins::resolve(&conn.spec.plugin, "c", Some(&secret), &SourcePolicy::default()) else { return Ok(()) };
+            let plan = plan::AttachPlan::new(plan::PlanInput {
+                owner: plan::Owner { namespace: "ns".into(), name: "a".into() },
+                uid: "u",
+                schema: "c",
+                wrapper,
+                tables: match &conn.spec.tables {
+                    Some(t) if !t.include.is_empty() => TableFilter::LimitTo(t.include.clone()),
+                    Some(t) if !t.exclude.is_empty() => TableFilter::Except(t.exclude.clone()),
+                    _ => TableFilter::All,
+                },
+                credentials_version: Some("v"),
+            });
+            for wrapper in [WrapperState::Usable, WrapperState::Missing, WrapperState::NoUsage] {
+                let locked = Locked { observed: Observed::default(), owned_tables: vec!["t".into()], wrapper, role: "r".into() };
+                if let Ok((_, statements)) = plan::attach(&plan, &locked) {
+                    for statement in &statements {
+                        sql::lex::tokens(&sql::render(statement)).expect("every rendered statement lexes");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -31,6 +31,28 @@ pub async fn chart_crds_are_the_generated_crds() {
     }
 }
 
+/// The chart's admission policy is the one in admission/, under the
+/// release's name.
+pub async fn chart_admission_policy_is_the_one_in_admission() {
+    let cp = control_plane();
+    let rendered = stdout_ok(&cp.helm(&["template", "mf", &chart(), "--show-only", "templates/admission-policy.yaml"]));
+    let docs = |text: &str| -> Vec<serde_json::Value> {
+        text.split("\n---")
+            .filter(|d| d.contains("kind:"))
+            .map(|d| serde_saphyr::from_str(d).unwrap_or_else(|e| panic!("{e}: {d}")))
+            .collect()
+    };
+    let chart_docs = docs(&rendered);
+    let file_docs = docs(&std::fs::read_to_string(repo_root().join("admission/secret-references.yaml")).unwrap());
+    assert_eq!(chart_docs.len(), 2);
+    assert_eq!(chart_docs[0]["spec"], file_docs[0]["spec"], "the policy differs from admission/secret-references.yaml");
+    assert_eq!(chart_docs[1]["spec"]["validationActions"], file_docs[1]["spec"]["validationActions"]);
+    assert_eq!(chart_docs[1]["spec"]["policyName"], "mf-manifold-secret-references");
+    // It can be turned off, and nothing else renders then.
+    let off = cp.helm(&["template", "mf", &chart(), "--show-only", "templates/admission-policy.yaml", "--set", "admissionPolicy.enabled=false"]);
+    assert!(!off.status.success() || !String::from_utf8_lossy(&off.stdout).contains("ValidatingAdmissionPolicy"));
+}
+
 pub async fn helm_install_creates_the_release() {
     let cp = control_plane();
     let ns = unique("helm-install");
@@ -58,6 +80,8 @@ pub async fn helm_install_creates_the_release() {
     ]));
     assert_eq!(sc, "true RuntimeDefault true ALL");
     stdout_ok(&cp.kubectl(&["get", "clusterrole", "mf-manifold"]));
+    // The admission policy came with it.
+    stdout_ok(&cp.kubectl(&["get", "validatingadmissionpolicy,validatingadmissionpolicybinding", "mf-manifold-secret-references"]));
     stdout_ok(&cp.helm(&["uninstall", "mf", "-n", &ns]));
 }
 

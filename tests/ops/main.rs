@@ -10,13 +10,16 @@ fn main() {
     support::harness::run(tests![
         chart::helm_lint_is_clean,
         chart::chart_crds_are_the_generated_crds,
+        chart::chart_admission_policy_is_the_one_in_admission,
         chart::helm_install_creates_the_release,
         chart::helm_template_applies_server_side,
         rbac::the_chart_rbac_is_enough_and_no_more,
         leader::one_leader_reconciles_and_a_standby_takes_over,
+        sources::the_admin_fences_sources_and_allows_wrappers,
     ])
 }
 
 mod chart;
 mod leader;
 mod rbac;
+mod sources;

@@ -17,6 +17,9 @@ pub async fn the_chart_rbac_is_enough_and_no_more() {
     let chart = repo_root().join("charts/manifold");
     let rendered = stdout_ok(&cp.helm(&[
         "template", "mf", &chart.to_string_lossy(), "-n", &sys.ns, "--set", &format!("watchNamespaces={{{}}}", w.t.ns),
+        // The cluster has the policy from admission/ already; a second copy
+        // under this release's name would collide with helm_install's.
+        "--set", "admissionPolicy.enabled=false",
     ]));
     stdout_ok(&cp.kubectl_stdin(&["apply", "--server-side", "-f", "-"], &rendered));
     let kubeconfig = cp.token_kubeconfig(&sys.ns, "mf-manifold");
