@@ -6,15 +6,14 @@
 //!   cargo bench --bench attach              (N=300 attachments of a 20-table source)
 //!   MANIFOLD_BENCH_N=1000 cargo bench --bench attach
 
-#[path = "../tests/e2e/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
-mod support;
+use manifold_test_support as support;
 
 use std::time::{Duration, Instant};
 
 use manifold::api::conditions;
 use support::world::world_without_operator;
 use support::{Operator, control_plane};
+use support::world::{interval};
 
 const TABLES: usize = 20;
 
@@ -89,7 +88,7 @@ async fn bench(n: usize) {
     // is timed is the operator and not kubectl: from its start to all Ready.
     w.workspace("ws");
     w.credentials("shared", &w.src.password);
-    let yaml = w.bulk_yaml(n, w.pg.port, |_| "ws".to_owned(), &format!("  tables: {{ include: [{}] }}\n", include.join(", ")));
+    let yaml = w.bulk_yaml(n, w.pg.port, |_| "ws".to_owned(), |c| c.spec.tables = Some(manifold::api::TablesSpec { include: include.clone(), exclude: Vec::new() }));
     w.apply(&yaml);
     let started = Instant::now();
     let op = Operator::start(
@@ -135,7 +134,7 @@ async fn bench(n: usize) {
     // its status polled every 5 ms.
     let mut latencies = Vec::new();
     for k in 0..20 {
-        w.connection(&format!("late{k}"), "  test: { interval: \"0\" }\n");
+        w.connection(&format!("late{k}"), interval("0"));
         tokio::time::sleep(Duration::from_millis(500)).await;
         let att: manifold::api::WorkspaceConnection = serde_json::from_value(serde_json::json!({
             "apiVersion": "manifold.dev/v1alpha1", "kind": "WorkspaceConnection",

@@ -5,9 +5,7 @@
 //!
 //!   cargo bench --bench secrets
 
-#[path = "../tests/e2e/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
-mod support;
+use manifold_test_support as support;
 
 use std::time::Duration;
 

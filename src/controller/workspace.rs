@@ -19,7 +19,7 @@ use super::status::{self, Announce};
 use crate::api::conditions::{self, Desired, Status};
 use crate::api::{AttachedConnection, DeletionPolicy, Failure, Reason, Retry, Workspace, WorkspaceStatus};
 use crate::postgres::Database;
-use crate::postgres::plan::{Marker, Owner};
+use crate::postgres::plan::{self, LiveAttachment, WorkspaceRemoval};
 
 pub const FINALIZER: &str = "manifold.dev/detach-all";
 
@@ -156,52 +156,21 @@ async fn report(ws: &Workspace, ctx: &Context, outcome: &Failure, seen: Option<S
     Ok(())
 }
 
-/// What a workspace's deletion does to each schema (and server, and user
-/// mapping) whose marker names an attachment of this namespace, found in
-/// the catalog and not in the store, so that it does not matter which
-/// attachments are still around: it drops it, or, for an attachment with
-/// `deletionPolicy: Orphan`, marks it as orphaned (once the workspace is
-/// gone, the attachment has no way in to do that itself). What an
-/// attachment of another Workspace on the same database owns, and what is
-/// already orphaned, it leaves.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Removal {
-    drop: Vec<(Owner, String)>,
-    orphan: Vec<(Owner, String)>,
-}
-
-fn removal(ctx: &Context, ns: &str, name: &str, catalog: &crate::postgres::Catalog) -> Removal {
-    let mut removal = Removal::default();
-    for (schema, observed) in catalog {
-        let Some(marker) = observed.schema_marker().or_else(|| observed.server_comment.as_deref().and_then(Marker::parse)) else {
-            continue;
-        };
-        if marker.owner.namespace != ns || marker.orphaned {
-            continue;
-        }
-        match ctx.stores.attachment(ns, &marker.owner.name) {
-            Some(a) if a.spec.workspace != name => {}
-            Some(a) if a.spec.deletion_policy == DeletionPolicy::Orphan => {
-                if observed.schema_comment.is_some() {
-                    removal.orphan.push((marker.owner, schema.clone()));
-                }
-            }
-            _ => removal.drop.push((marker.owner, schema.clone())),
-        }
-    }
-    removal.drop.sort();
-    removal.orphan.sort();
-    removal
-}
-
-/// Applies `removal` until a fresh observation finds nothing more to do (an
-/// attach that committed meanwhile is found the next round). Returns the
-/// schemas dropped, or the first failure.
+/// Removes what the planner says a workspace's deletion removes
+/// (`plan::workspace_removal`), until a fresh observation finds nothing more
+/// to do (an attach that committed meanwhile is found the next round).
+/// Returns the schemas dropped, or the first failure.
 async fn remove_all(ctx: &Context, ns: &str, name: &str, db: &Database) -> Result<Vec<String>, Failure> {
     let mut dropped = Vec::new();
     for _ in 0..5 {
         let observation = db.observe_all().await?;
-        let Removal { drop, orphan } = removal(ctx, ns, name, &observation.catalog);
+        let live = |attachment: &str| {
+            ctx.stores.attachment(ns, attachment).map(|a| LiveAttachment {
+                workspace: a.spec.workspace.clone(),
+                orphan: a.spec.deletion_policy == DeletionPolicy::Orphan,
+            })
+        };
+        let WorkspaceRemoval { drop, orphan } = plan::workspace_removal(ns, name, &observation.catalog, live);
         if drop.is_empty() && orphan.is_empty() {
             return Ok(dropped);
         }

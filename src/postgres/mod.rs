@@ -417,7 +417,8 @@ impl Database {
         let result = tokio::time::timeout(deadline, async {
             let client = session.client();
             let tx = client.transaction().await.map_err(err)?;
-            let (locked, extension_schema) = self.lock_and_observe(&tx, &plan.schema, &plan.server, &plan.wrapper, &plan.extension).await.map_err(err)?;
+            let f = plan.foreign();
+            let (locked, extension_schema) = self.lock_and_observe(&tx, &plan.schema, &f.server, &f.wrapper, &f.extension).await.map_err(err)?;
             let (change, statements) = plan::attach(plan, &locked)?;
             let tables = if statements.is_empty() {
                 locked.observed.foreign_tables
@@ -425,7 +426,7 @@ impl Database {
                 self.execute(&tx, &plan.schema, statements).await.map_err(|e| with_hint(err(e), plan, &locked.role))?
             };
             tx.commit().await.map_err(err)?;
-            if plan.wrapper == "postgres_fdw" && change != Change::None {
+            if f.wrapper == "postgres_fdw" && change != Change::None {
                 self.disconnect_fdw(client, extension_schema.as_deref().unwrap_or(EXTENSION_SCHEMA)).await;
             }
             Ok(Attached { change, tables })
@@ -489,14 +490,15 @@ impl Database {
             let ms = timeout.as_millis() as u64;
             self.count(2, 0);
             tx.batch_execute(&sql::set_timeouts(ms, ms)).await.map_err(err)?;
-            let row = tx.query_one(sql::OBSERVE_WRAPPER, &[&plan.wrapper, &plan.extension]).await.map_err(err)?;
+            let f = plan.foreign();
+            let row = tx.query_one(sql::OBSERVE_WRAPPER, &[&f.wrapper, &f.extension]).await.map_err(err)?;
             let role: String = row.get("role");
             let extension_schema: Option<String> = row.get("extension_schema");
             let statements = plan::test(plan, wrapper_state(row.get("wrapper")), &role)?;
             self.execute(&tx, &plan.schema, statements).await.map_err(|e| with_hint(err(e), plan, &role))?;
             self.count(1, 0);
             let tables: Vec<String> = tx
-                .query(sql::OWNED_FOREIGN_TABLES, &[&plan.schema, &plan.server])
+                .query(sql::OWNED_FOREIGN_TABLES, &[&plan.schema, &f.server])
                 .await
                 .map_err(err)?
                 .iter()
@@ -507,7 +509,7 @@ impl Database {
                 tx.simple_query(&sql::read_one_row(&plan.schema, first)).await.map_err(err)?;
             }
             tx.rollback().await.map_err(err)?;
-            if plan.wrapper == "postgres_fdw"
+            if f.wrapper == "postgres_fdw"
                 && let Some(schema) = extension_schema
             {
                 self.disconnect_fdw(client, &schema).await;
@@ -627,7 +629,7 @@ fn with_hint(mut failure: Failure, plan: &AttachPlan, role: &str) -> Failure {
             "{}: extension {:?} is not installed and role {role:?} may not install it; an admin runs \
              CREATE EXTENSION {} SCHEMA {EXTENSION_SCHEMA} and GRANT USAGE ON FOREIGN DATA WRAPPER {} TO {role} \
              (CloudNativePG: Database spec.extensions and spec.fdws[].usage)",
-            failure.message, plan.extension, plan.extension, plan.wrapper
+            failure.message, plan.foreign().extension, plan.foreign().extension, plan.foreign().wrapper
         );
     }
     failure

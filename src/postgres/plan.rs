@@ -142,12 +142,27 @@ pub enum TableFilter {
     Except(Vec<String>),
 }
 
-/// Everything one attachment needs in a workspace database.
+/// Everything one attachment needs in a workspace database: its schema,
+/// who owns it, and where the schema's tables come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AttachPlan {
     pub owner: Owner,
     pub uid: String,
     pub schema: String,
+    pub source: Source,
+    pub fingerprint: Fingerprint,
+}
+
+/// Where an attachment's tables come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A wrapper's foreign server, its user mapping, and an import.
+    Foreign(Foreign),
+}
+
+/// A foreign server of a wrapper, imported into the schema.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Foreign {
     /// The foreign server, named like the schema.
     pub server: String,
     pub extension: String,
@@ -156,7 +171,6 @@ pub struct AttachPlan {
     pub mapping_options: Vec<(String, SecretString)>,
     pub remote_schema: String,
     pub tables: TableFilter,
-    pub fingerprint: Fingerprint,
     /// Secret values inside other values, for cleaning messages.
     pub embedded_secrets: Vec<SecretString>,
 }
@@ -216,15 +230,23 @@ impl AttachPlan {
             owner: input.owner,
             uid: input.uid.to_owned(),
             schema: input.schema.to_owned(),
-            server: input.schema.to_owned(),
-            extension: w.extension,
-            wrapper: w.wrapper,
-            server_options: w.server_options,
-            mapping_options: w.mapping_options,
-            remote_schema: w.remote_schema,
-            tables: input.tables,
-            embedded_secrets: w.embedded_secrets,
+            source: Source::Foreign(Foreign {
+                server: input.schema.to_owned(),
+                extension: w.extension,
+                wrapper: w.wrapper,
+                server_options: w.server_options,
+                mapping_options: w.mapping_options,
+                remote_schema: w.remote_schema,
+                tables: input.tables,
+                embedded_secrets: w.embedded_secrets,
+            }),
         }
+    }
+
+    /// The foreign server the schema's tables come from.
+    pub fn foreign(&self) -> &Foreign {
+        let Source::Foreign(foreign) = &self.source;
+        foreign
     }
 
     /// The schema's marker once the plan is applied with `tables` imported
@@ -246,11 +268,12 @@ impl AttachPlan {
 
     /// Every secret value the plan's statements carry.
     pub fn secrets(&self) -> impl Iterator<Item = &str> {
-        self.server_options
+        let f = self.foreign();
+        f.server_options
             .iter()
-            .chain(&self.mapping_options)
+            .chain(&f.mapping_options)
             .map(|(_, v)| v)
-            .chain(&self.embedded_secrets)
+            .chain(&f.embedded_secrets)
             .filter(|v| v.is_secret())
             .map(SecretString::expose)
     }
@@ -395,7 +418,7 @@ fn check_ownership(plan: &AttachPlan, observed: &Observed) -> Result<(), Failure
             _ => {
                 return conflict(format!(
                     "foreign server {:?} exists and is not managed by this attachment; it is left untouched",
-                    plan.server
+                    plan.foreign().server
                 ));
             }
         }
@@ -405,7 +428,7 @@ fn check_ownership(plan: &AttachPlan, observed: &Observed) -> Result<(), Failure
 
 /// What makes the wrapper usable: nothing, the extension (created under a
 /// lock, into `EXTENSION_SCHEMA`), or a refusal that says what to grant.
-fn ensure_wrapper(plan: &AttachPlan, locked: &Locked) -> Result<Vec<Statement>, Failure> {
+fn ensure_wrapper(plan: &Foreign, locked: &Locked) -> Result<Vec<Statement>, Failure> {
     match locked.wrapper {
         WrapperState::Usable => Ok(Vec::new()),
         WrapperState::Missing => Ok(vec![
@@ -430,12 +453,13 @@ fn ensure_wrapper(plan: &AttachPlan, locked: &Locked) -> Result<Vec<Statement>, 
 pub fn attach(plan: &AttachPlan, locked: &Locked) -> Result<(Change, Vec<Statement>), Failure> {
     let observed = &locked.observed;
     let change = decide(plan, observed)?;
-    let (schema, server) = (&plan.schema, &plan.server);
+    let Source::Foreign(foreign) = &plan.source;
+    let (schema, server) = (&plan.schema, &foreign.server);
     let drop_owned = || Statement::DropForeignTables { schema: schema.clone(), tables: locked.owned_tables.clone() };
-    let create_mapping = || Statement::CreateUserMapping { server: server.clone(), options: plan.mapping_options.clone() };
+    let create_mapping = || Statement::CreateUserMapping { server: server.clone(), options: foreign.mapping_options.clone() };
     let import = || Statement::Import {
-        remote_schema: plan.remote_schema.clone(),
-        filter: plan.tables.clone(),
+        remote_schema: foreign.remote_schema.clone(),
+        filter: foreign.tables.clone(),
         server: server.clone(),
         schema: schema.clone(),
     };
@@ -454,7 +478,7 @@ pub fn attach(plan: &AttachPlan, locked: &Locked) -> Result<(Change, Vec<Stateme
             }
         }
         Change::Rebuild => {
-            statements.extend(ensure_wrapper(plan, locked)?);
+            statements.extend(ensure_wrapper(foreign, locked)?);
             if observed.schema_comment.is_some() {
                 statements.push(drop_owned());
             }
@@ -464,8 +488,8 @@ pub fn attach(plan: &AttachPlan, locked: &Locked) -> Result<(Change, Vec<Stateme
             }
             statements.push(Statement::CreateServer {
                 server: server.clone(),
-                wrapper: plan.wrapper.clone(),
-                options: plan.server_options.clone(),
+                wrapper: foreign.wrapper.clone(),
+                options: foreign.server_options.clone(),
             });
             statements.push(Statement::CommentOnServer { server: server.clone(), marker: plan.server_marker() });
             statements.push(create_mapping());
@@ -537,9 +561,93 @@ pub fn orphan(owner: &Owner, schema: &str, observed: &Observed) -> Vec<Statement
     }
 }
 
+/// What a workspace's deletion does to the managed schemas of its
+/// namespace: each one is dropped (schema, server and mapping), or marked
+/// orphaned.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct WorkspaceRemoval {
+    pub drop: Vec<(Owner, String)>,
+    pub orphan: Vec<(Owner, String)>,
+}
+
+/// A live attachment, as a workspace's deletion needs to know it.
+pub struct LiveAttachment {
+    pub workspace: String,
+    pub orphan: bool,
+}
+
+/// Decides a workspace's deletion from the catalog, not from which
+/// attachments are still around: every schema (or server whose schema is
+/// gone) whose marker names an attachment of `namespace` is dropped, except
+/// what another workspace's attachment owns (two Workspaces may share a
+/// database) and what is already orphaned. What an attachment with
+/// `deletionPolicy: Orphan` owns is marked orphaned instead: once the
+/// workspace is gone, the attachment has no way in to do that itself.
+pub fn workspace_removal<'a>(
+    namespace: &str,
+    workspace: &str,
+    catalog: impl IntoIterator<Item = (&'a String, &'a Observed)>,
+    attachment: impl Fn(&str) -> Option<LiveAttachment>,
+) -> WorkspaceRemoval {
+    let mut removal = WorkspaceRemoval::default();
+    for (schema, observed) in catalog {
+        let Some(marker) = observed.schema_marker().or_else(|| observed.server_comment.as_deref().and_then(Marker::parse)) else {
+            continue;
+        };
+        if marker.owner.namespace != namespace || marker.orphaned {
+            continue;
+        }
+        match attachment(&marker.owner.name) {
+            Some(a) if a.workspace != workspace => {}
+            Some(a) if a.orphan => {
+                if observed.schema_comment.is_some() {
+                    removal.orphan.push((marker.owner, schema.clone()));
+                }
+            }
+            _ => removal.drop.push((marker.owner, schema.clone())),
+        }
+    }
+    removal.drop.sort();
+    removal.orphan.sort();
+    removal
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_workspace_removes_its_namespaces_schemas_whoever_is_still_around() {
+        let marked = |owner: &str, extra: &str| Observed {
+            schema_comment: Some(format!("{MARKER_PREFIX}{owner} uid=u tables=1{extra}")),
+            server_comment: Some(format!("{MARKER_PREFIX}{owner} uid=u")),
+            foreign_tables: 1,
+            mapping: true,
+        };
+        let server_only = Observed { schema_comment: None, ..marked("ns/lost", "") };
+        let catalog: Vec<(String, Observed)> = vec![
+            ("gone".into(), marked("ns/gone", "")),
+            ("live".into(), marked("ns/live", "")),
+            ("keep".into(), marked("ns/keep", "")),
+            ("kept".into(), marked("ns/kept", " orphaned=true")),
+            ("other_ws".into(), marked("ns/elsewhere", "")),
+            ("other_ns".into(), marked("them/gone", "")),
+            ("lost".into(), server_only),
+            ("hand_made".into(), Observed { schema_comment: Some("mine".into()), ..Default::default() }),
+        ];
+        let live = |name: &str| match name {
+            "live" => Some(LiveAttachment { workspace: "ws".into(), orphan: false }),
+            "keep" => Some(LiveAttachment { workspace: "ws".into(), orphan: true }),
+            "elsewhere" => Some(LiveAttachment { workspace: "other".into(), orphan: false }),
+            _ => None,
+        };
+        let removal = workspace_removal("ns", "ws", catalog.iter().map(|(k, v)| (k, v)), live);
+        fn names(list: &[(Owner, String)]) -> Vec<&str> {
+            list.iter().map(|(_, s)| s.as_str()).collect()
+        }
+        assert_eq!(names(&removal.drop), ["gone", "live", "lost"]);
+        assert_eq!(names(&removal.orphan), ["keep"]);
+    }
 
     fn owner() -> Owner {
         Owner { namespace: "org".into(), name: "analytics-sales".into() }

@@ -20,8 +20,8 @@ pub async fn world(prefix: &str) -> World {
 pub async fn attach_imports_the_source_tables_and_queries_return_its_rows() {
     let w = world("attach").await;
     w.workspace("analytics");
-    w.connection("sales-db", "");
-    w.attach("analytics-sales", "analytics", "sales-db", "");
+    w.connection("sales-db", as_is);
+    w.attach("analytics-sales", "analytics", "sales-db", as_is);
 
     let att = w.wait_ready("analytics-sales").await;
     let status = att.status.unwrap();
@@ -78,9 +78,9 @@ pub async fn one_connection_in_two_workspaces() {
     let second_db = w.pg.database("two-ws-second").await;
     w.workspace("alpha");
     w.workspace_on("beta", w.pg, &second_db);
-    w.connection("shared", "");
-    w.attach("alpha-shared", "alpha", "shared", "");
-    w.attach("beta-shared", "beta", "shared", "");
+    w.connection("shared", as_is);
+    w.attach("alpha-shared", "alpha", "shared", as_is);
+    w.attach("beta-shared", "beta", "shared", as_is);
     w.wait_ready("alpha-shared").await;
     w.wait_ready("beta-shared").await;
 
@@ -107,10 +107,10 @@ pub async fn one_connection_in_two_workspaces() {
 pub async fn detach_drops_the_schema_and_orphan_keeps_it() {
     let w = world("detach").await;
     w.workspace("ws");
-    w.connection("drop-me", "");
-    w.connection("keep-me", "");
-    w.attach("a-drop", "ws", "drop-me", "");
-    w.attach("a-keep", "ws", "keep-me", "  deletionPolicy: Orphan\n");
+    w.connection("drop-me", as_is);
+    w.connection("keep-me", as_is);
+    w.attach("a-drop", "ws", "drop-me", as_is);
+    w.attach("a-keep", "ws", "keep-me", orphan);
     w.wait_ready("a-drop").await;
     w.wait_ready("a-keep").await;
     let ws = w.ws().await;
@@ -134,8 +134,8 @@ pub async fn detach_drops_the_schema_and_orphan_keeps_it() {
 pub async fn a_view_on_a_foreign_table_holds_the_detach() {
     let w = world("dependent").await;
     w.workspace("ws");
-    w.connection("sales", "");
-    w.attach("ws-sales", "ws", "sales", "");
+    w.connection("sales", as_is);
+    w.attach("ws-sales", "ws", "sales", as_is);
     w.wait_ready("ws-sales").await;
     let ws = w.ws().await;
     ws.batch_execute("CREATE VIEW public.big_orders AS SELECT * FROM sales.orders WHERE amount > 10").await.unwrap();
@@ -160,8 +160,8 @@ pub async fn a_view_on_a_foreign_table_holds_the_detach() {
 pub async fn changes_to_the_connection_reach_the_workspace() {
     let w = world("change").await;
     w.workspace("ws");
-    w.connection("src", "");
-    w.attach("ws-src", "ws", "src", "");
+    w.connection("src", as_is);
+    w.attach("ws-src", "ws", "src", as_is);
     let first = w.wait_ready("ws-src").await;
     let ws = w.ws().await;
     let oid_sql = "SELECT 'src.orders'::regclass::oid";
@@ -191,17 +191,13 @@ pub async fn changes_to_the_connection_reach_the_workspace() {
     assert_eq!(oid_after, orders_oid, "a new password updates the mapping; it does not re-import");
 
     // tables.include narrows the import.
-    w.connection_only("src", "  tables: { include: [orders] }\n");
+    w.connection_only("src", include(&["orders"]));
     w.wait_attachment("ws-src", "one table", |a| a.status.as_ref().is_some_and(|s| s.tables == Some(1))).await;
     assert_eq!(foreign_tables(&ws, "src").await, ["orders"]);
 
-    // A new remoteSchema re-imports from there.
-    w.apply(&format!(
-        "apiVersion: manifold.dev/v1alpha1\nkind: Connection\nmetadata: {{ name: src }}\nspec:\n\
-         \x20 plugin:\n    postgres: {{ host: 127.0.0.1, port: {}, database: {}, remoteSchema: archive }}\n\
-         \x20 credentials: {{ secretRef: {{ name: src-creds }} }}\n",
-        w.pg.port, w.src.db
-    ));
+    // A new remoteSchema re-imports from there (and, applied whole, drops
+    // tables.include).
+    w.connection_only("src", |c| c.spec.plugin.postgres.as_mut().unwrap().remote_schema = "archive".into());
     w.wait_attachment("ws-src", "archive imported", |a| {
         a.status.as_ref().is_some_and(|s| s.tables == Some(1) && conditions::is_ready(&s.conditions))
     })
@@ -217,8 +213,8 @@ pub async fn changes_to_the_connection_reach_the_workspace() {
 pub async fn drift_heals_and_a_schema_made_by_hand_is_a_conflict() {
     let w = world("drift").await;
     w.workspace("ws");
-    w.connection("healme", "");
-    w.attach("ws-healme", "ws", "healme", "");
+    w.connection("healme", as_is);
+    w.attach("ws-healme", "ws", "healme", as_is);
     w.wait_ready("ws-healme").await;
     let ws = w.ws().await;
     let resync = Duration::from_secs(support::RESYNC_SECS);
@@ -257,8 +253,8 @@ pub async fn drift_heals_and_a_schema_made_by_hand_is_a_conflict() {
     )
     .await
     .unwrap();
-    w.connection("mine", "");
-    w.attach("ws-mine", "ws", "mine", "");
+    w.connection("mine", as_is);
+    w.attach("ws-mine", "ws", "mine", as_is);
     let conflict = w.wait_reason("ws-mine", "SchemaConflict").await;
     let message = &conditions::find(&conflict.status.as_ref().unwrap().conditions, "Ready").unwrap().message;
     assert!(message.contains("not created by Manifold"), "{message}");
@@ -276,9 +272,9 @@ pub async fn deleting_a_connection_detaches_it_and_recreating_reattaches() {
     let second_db = w.pg.database("conn-delete-2").await;
     w.workspace("one");
     w.workspace_on("two", w.pg, &second_db);
-    w.connection("src", "");
-    w.attach("one-src", "one", "src", "");
-    w.attach("two-src", "two", "src", "");
+    w.connection("src", as_is);
+    w.attach("one-src", "one", "src", as_is);
+    w.attach("two-src", "two", "src", as_is);
     w.wait_ready("one-src").await;
     w.wait_ready("two-src").await;
 
@@ -296,7 +292,7 @@ pub async fn deleting_a_connection_detaches_it_and_recreating_reattaches() {
     // The attachments stay.
     assert!(w.attachments().get_opt("one-src").await.unwrap().is_some());
 
-    w.connection_only("src", "");
+    w.connection_only("src", as_is);
     w.wait_ready("one-src").await;
     w.wait_ready("two-src").await;
     assert_eq!(count(&one, "SELECT count(*) FROM src.orders").await, 3);
@@ -304,11 +300,11 @@ pub async fn deleting_a_connection_detaches_it_and_recreating_reattaches() {
 
 pub async fn applying_in_reverse_order_converges() {
     let w = world("reverse").await;
-    w.attach("ws-rev", "ws", "rev", "");
+    w.attach("ws-rev", "ws", "rev", as_is);
     let waiting = w.wait_reason("ws-rev", "WorkspaceNotFound").await;
     let reconciling = conditions::find(&waiting.status.as_ref().unwrap().conditions, "Reconciling").unwrap();
     assert_eq!(reconciling.status, "True", "a missing reference is progress, not a failure");
-    w.connection_only("rev", "");
+    w.connection_only("rev", as_is);
     w.apply(&format!(
         "apiVersion: manifold.dev/v1alpha1\nkind: Workspace\nmetadata: {{ name: ws }}\n\
          spec: {{ database: {{ secretRef: {{ name: ws-db }} }} }}\n"
@@ -327,8 +323,8 @@ pub async fn an_unreachable_workspace_recovers_without_a_restart() {
     let own = Postgres::start();
     let db = own.database("ws").await;
     w.workspace_on("ws", &own, &db);
-    w.connection("src", "");
-    w.attach("ws-src", "ws", "src", "");
+    w.connection("src", as_is);
+    w.attach("ws-src", "ws", "src", as_is);
     w.wait_ready("ws-src").await;
 
     own.devenv.command("stop");
@@ -356,10 +352,10 @@ pub async fn an_unreachable_workspace_recovers_without_a_restart() {
 pub async fn a_resync_at_rest_costs_one_query_and_writes_nothing() {
     let w = world("at-rest").await;
     w.workspace("ws");
-    w.connection("first", "");
-    w.connection("second", "");
-    w.attach("ws-first", "ws", "first", "");
-    w.attach("ws-second", "ws", "second", "");
+    w.connection("first", as_is);
+    w.connection("second", as_is);
+    w.attach("ws-first", "ws", "first", as_is);
+    w.attach("ws-second", "ws", "second", as_is);
     w.wait_ready("ws-first").await;
     w.wait_ready("ws-second").await;
     let resync = Duration::from_secs(support::RESYNC_SECS);
@@ -404,10 +400,10 @@ pub async fn a_resync_at_rest_costs_one_query_and_writes_nothing() {
 pub async fn deleting_a_workspace_removes_its_schemas() {
     let w = world("ws-delete").await;
     w.workspace("ws");
-    w.connection("gone", "");
-    w.connection("stays", "");
-    w.attach("ws-gone", "ws", "gone", "");
-    w.attach("ws-stays", "ws", "stays", "  deletionPolicy: Orphan\n");
+    w.connection("gone", as_is);
+    w.connection("stays", as_is);
+    w.attach("ws-gone", "ws", "gone", as_is);
+    w.attach("ws-stays", "ws", "stays", orphan);
     w.wait_ready("ws-gone").await;
     w.wait_ready("ws-stays").await;
 

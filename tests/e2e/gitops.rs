@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::attach::{World, world};
 use crate::support::{control_plane, repo_root, secret_yaml, stdout_ok, wait_for};
 use crate::support::world::WAIT;
+use crate::support::world::{as_is};
 
 /// kstatus's computation for a resource with standard conditions.
 fn kstatus(obj: &Value) -> &'static str {
@@ -58,18 +59,18 @@ fn get(w: &World, kind: &str, name: &str) -> Value {
 pub async fn status_objects_follow_kstatus_and_argo_health() {
     let w = world("kstatus").await;
     w.workspace("ws");
-    w.connection("good", "");
-    w.attach("ws-good", "ws", "good", "");
+    w.connection("good", as_is);
+    w.attach("ws-good", "ws", "good", as_is);
     // A schema someone made by hand: the attachment is stalled.
     w.ws().await.batch_execute("CREATE SCHEMA taken").await.unwrap();
-    w.connection("taken", "");
-    w.attach("ws-taken", "ws", "taken", "");
+    w.connection("taken", as_is);
+    w.attach("ws-taken", "ws", "taken", as_is);
     // A workspace that does not exist yet: in progress.
-    w.attach("nowhere-good", "nowhere", "good", "");
+    w.attach("nowhere-good", "nowhere", "good", as_is);
     // A wrong password: the connection's test fails.
     let wrong = format!("wrong-{}", crate::support::secret_marker());
     w.apply(&secret_yaml("badpw-creds", &[("user", &w.src.user), ("password", &wrong)]));
-    w.connection_only("badpw", "");
+    w.connection_only("badpw", as_is);
     // A workspace whose Secret is missing: waiting for it.
     w.apply(
         "apiVersion: manifold.dev/v1alpha1\nkind: Workspace\nmetadata: { name: nosecret }\n\

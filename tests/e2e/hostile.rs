@@ -9,6 +9,7 @@ use postgres_protocol::escape::escape_literal;
 use crate::attach::world;
 use crate::support::world::{count, foreign_tables, schema_exists};
 use crate::support::{secret_yaml, stdout_ok};
+use crate::support::world::{as_is, include};
 
 /// Values that break naive quoting, each as an option value and as a
 /// password. (Schema names are refused by the CRD itself: see
@@ -52,7 +53,7 @@ pub async fn hostile_values_are_stored_literally_and_harmlessly() {
             w.src.db,
             serde_json::to_string(&value).unwrap()
         ));
-        w.attach(&format!("ws-{name}"), "ws", &name, "");
+        w.attach(&format!("ws-{name}"), "ws", &name, as_is);
         w.wait_ready(&format!("ws-{name}")).await;
         let row = ws
             .query_one(
@@ -72,8 +73,8 @@ pub async fn hostile_values_are_stored_literally_and_harmlessly() {
     // NUL cannot be stored by Postgres: refused, with a message that names
     // the option and not its value.
     w.apply(&secret_yaml("nul-creds", &[("user", &w.src.user), ("password", "before\0after")]));
-    w.connection_only("nul", "");
-    w.attach("ws-nul", "ws", "nul", "");
+    w.connection_only("nul", as_is);
+    w.attach("ws-nul", "ws", "nul", as_is);
     let refused = w.wait_reason("ws-nul", "InvalidSpec").await;
     let message = &conditions::find(&refused.status.as_ref().unwrap().conditions, "Ready").unwrap().message;
     assert!(message.contains("NUL") && message.contains("password") && !message.contains("before"), "{message}");
@@ -83,11 +84,14 @@ pub async fn hostile_values_are_stored_literally_and_harmlessly() {
 pub async fn two_connections_wanting_one_schema() {
     let w = world("same-schema").await;
     w.workspace("ws");
-    w.connection("first", "  schema: shared_name\n");
-    w.attach("ws-first", "ws", "first", "");
+    w.connection("first", |c| c.spec.schema = Some("shared_name".into()));
+    w.attach("ws-first", "ws", "first", as_is);
     w.wait_ready("ws-first").await;
-    w.connection("second", "  schema: shared_name\n  tables: { include: [customers] }\n");
-    w.attach("ws-second", "ws", "second", "");
+    w.connection("second", |c| {
+        c.spec.schema = Some("shared_name".into());
+        include(&["customers"])(c);
+    });
+    w.attach("ws-second", "ws", "second", as_is);
     let conflict = w.wait_reason("ws-second", "SchemaConflict").await;
     let message = &conditions::find(&conflict.status.as_ref().unwrap().conditions, "Ready").unwrap().message;
     assert!(message.contains("ws-first"), "names the owner: {message}");
@@ -104,13 +108,13 @@ pub async fn a_reference_into_another_namespace_reaches_nothing() {
     let mine = world("ref-mine").await;
     let theirs = world("ref-theirs").await;
     theirs.workspace("private");
-    theirs.connection("secret-data", "");
-    theirs.attach("private-data", "private", "secret-data", "");
+    theirs.connection("secret-data", as_is);
+    theirs.attach("private-data", "private", "secret-data", as_is);
     theirs.wait_ready("private-data").await;
 
     // The same names, from another namespace: they resolve in that
     // namespace only, where they do not exist.
-    mine.attach("steal", "private", "secret-data", "");
+    mine.attach("steal", "private", "secret-data", as_is);
     mine.wait_reason("steal", "WorkspaceNotFound").await;
     mine.workspace("private");
     mine.wait_reason("steal", "ConnectionNotFound").await;
@@ -134,13 +138,13 @@ pub async fn what_others_made_is_never_altered_or_dropped() {
     )
     .await
     .unwrap();
-    w.connection("handmade", "");
-    w.attach("ws-handmade", "ws", "handmade", "");
+    w.connection("handmade", as_is);
+    w.attach("ws-handmade", "ws", "handmade", as_is);
     w.wait_reason("ws-handmade", "SchemaConflict").await;
 
     // A table someone put inside our schema holds its detach.
-    w.connection("mixed", "");
-    w.attach("ws-mixed", "ws", "mixed", "");
+    w.connection("mixed", as_is);
+    w.attach("ws-mixed", "ws", "mixed", as_is);
     w.wait_ready("ws-mixed").await;
     ws.batch_execute("CREATE TABLE mixed.notes AS SELECT 'keep me'::text AS body").await.unwrap();
     w.attachments().delete("ws-mixed", &DeleteParams::default()).await.unwrap();

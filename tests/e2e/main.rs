@@ -2,7 +2,8 @@
 //! started by the test support on 127.0.0.1. Build them first with
 //! tests/controlplane/build.sh (the README's test command does).
 
-mod support;
+use manifold_test_support as support;
+use manifold_test_support::tests;
 
 fn main() {
     support::harness::run(tests![

@@ -113,9 +113,9 @@ pub async fn generated_strings_round_trip_through_postgres() {
                 let plan = plan_with_option(&value);
                 let statements = [
                     "BEGIN".to_owned(),
-                    sql::create_server(&plan.server, &plan.wrapper, &plan.server_options),
-                    sql::create_user_mapping(&plan.server, &plan.mapping_options),
-                    sql::comment_on_server(&plan.server, &value),
+                    sql::create_server(&plan.foreign().server, &plan.foreign().wrapper, &plan.foreign().server_options),
+                    sql::create_user_mapping(&plan.foreign().server, &plan.foreign().mapping_options),
+                    sql::comment_on_server(&plan.foreign().server, &value),
                 ];
                 let (_, completed, _) = simple(&client, &statements.join(";\n")).await;
                 prop_assert_eq!(completed, statements.len(), "no statement more, none less");

@@ -10,6 +10,7 @@ use manifold::api::{Workspace, conditions};
 use crate::attach::{World, world};
 use crate::support::world::{count, schema_exists};
 use crate::support::{Postgres, operator, secret_yaml, stdout_ok, wait_for};
+use crate::support::world::{as_is, interval};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -77,8 +78,8 @@ pub async fn planted_functions_never_run_as_the_operator() {
         .await
         .unwrap();
     w.workspace("ws");
-    w.connection("src", "");
-    w.attach("ws-src", "ws", "src", "");
+    w.connection("src", as_is);
+    w.attach("ws-src", "ws", "src", as_is);
     w.wait_ready("ws-src").await;
     w.wait_test_reason("src", "Passed").await;
     // A few resyncs at rest, then a detach.
@@ -100,7 +101,7 @@ pub async fn the_fdw_plugin_installs_only_what_an_admin_allowed() {
         "apiVersion: manifold.dev/v1alpha1\nkind: Connection\nmetadata: { name: sneaky }\nspec:\n\
          \x20 plugin: { fdw: { extension: dblink, wrapper: postgres_fdw, serverOptions: { host: 127.0.0.1 }, remoteSchema: public } }\n",
     );
-    w.attach("ws-sneaky", "ws", "sneaky", "");
+    w.attach("ws-sneaky", "ws", "sneaky", as_is);
     let att = w.wait_reason("ws-sneaky", "InvalidSpec").await;
     let message = ready_message(&att);
     assert!(message.contains("not allowed by the cluster admin"), "{message}");
@@ -123,7 +124,7 @@ pub async fn a_password_is_required_even_for_a_superuser_workspace() {
          \x20 credentials: {{ secretRef: {{ name: su-creds }} }}\n",
         w.pg.port, w.src.db
     ));
-    w.attach("ws-other", "ws", "other", "");
+    w.attach("ws-other", "ws", "other", as_is);
     let att = w.wait_reason("ws-other", "SecretKeyMissing").await;
     let message = ready_message(&att);
     assert!(message.contains("password"), "{message}");
@@ -179,8 +180,8 @@ pub async fn a_least_privilege_role_is_told_what_to_grant() {
     let admin = w.ws_admin().await;
     admin.batch_execute("DROP EXTENSION postgres_fdw").await.unwrap();
     w.workspace("ws");
-    w.connection("src", "");
-    w.attach("ws-src", "ws", "src", "");
+    w.connection("src", as_is);
+    w.attach("ws-src", "ws", "src", as_is);
     let att = w.wait_reason("ws-src", "ExtensionMissing").await;
     let message = ready_message(&att);
     assert!(message.contains("CREATE EXTENSION postgres_fdw SCHEMA public"), "{message}");
@@ -234,8 +235,8 @@ pub async fn tls_to_a_workspace_honours_sslmode_and_its_ca() {
     assert!(byip.contains("NotValidForName") || byip.to_lowercase().contains("not valid for name"), "wrong host name: {byip}");
 
     // The whole attach path over verify-full, and every session encrypted.
-    w.connection("src", "");
-    w.attach("full-src", "full", "src", "");
+    w.connection("src", as_is);
+    w.attach("full-src", "full", "src", as_is);
     w.wait_ready("full-src").await;
     let admin = tls.connect(&w.ws_db).await;
     let row = admin
@@ -256,8 +257,8 @@ pub async fn tls_to_a_workspace_honours_sslmode_and_its_ca() {
 pub async fn credentials_stay_out_of_what_other_roles_can_read() {
     let w = world("catalog").await;
     w.workspace("ws");
-    w.connection("src", "");
-    w.attach("ws-src", "ws", "src", "");
+    w.connection("src", as_is);
+    w.attach("ws-src", "ws", "src", as_is);
     w.wait_ready("ws-src").await;
     let nosy = format!("{}_nosy", w.ws_db);
     w.pg.connect("postgres").await.batch_execute(&format!("CREATE ROLE {nosy} LOGIN PASSWORD 'nosy'")).await.unwrap();
@@ -276,7 +277,7 @@ pub async fn credentials_stay_out_of_what_other_roles_can_read() {
 pub async fn the_longest_accepted_durations_do_not_crash_the_operator() {
     let w = world("durations").await;
     w.workspace("ws");
-    w.connection("long", "  test: { interval: 999999h999999h999999h999999h }\n");
+    w.connection("long", interval("999999h999999h999999h999999h"));
     w.credentials("slow", &w.src.password);
     w.apply(&format!(
         "apiVersion: manifold.dev/v1alpha1\nkind: Connection\nmetadata: {{ name: slow }}\nspec:\n\
@@ -284,8 +285,8 @@ pub async fn the_longest_accepted_durations_do_not_crash_the_operator() {
          \x20 credentials: {{ secretRef: {{ name: slow-creds }} }}\n",
         w.pg.port, w.src.db
     ));
-    w.attach("ws-long", "ws", "long", "");
-    w.attach("ws-slow", "ws", "slow", "");
+    w.attach("ws-long", "ws", "long", as_is);
+    w.attach("ws-slow", "ws", "slow", as_is);
     w.wait_ready("ws-long").await;
     w.wait_ready("ws-slow").await;
     w.wait_test_reason("long", "Passed").await;

@@ -11,6 +11,7 @@ use manifold::api::{Workspace, conditions};
 
 use crate::attach::{World, world};
 use crate::support::{FakeSource, control_plane, secret_marker, secret_yaml, stdout_ok, unlabelled_secret_yaml, wait_for};
+use crate::support::world::{as_is};
 
 /// A ServiceAccount that may write the three kinds, and nothing else.
 fn tenant_rbac(name: &str) -> String {
@@ -70,7 +71,7 @@ pub async fn a_tenant_cannot_name_a_secret_it_cannot_read() {
     let trap = FakeSource::start("password authentication failed for user \"postgres\"").await;
     let admin_password = format!("admin-{}", secret_marker());
     w.apply(&secret_yaml("db-admin", &[("user", "postgres"), ("password", &admin_password), ("uri", &w.pg.admin_uri(&w.ws_db))]));
-    w.connection("legit", "");
+    w.connection("legit", as_is);
     w.apply(&tenant_rbac("tenant"));
     let kubeconfig = cp.token_kubeconfig(&w.t.ns, "tenant");
     let as_tenant = |yaml: &str| cp.kubectl_stdin(&["--kubeconfig", kubeconfig.to_str().unwrap(), "-n", &w.t.ns, "apply", "-f", "-"], yaml);
@@ -122,7 +123,7 @@ pub async fn a_secret_nobody_opted_in_is_never_read() {
     let password = format!("plain-{}", secret_marker());
     w.apply(&unlabelled_secret_yaml("plain", &[("user", "someone"), ("password", &password)]));
     w.apply(&connection_to("plain", trap.port, "plain"));
-    w.attach("ws-plain", "ws", "plain", "");
+    w.attach("ws-plain", "ws", "plain", as_is);
     let conn = w.wait_test_reason("plain", "SecretNotPermitted").await;
     let test = conn.status.as_ref().unwrap().test.clone().unwrap();
     assert!(test.message.contains("manifold.dev/credentials=true"), "{}", test.message);

@@ -10,6 +10,7 @@ use manifold::api::{Connection, TestOutcome, conditions};
 
 use crate::attach::{World, world};
 use crate::support::{control_plane, operator, secret_yaml, stdout_ok};
+use crate::support::world::{as_is, interval};
 
 
 /// No leftover of a test in the workspace database.
@@ -34,7 +35,7 @@ fn condition(conn: &Connection, type_: &str) -> (String, String) {
 pub async fn good_credentials_pass_and_leave_nothing_behind() {
     let w = world("test-good").await;
     w.workspace("ws");
-    w.connection("sales", "");
+    w.connection("sales", as_is);
     let conn = w.wait_test("sales", "Passed", |t| t.result == TestOutcome::Passed).await;
     let test = conn.status.as_ref().unwrap().test.clone().unwrap();
     assert_eq!(test.tables, Some(2));
@@ -57,7 +58,7 @@ pub async fn each_failure_has_a_reason_that_says_what_to_fix_and_no_secret_leaks
 
     // Wrong password.
     w.apply(&secret_yaml("badpw-creds", &[("user", &w.src.user), ("password", &wrong_password)]));
-    w.connection_only("badpw", "");
+    w.connection_only("badpw", as_is);
     // Nothing listening on the port.
     let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     w.credentials("nohost", &w.src.password);
@@ -76,7 +77,7 @@ pub async fn each_failure_has_a_reason_that_says_what_to_fix_and_no_secret_leaks
         w.pg.port, w.src.db
     ));
     // A missing Secret.
-    w.connection_only("nosecret", "");
+    w.connection_only("nosecret", as_is);
     // A steampipe plugin whose extension is not installed.
     w.apply(
         "apiVersion: manifold.dev/v1alpha1\nkind: Connection\nmetadata: { name: aws }\n\
@@ -139,7 +140,7 @@ pub async fn each_failure_has_a_reason_that_says_what_to_fix_and_no_secret_leaks
 
 pub async fn no_workspace_means_unknown_until_one_is_ready() {
     let w = world("test-nows").await;
-    w.connection("lonely", "");
+    w.connection("lonely", as_is);
     let conn = w.wait_test_reason("lonely", "NoWorkspace").await;
     assert_eq!(conn.status.as_ref().unwrap().test.as_ref().unwrap().result, TestOutcome::Unknown);
     assert_eq!(condition(&conn, "Verified"), ("Unknown".into(), "NoWorkspace".into()));
@@ -150,13 +151,13 @@ pub async fn no_workspace_means_unknown_until_one_is_ready() {
 pub async fn a_periodic_test_runs_again_after_its_interval() {
     let w = world("test-periodic").await;
     w.workspace("ws");
-    w.connection("ticking", "  test: { interval: 2s }\n");
+    w.connection("ticking", interval("2s"));
     let first = w.wait_test("ticking", "Passed", |t| t.result == TestOutcome::Passed).await;
     let first_at = first.status.unwrap().test.unwrap().tested_at;
     w.wait_test("ticking", "tested again", |t| t.tested_at > first_at).await;
 
     // interval 0 turns it off.
-    w.connection_only("ticking", "  test: { interval: \"0\" }\n");
+    w.connection_only("ticking", interval("0"));
     let off = w.wait_test("ticking", "the new generation", |t| t.observed_generation == Some(2)).await;
     let at = off.status.unwrap().test.unwrap().tested_at;
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -167,10 +168,10 @@ pub async fn a_periodic_test_runs_again_after_its_interval() {
 pub async fn manifold_test_is_the_test_connection_button() {
     let w = world("test-cli").await;
     w.workspace("ws");
-    w.connection("good", "");
+    w.connection("good", as_is);
     let not_the_password = format!("not-the-password-{}", crate::support::secret_marker());
     w.apply(&secret_yaml("bad-creds", &[("user", &w.src.user), ("password", &not_the_password)]));
-    w.connection_only("bad", "");
+    w.connection_only("bad", as_is);
     w.wait_test("good", "first", |_| true).await;
     w.wait_test("bad", "first", |_| true).await;
 

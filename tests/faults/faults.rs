@@ -4,7 +4,9 @@ use std::time::{Duration, Instant};
 use manifold::api::TestOutcome;
 
 use crate::support::world::{World, WAIT, count, foreign_tables, schema_exists, server_exists, world_without_operator};
+use crate::support::objects;
 use crate::support::{Operator, Postgres, Proxy, control_plane, wait_for};
+use crate::support::world::{as_is, include, interval};
 
 /// One fault at a time: some of them disturb everything around them.
 pub static SERIAL: Mutex<()> = Mutex::new(());
@@ -17,14 +19,11 @@ pub fn operator_for(w: &World, extra: &[&str]) -> Operator {
 }
 
 /// A postgres Connection to `w`'s source through 127.0.0.1:`port`.
-pub fn connection_via(w: &World, name: &str, port: u16, extra: &str) {
+pub fn connection_via(w: &World, name: &str, port: u16, change: impl FnOnce(&mut manifold::api::Connection)) {
     w.credentials(name, &w.src.password);
-    w.apply(&format!(
-        "apiVersion: manifold.dev/v1alpha1\nkind: Connection\nmetadata: {{ name: {name} }}\nspec:\n\
-         \x20 plugin:\n    postgres: {{ host: 127.0.0.1, port: {port}, database: {} }}\n\
-         \x20 credentials: {{ secretRef: {{ name: {name}-creds }} }}\n{extra}",
-        w.src.db
-    ));
+    let mut conn = objects::postgres_connection(name, "127.0.0.1", port, &w.src.db, &format!("{name}-creds"));
+    change(&mut conn);
+    w.apply_object(&conn);
 }
 
 pub async fn postgres_killed_mid_attach_leaves_nothing_half_made() {
@@ -40,8 +39,8 @@ pub async fn postgres_killed_mid_attach_leaves_nothing_half_made() {
     // The import will hang on its remote connection, inside the transaction
     // that already created the server, the mapping and the schema.
     proxy.pause(true);
-    connection_via(&w, "src", proxy.port, "  test: { interval: \"0\" }\n");
-    w.attach("ws-src", "ws", "src", "");
+    connection_via(&w, "src", proxy.port, interval("0"));
+    w.attach("ws-src", "ws", "src", as_is);
     let ws = own.connect(&db).await;
     wait_for("an attach in flight", WAIT, || async {
         let n = count(
@@ -76,7 +75,7 @@ pub async fn operator_killed_mid_batch_converges_without_duplicates() {
     let op = operator_for(&w, &["--pool-size", "1"]);
     w.workspace("ws");
     let n = 30;
-    let yaml = w.bulk_yaml(n, proxy.port, |_| "ws".to_owned(), "  test: { interval: \"0\" }\n");
+    let yaml = w.bulk_yaml(n, proxy.port, |_| "ws".to_owned(), interval("0"));
     w.credentials("shared", &w.src.password);
     w.apply(&yaml);
     let ready = || w.ready_count();
@@ -107,16 +106,16 @@ pub async fn watches_resume_after_an_apiserver_restart() {
     let w = world_without_operator("restart-api").await;
     let op = operator_for(&w, &[]);
     w.workspace("ws");
-    w.connection("before", "");
-    w.attach("ws-before", "ws", "before", "");
+    w.connection("before", as_is);
+    w.attach("ws-before", "ws", "before", as_is);
     w.wait_ready("ws-before").await;
 
     let started = Instant::now();
     control_plane().devenv.command("restart-apiserver");
     println!("apiserver restarted in {:?}", started.elapsed());
     // A change made after the restart is reconciled by the same process.
-    w.connection("after", "");
-    w.attach("ws-after", "ws", "after", "");
+    w.connection("after", as_is);
+    w.attach("ws-after", "ws", "after", as_is);
     w.wait_ready("ws-after").await;
     assert_eq!(count(&w.ws().await, "SELECT count(*) FROM after.orders").await, 3);
     assert_eq!(op.try_admin_get("/healthz").map(|r| r.0), Some(200), "the operator is still the same process");
@@ -137,9 +136,9 @@ pub async fn a_source_that_goes_away_and_comes_back() {
          \x20 credentials: {{ secretRef: {{ name: away-creds }} }}\n  test: {{ interval: 2s }}\n",
         remote.port, src.db
     ));
-    w.connection("stays", "");
-    w.attach("ws-away", "ws", "away", "");
-    w.attach("ws-stays", "ws", "stays", "");
+    w.connection("stays", as_is);
+    w.attach("ws-away", "ws", "away", as_is);
+    w.attach("ws-stays", "ws", "stays", as_is);
     w.wait_ready("ws-away").await;
     w.wait_ready("ws-stays").await;
     w.wait_test("away", "Passed", |t| t.result == TestOutcome::Passed).await;
@@ -159,8 +158,8 @@ pub async fn a_slow_workspace_times_out_and_blocks_no_other() {
     let w = world_without_operator("slow-ws").await;
     let op = operator_for(&w, &[]);
     w.workspace("slow");
-    w.connection("src", "");
-    w.attach("slow-src", "slow", "src", "");
+    w.connection("src", as_is);
+    w.attach("slow-src", "slow", "src", as_is);
     w.wait_ready("slow-src").await;
 
     // Someone holds a lock on a table of the schema; the re-import that a
@@ -169,7 +168,7 @@ pub async fn a_slow_workspace_times_out_and_blocks_no_other() {
     // (A foreign table cannot be LOCKed; reading it in an open transaction
     // holds the lock that DROP must wait for.)
     holder.batch_execute("BEGIN; SELECT count(*) FROM src.orders").await.unwrap();
-    w.connection_only("src", "  tables: { include: [customers] }\n");
+    w.connection_only("src", include(&["customers"]));
     let started = Instant::now();
     w.wait_reason("slow-src", "Timeout").await;
     println!("Timeout reported after {:?}", started.elapsed());
@@ -177,7 +176,7 @@ pub async fn a_slow_workspace_times_out_and_blocks_no_other() {
     // Another workspace is not held up meanwhile.
     let fast_db = w.pg.database("slow-ws-fast").await;
     w.workspace_on("fast", w.pg, &fast_db);
-    w.attach("fast-src", "fast", "src", "");
+    w.attach("fast-src", "fast", "src", as_is);
     let fast_started = Instant::now();
     w.wait_ready("fast-src").await;
     let fast = fast_started.elapsed();

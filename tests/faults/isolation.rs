@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use super::faults::{SERIAL, connection_via, operator_for};
 use crate::support::world::{WAIT, count, world_without_operator};
 use crate::support::{Operator, Postgres, control_plane, postgres, secret_yaml, silent_source, stdout_ok, unique, wait_for};
+use crate::support::world::{as_is};
 
 /// Six sources that accept TCP and never answer, attached to one workspace:
 /// each reports Timeout or HostUnreachable within its connect timeout (10 s
@@ -22,8 +23,8 @@ pub async fn silent_sources_do_not_stall_a_workspace() {
     let started = Instant::now();
     for i in 0..6 {
         let port = silent_source().await;
-        connection_via(&w, &format!("mute{i}"), port, "");
-        w.attach(&format!("ws-mute{i}"), "ws", &format!("mute{i}"), "");
+        connection_via(&w, &format!("mute{i}"), port, as_is);
+        w.attach(&format!("ws-mute{i}"), "ws", &format!("mute{i}"), as_is);
     }
     let mut reported = Vec::new();
     for i in 0..6 {
@@ -42,8 +43,8 @@ pub async fn silent_sources_do_not_stall_a_workspace() {
     // They keep retrying, and keep failing; a healthy attachment is not
     // held behind them.
     let healthy = Instant::now();
-    w.connection("healthy", "");
-    w.attach("ws-healthy", "ws", "healthy", "");
+    w.connection("healthy", as_is);
+    w.attach("ws-healthy", "ws", "healthy", as_is);
     w.wait_ready("ws-healthy").await;
     let took = healthy.elapsed();
     println!("a healthy attachment beside them was Ready after {took:?}");
@@ -145,8 +146,8 @@ pub async fn a_workspace_whose_database_is_gone_gives_up() {
     let db = own.database("ws").await;
     let _op = operator_for(&w, &["--cleanup-timeout", "6s"]);
     w.workspace_on("ws", &own, &db);
-    w.connection("src", "");
-    w.attach("ws-src", "ws", "src", "");
+    w.connection("src", as_is);
+    w.attach("ws-src", "ws", "src", as_is);
     w.wait_ready("ws-src").await;
     own.devenv.command("stop");
     let started = Instant::now();

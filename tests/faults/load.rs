@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use super::faults::SERIAL;
 use crate::support::world::{count, world_without_operator};
 use crate::support::{Operator, control_plane, secret_yaml, wait_for};
+use crate::support::world::{as_is};
 
 fn rss_kib(pid: u64, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -33,7 +34,7 @@ pub async fn two_hundred_attachments_changed_at_once() {
         dbs.push(db);
     }
     w.credentials("shared", &w.src.password);
-    let yaml = w.bulk_yaml(n, w.pg.port, |i| format!("ws{}", i % workspaces), "");
+    let yaml = w.bulk_yaml(n, w.pg.port, |i| format!("ws{}", i % workspaces), as_is);
     let started = Instant::now();
     w.apply(&yaml);
     let ready = || w.ready_count();

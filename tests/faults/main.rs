@@ -7,8 +7,8 @@
 //! apiserver restart would disturb anything running beside it, so the tests
 //! here run one at a time.
 
-#[path = "../e2e/support/mod.rs"]
-mod support;
+use manifold_test_support as support;
+use manifold_test_support::tests;
 
 mod faults;
 mod isolation;

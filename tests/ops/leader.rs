@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::world::{WAIT, world_without_operator};
 use crate::support::{Operator, control_plane, stdout_ok, wait_for};
+use crate::support::world::{as_is};
 
 fn leading(op: &Operator) -> bool {
     op.logs().contains("leading: controllers starting")
@@ -26,8 +27,8 @@ pub async fn one_leader_reconciles_and_a_standby_takes_over() {
     assert!(holder.ends_with(&format!("-{}", first.pid())), "the first process holds the Lease, not {holder}");
 
     w.workspace("ws");
-    w.connection("one", "");
-    w.attach("ws-one", "ws", "one", "");
+    w.connection("one", as_is);
+    w.attach("ws-one", "ws", "one", as_is);
     w.wait_ready("ws-one").await;
     assert!(first.logs().contains("attached"));
     assert!(!leading(&second), "only one leader");
@@ -47,8 +48,8 @@ pub async fn one_leader_reconciles_and_a_standby_takes_over() {
     let takeover = killed.elapsed();
     println!("takeover after {takeover:?}");
     assert!(takeover < Duration::from_secs(30), "took {takeover:?}");
-    w.connection("two", "");
-    w.attach("ws-two", "ws", "two", "");
+    w.connection("two", as_is);
+    w.attach("ws-two", "ws", "two", as_is);
     w.wait_ready("ws-two").await;
     assert_eq!(second.metric("manifold_leader"), 1.0);
 }

@@ -3,8 +3,8 @@
 //! and the metrics. A test binary of its own, so that no operator watching
 //! every namespace runs beside the ones these tests start.
 
-#[path = "../e2e/support/mod.rs"]
-mod support;
+use manifold_test_support as support;
+use manifold_test_support::tests;
 
 fn main() {
     support::harness::run(tests![

@@ -8,6 +8,7 @@ use manifold::api::TestOutcome;
 
 use crate::support::world::{WAIT, schema_exists, world_without_operator};
 use crate::support::{Operator, control_plane, namespace, repo_root, stdout_ok, wait_for};
+use crate::support::world::{as_is};
 
 pub async fn the_chart_rbac_is_enough_and_no_more() {
     let cp = control_plane();
@@ -38,10 +39,10 @@ pub async fn the_chart_rbac_is_enough_and_no_more() {
 
     // Attach, test, detach.
     w.workspace("ws");
-    w.connection("sales", "");
-    w.attach("ws-sales", "ws", "sales", "");
-    w.connection("stays", "");
-    w.attach("ws-stays", "ws", "stays", "");
+    w.connection("sales", as_is);
+    w.attach("ws-sales", "ws", "sales", as_is);
+    w.connection("stays", as_is);
+    w.attach("ws-stays", "ws", "stays", as_is);
     w.wait_ready("ws-sales").await;
     w.wait_ready("ws-stays").await;
     w.wait_test("sales", "Passed", |t| t.result == TestOutcome::Passed).await;

@@ -7,6 +7,7 @@ use manifold::api::conditions;
 
 use crate::support::world::{count, world_without_operator};
 use crate::support::{Operator, control_plane};
+use crate::support::world::{as_is};
 
 pub async fn the_admin_fences_sources_and_allows_wrappers() {
     let w = world_without_operator("fence").await;
@@ -24,7 +25,7 @@ pub async fn the_admin_fences_sources_and_allows_wrappers() {
              \x20 credentials: {{ secretRef: {{ name: shared-creds }} }}\n",
             w.pg.port, w.src.db
         ));
-        w.attach(&format!("ws-{name}"), "ws", name, "");
+        w.attach(&format!("ws-{name}"), "ws", name, as_is);
     };
     postgres("inside", "127.0.0.1");
     postgres("by-address", "127.0.0.2");
@@ -37,7 +38,7 @@ pub async fn the_admin_fences_sources_and_allows_wrappers() {
              \x20 credentials: {{ secretRef: {{ name: shared-creds }} }}\n",
             w.pg.port, w.src.db
         ));
-        w.attach(&format!("ws-{name}"), "ws", name, "");
+        w.attach(&format!("ws-{name}"), "ws", name, as_is);
     };
     generic("generic", "");
     generic("generic-extra", ", passfile: /etc/passwd");

@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use kube::api::Api;
-use manifold::api::{Connection, TestResult, WorkspaceConnection, conditions};
+use manifold::api::{Connection, TablesSpec, TestResult, TestSpec, WorkspaceConnection, conditions};
 
-use super::{Postgres, Source, TestNs, namespace, postgres, secret_yaml, stdout_ok, wait_for};
+use crate::objects::{self, yaml};
+use crate::{Postgres, Source, TestNs, namespace, postgres, stdout_ok, wait_for};
 
 pub const WAIT: Duration = Duration::from_secs(60);
 
@@ -32,8 +33,15 @@ pub async fn world_on(pg: &'static Postgres, prefix: &str) -> World {
 }
 
 impl World {
+    /// `kubectl apply` of YAML as a person writes it.
     pub fn apply(&self, yaml: &str) {
         stdout_ok(&self.t.apply(yaml));
+    }
+
+    /// Server-side apply of a typed object, as a GitOps controller applies.
+    pub fn apply_object<K: serde::Serialize>(&self, object: &K) {
+        let args = ["-n", self.t.ns.as_str(), "apply", "--server-side", "--force-conflicts", "--field-manager", "manifold-tests", "-f", "-"];
+        stdout_ok(&crate::control_plane().kubectl_stdin(&args, &yaml(object)));
     }
 
     /// A Workspace on database `db` of `pg`, with its URI Secret: the
@@ -44,11 +52,8 @@ impl World {
 
     /// A Workspace whose URI Secret holds `uri`.
     pub fn workspace_uri(&self, name: &str, uri: &str) {
-        self.apply(&secret_yaml(&format!("{name}-db"), &[("uri", uri)]));
-        self.apply(&format!(
-            "apiVersion: manifold.dev/v1alpha1\nkind: Workspace\nmetadata: {{ name: {name} }}\n\
-             spec: {{ database: {{ secretRef: {{ name: {name}-db }} }} }}\n"
-        ));
+        self.apply_object(&objects::secret(&format!("{name}-db"), &[("uri", uri)]));
+        self.apply_object(&objects::workspace(name, &format!("{name}-db")));
     }
 
     pub fn workspace(&self, name: &str) {
@@ -57,31 +62,28 @@ impl World {
 
     /// The credentials Secret of connection `name`.
     pub fn credentials(&self, name: &str, password: &str) {
-        self.apply(&secret_yaml(&format!("{name}-creds"), &[("user", &self.src.user), ("password", password)]));
+        self.apply_object(&objects::secret(&format!("{name}-creds"), &[("user", &self.src.user), ("password", password)]));
     }
 
-    /// A postgres Connection to the source database; `extra` is more YAML
-    /// under `spec` (indented two spaces).
-    pub fn connection(&self, name: &str, extra: &str) {
+    /// A postgres Connection to the source database, with its credentials
+    /// Secret; `change` adjusts it before it is applied.
+    pub fn connection(&self, name: &str, change: impl FnOnce(&mut Connection)) {
         self.credentials(name, &self.src.password);
-        self.connection_only(name, extra);
+        self.connection_only(name, change);
     }
 
-    pub fn connection_only(&self, name: &str, extra: &str) {
-        self.apply(&format!(
-            "apiVersion: manifold.dev/v1alpha1\nkind: Connection\nmetadata: {{ name: {name} }}\nspec:\n\
-             \x20 plugin:\n    postgres: {{ host: 127.0.0.1, port: {port}, database: {db} }}\n\
-             \x20 credentials: {{ secretRef: {{ name: {name}-creds }} }}\n{extra}",
-            port = self.pg.port,
-            db = self.src.db,
-        ));
+    /// The Connection alone, its credentials Secret as it is.
+    pub fn connection_only(&self, name: &str, change: impl FnOnce(&mut Connection)) {
+        let mut conn = objects::postgres_connection(name, "127.0.0.1", self.pg.port, &self.src.db, &format!("{name}-creds"));
+        change(&mut conn);
+        self.apply_object(&conn);
     }
 
-    pub fn attach(&self, name: &str, workspace: &str, connection: &str, extra: &str) {
-        self.apply(&format!(
-            "apiVersion: manifold.dev/v1alpha1\nkind: WorkspaceConnection\nmetadata: {{ name: {name} }}\n\
-             spec:\n  workspace: {workspace}\n  connection: {connection}\n{extra}"
-        ));
+    /// An attachment; `change` adjusts it before it is applied.
+    pub fn attach(&self, name: &str, workspace: &str, connection: &str, change: impl FnOnce(&mut WorkspaceConnection)) {
+        let mut att = objects::attachment(name, workspace, connection);
+        change(&mut att);
+        self.apply_object(&att);
     }
 
     pub async fn wait_workspace_ready(&self, name: &str) {
@@ -101,22 +103,18 @@ impl World {
 
     /// YAML for `n` Connections `c<i>` to the source through 127.0.0.1:`port`,
     /// all with the Secret `shared-creds`, each attached as `a<i>` to the
-    /// workspace `workspace(i)`; `extra` is more YAML under each
-    /// Connection's spec.
-    pub fn bulk_yaml(&self, n: usize, port: u16, workspace: impl Fn(usize) -> String, extra: &str) -> String {
-        let mut yaml = String::new();
+    /// workspace `workspace(i)`; `change` adjusts each Connection.
+    pub fn bulk_yaml(&self, n: usize, port: u16, workspace: impl Fn(usize) -> String, change: impl Fn(&mut Connection)) -> String {
+        let mut out = String::new();
         for i in 0..n {
-            yaml.push_str(&format!(
-                "---\napiVersion: manifold.dev/v1alpha1\nkind: Connection\nmetadata: {{ name: c{i} }}\nspec:\n\
-                 \x20 plugin:\n    postgres: {{ host: 127.0.0.1, port: {port}, database: {} }}\n\
-                 \x20 credentials: {{ secretRef: {{ name: shared-creds }} }}\n{extra}\
-                 ---\napiVersion: manifold.dev/v1alpha1\nkind: WorkspaceConnection\nmetadata: {{ name: a{i} }}\n\
-                 spec: {{ workspace: {}, connection: c{i} }}\n",
-                self.src.db,
-                workspace(i)
-            ));
+            let mut conn = objects::postgres_connection(&format!("c{i}"), "127.0.0.1", port, &self.src.db, "shared-creds");
+            change(&mut conn);
+            out.push_str("---\n");
+            out.push_str(&yaml(&conn));
+            out.push_str("---\n");
+            out.push_str(&yaml(&objects::attachment(&format!("a{i}"), &workspace(i), &format!("c{i}"))));
         }
-        yaml
+        out
     }
 
     pub fn attachments(&self) -> Api<WorkspaceConnection> {
@@ -235,3 +233,23 @@ impl World {
     }
 }
 
+
+/// Imports only these remote tables.
+pub fn include(tables: &[&str]) -> impl Fn(&mut Connection) {
+    let tables: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
+    move |c| c.spec.tables = Some(TablesSpec { include: tables.clone(), exclude: Vec::new() })
+}
+
+/// Tests every `interval` (`"0"`: never again after the first).
+pub fn interval(interval: &str) -> impl Fn(&mut Connection) {
+    let interval = interval.to_owned();
+    move |c| c.spec.test = Some(TestSpec { interval: Some(interval.clone()), workspace: None })
+}
+
+/// Leaves the connection as it is.
+pub fn as_is<K>(_: &mut K) {}
+
+/// `deletionPolicy: Orphan`.
+pub fn orphan(att: &mut WorkspaceConnection) {
+    att.spec.deletion_policy = manifold::api::DeletionPolicy::Orphan;
+}

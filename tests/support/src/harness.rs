@@ -14,7 +14,7 @@ pub type TestFn = fn() -> Pin<Box<dyn Future<Output = ()>>>;
 #[macro_export]
 macro_rules! tests {
     ($($module:ident :: $name:ident),* $(,)?) => {
-        vec![$((concat!(stringify!($module), "::", stringify!($name)), (|| Box::pin($module::$name())) as $crate::support::harness::TestFn)),*]
+        vec![$((concat!(stringify!($module), "::", stringify!($name)), (|| Box::pin($module::$name())) as $crate::harness::TestFn)),*]
     };
 }
 
@@ -31,7 +31,7 @@ pub fn run(tests: Vec<(&'static str, TestFn)>) -> ! {
         })
         .collect();
     let conclusion = libtest_mimic::run(&args, trials);
-    if !args.list && super::CONTROL_PLANE.get().is_some() {
+    if !args.list && crate::cluster::CONTROL_PLANE.get().is_some() {
         match secret_scan() {
             Ok(summary) => println!("secret scan: ok ({summary})"),
             Err(leak) => {
@@ -46,26 +46,26 @@ pub fn run(tests: Vec<(&'static str, TestFn)>) -> ! {
 /// Looks for the run's secret marker in every operator log, every Event and
 /// every Manifold object (spec and status) of the control plane.
 fn secret_scan() -> Result<String, String> {
-    let marker = super::secret_marker();
-    let cp = super::control_plane();
+    let marker = crate::secret_marker();
+    let cp = crate::control_plane();
     let mut leaks = Vec::new();
-    let logs = super::operator_logs();
+    let logs = crate::operator_logs();
     for log in &logs {
         let text = std::fs::read_to_string(log).unwrap_or_default();
         if text.contains(marker) {
             leaks.push(format!("operator log {}", log.display()));
         }
     }
-    let events = super::stdout_ok(&cp.kubectl(&["get", "events", "-A", "-o", "json"]));
+    let events = crate::stdout_ok(&cp.kubectl(&["get", "events", "-A", "-o", "json"]));
     if events.contains(marker) {
         leaks.push("an Event".to_owned());
     }
-    let objects = super::stdout_ok(&cp.kubectl(&["get", "conn,mws,wsconn", "-A", "-o", "json"]));
+    let objects = crate::stdout_ok(&cp.kubectl(&["get", "conn,mws,wsconn", "-A", "-o", "json"]));
     if objects.contains(marker) {
         leaks.push("a Manifold object's spec or status".to_owned());
     }
     // The marker is really in use: the scan would see a leak.
-    let secrets = super::stdout_ok(&cp.kubectl(&["get", "secrets", "-A", "-o", "json"]));
+    let secrets = crate::stdout_ok(&cp.kubectl(&["get", "secrets", "-A", "-o", "json"]));
     let used = secrets.contains(&base64_of(marker)) || secrets.contains(marker);
     if leaks.is_empty() {
         Ok(format!(
