@@ -142,8 +142,9 @@ pub enum PluginError {
     Invalid(String),
 }
 
-/// The plugin's label, known from the spec alone.
-pub fn label(plugin: &PluginSpec) -> String {
+/// The plugin's label, known from the spec alone (`aggregator` without one).
+pub fn label(plugin: Option<&PluginSpec>) -> String {
+    let Some(plugin) = plugin else { return "aggregator".into() };
     match (&plugin.postgres, &plugin.steampipe, &plugin.fdw) {
         (Some(_), _, _) => "postgres".into(),
         (_, Some(s), _) => format!("steampipe/{}", s.name),

@@ -29,8 +29,11 @@ use super::{NETWORK_HOST_CEL, POSTGRES_OPTIONS, SecretRef, schema_name_cel};
     printcolumn(name = "Reason", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].reason"#, priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
-#[x_kube(validation = Rule::new("!has(self.plugin.postgres) || has(self.credentials)")
+#[x_kube(validation = Rule::new("has(self.plugin) != has(self.aggregator)").message("exactly one of plugin or aggregator must be set"))]
+#[x_kube(validation = Rule::new("!has(self.plugin) || !has(self.plugin.postgres) || has(self.credentials)")
     .message("a postgres connection needs credentials.secretRef, with keys user and password"))]
+#[x_kube(validation = Rule::new("!has(self.aggregator) || (!has(self.credentials) && !has(self.tables) && !has(self.test))")
+    .message("an aggregator has no credentials, tables or test of its own: its members have"))]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionSpec {
     /// The schema that holds this connection's tables in every workspace.
@@ -43,8 +46,14 @@ pub struct ConnectionSpec {
     ))]
     pub schema: Option<String>,
     /// The foreign-data wrapper and its settings: exactly one of `postgres`,
-    /// `steampipe` or `fdw`.
-    pub plugin: PluginSpec,
+    /// `steampipe` or `fdw`. Exactly one of `plugin` and `aggregator`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<PluginSpec>,
+    /// Instead of a plugin: one schema of views, each the `UNION ALL` of a
+    /// table across the member connections attached to the same workspace,
+    /// as Steampipe's aggregators are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregator: Option<AggregatorSpec>,
     /// The Secret whose keys become the user mapping. For `postgres`: keys
     /// `user` and `password` (required). For `fdw`: every key is a
     /// user-mapping option the cluster admin allowed for the wrapper. For
@@ -60,6 +69,22 @@ pub struct ConnectionSpec {
     /// When and where this connection is tested.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test: Option<TestSpec>,
+}
+
+/// Which connections an aggregator covers: names and globs (`aws-*`), or a
+/// label selector, or both. Membership includes connections created later.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[x_kube(validation = Rule::new("(has(self.connections) && size(self.connections) > 0) || has(self.selector)")
+    .message("an aggregator needs connections (names or globs) or a selector"))]
+#[serde(rename_all = "camelCase")]
+pub struct AggregatorSpec {
+    /// Connection names, or globs with `*` and `?`, in this namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub connections: Vec<String>,
+    /// Connections whose labels match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
 }
 
 /// The foreign-data wrapper of a connection. Exactly one field is set.
@@ -229,6 +254,9 @@ pub struct ConnectionStatus {
     /// The workspaces that use this connection, sorted by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workspaces: Vec<WorkspaceUse>,
+    /// An aggregator's members: each matching connection and its state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberState>,
     /// The number of entries in `workspaces`.
     #[serde(default)]
     pub workspace_count: i32,
@@ -278,6 +306,17 @@ pub struct TestResult {
     /// tested: a new version is tested again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<String>,
+}
+
+/// One member of an aggregator.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberState {
+    /// Name of the member Connection.
+    pub name: String,
+    /// `Ready`, or the reason it is left out (its own Ready reason, or
+    /// `NotAttached` where no attachment to the workspace exists).
+    pub state: String,
 }
 
 /// One workspace as seen from a connection.

@@ -79,6 +79,10 @@ reasons! {
     KubernetesApi,
     /// A deletion that gave up on a database it could not reach.
     CleanupAbandoned,
+    /// An aggregator that covers no connection: a warning, not a failure.
+    NoMembers,
+    /// An aggregator that covers connections.
+    Aggregating,
 }
 
 impl Reason {
@@ -93,6 +97,7 @@ impl Reason {
                 | Reason::Reachable
                 | Reason::TestPassed
                 | Reason::LeastPrivilege
+                | Reason::Aggregating
         )
     }
 
@@ -133,6 +138,7 @@ impl Reason {
             | Reason::InvalidSpec
             | Reason::SchemaConflict
             | Reason::NoWorkspace
+            | Reason::NoMembers
             | Reason::CleanupAbandoned => Retry::AwaitChange,
             // The cause is in a database or a source, which no watch sees.
             _ => Retry::Backoff,
@@ -203,6 +209,8 @@ mod tests {
             (Reason::DatabaseError, false, Backoff),
             (Reason::KubernetesApi, false, Backoff),
             (Reason::CleanupAbandoned, true, AwaitChange),
+            (Reason::NoMembers, false, AwaitChange),
+            (Reason::Aggregating, false, Never),
         ];
         assert_eq!(table.len(), Reason::ALL.len(), "every reason is in the table");
         for &(reason, stalled, retry) in table {

@@ -1,12 +1,12 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{CaSecretRef, SecretKeyRef};
 
 /// The desired workspace: the database it is.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "manifold.dev",
     version = "v1alpha1",
@@ -26,6 +26,51 @@ use super::{CaSecretRef, SecretKeyRef};
 pub struct WorkspaceSpec {
     /// How to reach the workspace's database.
     pub database: DatabaseSpec,
+    /// Postgres roles that the workspace's users log in as. Each gets USAGE
+    /// on every schema Manifold manages here and SELECT on its foreign
+    /// tables and views, and a user mapping of its own on every server
+    /// (postgres_fdw looks the mapping up for the role that queries). A
+    /// reader can therefore read the source credentials of its mappings in
+    /// `pg_user_mappings`: give sources read-only credentials.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    #[x_kube(validation = Rule::new("self.all(r, size(r) > 0 && size(r) <= 63 && !r.startsWith('pg_') && r != 'public')")
+        .message("readers are role names of 1 to 63 bytes, not public and not beginning with pg_"))]
+    pub readers: Vec<String>,
+    /// The database's `search_path`, so that people query without naming a
+    /// schema. Unset: Manifold leaves it alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search_path: Option<SearchPathSpec>,
+}
+
+/// How the database's search path is made.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[x_kube(validation = Rule::new("(has(self.mode) && self.mode == 'Explicit') == (has(self.schemas) && size(self.schemas) > 0)")
+    .message("schemas is set in Explicit mode, and only there"))]
+#[serde(rename_all = "camelCase")]
+pub struct SearchPathSpec {
+    /// `Auto`: the prefix, then `public`, then the aggregators, then the
+    /// connections, each group in alphabetical order (Turbot Pipes' order),
+    /// kept current as attachments come and go. `Explicit`: exactly
+    /// `schemas`.
+    #[serde(default)]
+    pub mode: SearchPathMode,
+    /// Schemas that come first in `Auto` mode.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub prefix: Vec<String>,
+    /// The whole path in `Explicit` mode.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
+    pub schemas: Vec<String>,
+}
+
+/// How the search path is made.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum SearchPathMode {
+    #[default]
+    Auto,
+    Explicit,
 }
 
 /// How to reach a workspace's database.
@@ -68,6 +113,26 @@ pub struct WorkspaceStatus {
     /// The number of entries in `connections`.
     #[serde(default)]
     pub connection_count: i32,
+    /// Each reader role and its state: `Ready`, or the reason it is not
+    /// (`RoleNotFound`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub readers: Vec<ReaderState>,
+    /// The search path Manifold set on the database, as Postgres shows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search_path: Option<String>,
+}
+
+/// One reader role as seen from a workspace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReaderState {
+    /// The role.
+    pub name: String,
+    /// `Ready`, or the reason it is not.
+    pub state: String,
+    /// Why, for a person.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 /// One connection as seen from a workspace.

@@ -14,12 +14,13 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
 use tracing::info;
 
+use super::aggregates;
 use super::context::{BackoffKey, Context, Error, requeue};
 use super::resolve::{self, SecretUser};
 use super::status::{self, Announce};
 use crate::api::{DeletionPolicy, Failure, Reason, Retry, WorkspaceConnection, WorkspaceConnectionStatus};
 use crate::postgres::Database;
-use crate::postgres::plan::{self, Change};
+use crate::postgres::plan::{self, AttachPlan, Change};
 
 pub const FINALIZER: &str = "manifold.dev/detach";
 
@@ -79,10 +80,11 @@ async fn apply(att: &WorkspaceConnection, ctx: &Context) -> Result<Action, Error
 async fn attach(att: &WorkspaceConnection, ctx: &Context) -> Step {
     let ns = att.namespace().unwrap_or_default();
     let ws_key = (ns.clone(), att.spec.workspace.clone());
-    let db = match resolve::workspace_database(ctx, &ns, &att.spec.workspace).await {
-        Ok((_, db)) => db,
+    let (ws, db) = match resolve::workspace_database(ctx, &ns, &att.spec.workspace).await {
+        Ok(found) => found,
         Err(f) => return f.into(),
     };
+    let readers = &ws.spec.readers;
     let conn = ctx.stores.connection(&ns, &att.spec.connection).filter(|c| c.meta().deletion_timestamp.is_none());
     let Some(conn) = conn else {
         // Deleting a Connection detaches it everywhere.
@@ -90,23 +92,34 @@ async fn attach(att: &WorkspaceConnection, ctx: &Context) -> Step {
         if att.spec.deletion_policy == DeletionPolicy::Orphan {
             return Failure::new(Reason::ConnectionNotFound, format!("{missing}; deletionPolicy Orphan leaves its schema in place")).into();
         }
-        return match detach(ctx, &ws_key, &db, att, None).await {
+        return match detach(ctx, &ws_key, &db, readers, att, None).await {
             Ok(dropped) => Step { detached: dropped, ..Failure::new(Reason::ConnectionNotFound, format!("{missing}; detached")).into() },
             Err(e) => e.into(),
         };
     };
-    let plan = match resolve::plan(ctx, att, &conn) {
-        Ok(plan) => plan,
-        Err(f) => return resolve::explain(ctx, &ns, f, SecretUser::Connection(&conn)).await.into(),
+    let (owner, schema) = match resolve::connection_schema(&conn) {
+        Ok(schema) => (resolve::owner(att), schema),
+        Err(f) => return f.into(),
     };
-    let seen = match ctx.observations.seen(&ws_key, &db, ctx.settings.resync, &plan.owner, &plan.schema).await {
+    let seen = match ctx.observations.seen(&ws_key, &db, readers, ctx.settings.resync, &owner, &schema).await {
         Ok(seen) => seen,
-        Err(e) => return Step::from(e).with_schema(&plan.schema),
+        Err(e) => return Step::from(e).with_schema(&schema),
+    };
+    let plan = match &conn.spec.aggregator {
+        Some(aggregator) => {
+            let members = aggregates::members(&ctx.stores, &ns, &att.spec.workspace, aggregator);
+            let uid = att.metadata.uid.as_deref().unwrap_or("");
+            AttachPlan::aggregate(owner, uid, &conn.name_any(), &schema, members, seen.readers.clone())
+        }
+        None => match resolve::plan(ctx, att, &conn, seen.readers.clone()) {
+            Ok(plan) => plan,
+            Err(f) => return resolve::explain(ctx, &ns, f, SecretUser::Connection(&conn)).await.into(),
+        },
     };
     // The schema moved (spec.schema changed): drop the old one first.
     let mut detached = Vec::new();
     for stale in seen.owned.iter().filter(|s| **s != plan.schema) {
-        if let Err(e) = db.detach(&plan.owner, stale).await {
+        if let Err(e) = db.detach(&plan.owner, stale, &seen.readers).await {
             return Step::from(e).with_schema(&plan.schema);
         }
         ctx.observations.record(&ws_key, stale, None);
@@ -125,7 +138,8 @@ async fn attach(att: &WorkspaceConnection, ctx: &Context) -> Step {
         crate::api::conditions::find(&s.conditions, crate::api::conditions::READY)
             .is_some_and(|c| c.reason == Reason::Timeout.as_str() || c.reason == Reason::HostUnreachable.as_str())
     });
-    match db.attach(&plan, suspect).await {
+    let joins = aggregates::joined_by(&ctx.stores, &ns, &att.spec.workspace, &conn);
+    match db.attach(&plan, suspect, &joins).await {
         Ok(done) => {
             ctx.observations.record(&ws_key, &plan.schema, Some(plan.observed_after(done.tables)));
             Step { change: Some(done.change), detached, ..ready(&plan.schema, done.tables) }
@@ -137,16 +151,24 @@ async fn attach(att: &WorkspaceConnection, ctx: &Context) -> Step {
 fn ready(schema: &str, tables: i64) -> Step {
     Step {
         tables: Some(tables),
-        ..Step::from(Failure::new(Reason::Attached, format!("schema {schema:?} holds {tables} foreign tables"))).with_schema(schema)
+        ..Step::from(Failure::new(Reason::Attached, format!("schema {schema:?} holds {tables} tables"))).with_schema(schema)
     }
 }
 
 /// The schemas an attachment may own in a workspace: the one in its status,
 /// `also` (the one its connection wants), and any other the observation
 /// shows as its own.
-async fn owned(ctx: &Context, ws_key: &WsKey, db: &Database, att: &WorkspaceConnection, also: Option<&str>) -> Result<BTreeSet<String>, Failure> {
+async fn owned(
+    ctx: &Context,
+    ws_key: &WsKey,
+    db: &Database,
+    readers: &[String],
+    att: &WorkspaceConnection,
+    also: Option<&str>,
+) -> Result<BTreeSet<String>, Failure> {
     let owner = resolve::owner(att);
-    let mut names: BTreeSet<String> = ctx.observations.with(ws_key, db, ctx.settings.resync, |s, _| s.owned_by(&owner)).await?.into_iter().collect();
+    let mut names: BTreeSet<String> =
+        ctx.observations.with(ws_key, db, readers, ctx.settings.resync, |s, _| s.owned_by(&owner)).await?.into_iter().collect();
     names.extend(att.status.as_ref().and_then(|s| s.schema.clone()));
     names.extend(also.map(str::to_owned));
     Ok(names)
@@ -154,11 +176,18 @@ async fn owned(ctx: &Context, ws_key: &WsKey, db: &Database, att: &WorkspaceConn
 
 /// Drops whatever in the workspace carries this attachment's marker.
 /// Returns the schemas dropped.
-async fn detach(ctx: &Context, ws_key: &WsKey, db: &Database, att: &WorkspaceConnection, also: Option<&str>) -> Result<Vec<String>, Failure> {
+async fn detach(
+    ctx: &Context,
+    ws_key: &WsKey,
+    db: &Database,
+    readers: &[String],
+    att: &WorkspaceConnection,
+    also: Option<&str>,
+) -> Result<Vec<String>, Failure> {
     let owner = resolve::owner(att);
     let mut dropped = Vec::new();
-    for name in owned(ctx, ws_key, db, att, also).await? {
-        let done = db.detach(&owner, &name).await?;
+    for name in owned(ctx, ws_key, db, readers, att, also).await? {
+        let done = db.detach(&owner, &name, readers).await?;
         ctx.observations.record(ws_key, &name, None);
         if done.schema {
             dropped.push(name);
@@ -171,7 +200,7 @@ async fn detach(ctx: &Context, ws_key: &WsKey, db: &Database, att: &WorkspaceCon
 /// orphaned, so that the workspace's own cleanup leaves it.
 async fn orphan(ctx: &Context, ws_key: &WsKey, db: &Database, att: &WorkspaceConnection) -> Result<(), Failure> {
     let owner = resolve::owner(att);
-    for name in owned(ctx, ws_key, db, att, None).await? {
+    for name in owned(ctx, ws_key, db, &[], att, None).await? {
         db.orphan(&owner, &name).await?;
         ctx.observations.forget(ws_key);
     }
@@ -217,9 +246,9 @@ async fn cleanup(att: &WorkspaceConnection, ctx: &Context) -> Result<Action, Err
         Ok(Vec::new())
     } else {
         match resolve::workspace_database(ctx, &ns, &att.spec.workspace).await {
-            Ok((_, db)) => {
+            Ok((ws, db)) => {
                 let desired = ctx.stores.connection(&ns, &att.spec.connection).and_then(|c| resolve::connection_schema(&c).ok());
-                detach(ctx, &ws_key, &db, att, desired.as_deref()).await
+                detach(ctx, &ws_key, &db, &ws.spec.readers, att, desired.as_deref()).await
             }
             Err(f) => Err(f),
         }

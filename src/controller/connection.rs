@@ -9,6 +9,7 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use tracing::info;
 
+use super::aggregates;
 use super::context::{BackoffKey, Context, Error, requeue};
 use super::resolve::{self, Resolved, SecretUser};
 use super::status::{self, Announce};
@@ -158,6 +159,8 @@ async fn run_test(ctx: &Context, conn: &Connection, resolved: &Result<Resolved, 
         let plan = AttachPlan::new(PlanInput {
             owner: Owner { namespace: conn.namespace().unwrap_or_default(), name: conn.name_any() },
             uid: conn.metadata.uid.as_deref().unwrap_or(""),
+            connection: &conn.name_any(),
+            readers: Vec::new(),
             schema: &scratch,
             wrapper: resolved.wrapper.clone(),
             tables: resolve::table_filter(conn),
@@ -198,6 +201,10 @@ async fn run_test(ctx: &Context, conn: &Connection, resolved: &Result<Resolved, 
 
 pub async fn reconcile(conn: Arc<Connection>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = conn.namespace().unwrap_or_default();
+    if let Some(aggregator) = &conn.spec.aggregator {
+        report_aggregator(&conn, &ctx, &aggregates::states(&ctx.stores, &ns, aggregator)).await?;
+        return Ok(Action::await_change());
+    }
     let resolved = match resolve::connection(&ctx.stores, &conn, &ctx.settings.sources) {
         Ok(r) => Ok(r),
         Err(f) => Err(resolve::explain(&ctx, &ns, f, SecretUser::Connection(&conn)).await),
@@ -287,7 +294,7 @@ async fn report(conn: &Connection, ctx: &Context, outcome: &Failure, test: Optio
     let workspaces = workspaces(ctx, conn);
     let verified = verified(test.as_ref());
     let status = ConnectionStatus {
-        plugin: Some(plugins::label(&conn.spec.plugin)),
+        plugin: Some(plugins::label(conn.spec.plugin.as_ref())),
         schema: resolve::connection_schema(conn).ok(),
         test,
         workspace_count: workspaces.iter().filter(|w| w.state == "Ready").count() as i32,
@@ -297,6 +304,40 @@ async fn report(conn: &Connection, ctx: &Context, outcome: &Failure, test: Optio
     // A failed test has its own Event.
     let announce = |f: &Failure| if f.reason == Reason::TestFailed { Announce::Quiet } else { Announce::Warning };
     status::report(ctx, conn, conn.status.as_ref(), status, outcome, vec![verified], announce).await
+}
+
+/// The condition that says whether an aggregator has members.
+pub const MEMBERS: &str = "Members";
+
+/// An aggregator has no test of its own: it is Ready when its spec is, and
+/// its status lists its members. One that covers no connection is a
+/// warning (`Members=False`, `NoMembers`), not a failure.
+async fn report_aggregator(conn: &Connection, ctx: &Context, members: &[crate::api::MemberState]) -> Result<(), Error> {
+    let workspaces = workspaces(ctx, conn);
+    let ready = members.iter().filter(|m| m.state == "Ready").count();
+    let condition = if members.is_empty() {
+        Desired::new(MEMBERS, Status::False, Reason::NoMembers.as_str(), "no connection matches the aggregator's names, globs or selector")
+    } else {
+        Desired::new(MEMBERS, Status::True, Reason::Aggregating.as_str(), format!("{ready} of {} members Ready", members.len()))
+    };
+    let status = ConnectionStatus {
+        plugin: Some(plugins::label(None)),
+        schema: resolve::connection_schema(conn).ok(),
+        workspace_count: workspaces.iter().filter(|w| w.state == "Ready").count() as i32,
+        workspaces,
+        members: members.to_vec(),
+        ..Default::default()
+    };
+    let outcome = match resolve::connection_schema(conn) {
+        Ok(_) => Failure::new(Reason::Valid, format!("aggregates {} connections", members.len())),
+        Err(f) => f,
+    };
+    let previous = conn.status.as_ref().and_then(|s| conditions::find(&s.conditions, MEMBERS)).map(|c| c.reason.clone());
+    status::report(ctx, conn, conn.status.as_ref(), status, &outcome, vec![condition], |_| Announce::Warning).await?;
+    if members.is_empty() && previous.as_deref() != Some(Reason::NoMembers.as_str()) {
+        status::event(ctx, conn, true, Reason::NoMembers.as_str(), "Aggregate", "no connection matches the aggregator".into()).await;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -309,7 +350,8 @@ mod tests {
             "c",
             ConnectionSpec {
                 schema: None,
-                plugin: PluginSpec { postgres: None, steampipe: None, fdw: None },
+                plugin: Some(PluginSpec { postgres: None, steampipe: None, fdw: None }),
+                aggregator: None,
                 credentials: None,
                 tables: None,
                 test: Some(TestSpec { interval: interval.map(str::to_owned), workspace: None }),
@@ -407,7 +449,8 @@ mod accepted_specs {
             |(host, port, database, options, interval, include, exclude, secret)| {
                 let spec = ConnectionSpec {
                     schema: None,
-                    plugin: PluginSpec {
+                    aggregator: None,
+                    plugin: Some(PluginSpec {
                         postgres: Some(PostgresPlugin {
                             host,
                             port,
@@ -417,7 +460,7 @@ mod accepted_specs {
                         }),
                         steampipe: None,
                         fdw: None,
-                    },
+                    }),
                     credentials: Some(CredentialsSpec { secret_ref: SecretRef { name: "creds".into() } }),
                     tables: Some(TablesSpec { include: include.clone(), exclude: if include.is_empty() { exclude } else { Vec::new() } }),
                     test: Some(TestSpec { interval, workspace: None }),
@@ -440,7 +483,7 @@ mod accepted_specs {
                 let _ = requeue(after);
             }
             let _ = requeue(interval(&conn).unwrap_or_default());
-            let Ok(wrapper) = plugins::resolve(&conn.spec.plugin, "c", Some(&secret), &SourcePolicy::default()) else { return Ok(()) };
+            let Ok(wrapper) = plugins::resolve(conn.spec.plugin.as_ref().unwrap(), "c", Some(&secret), &SourcePolicy::default()) else { return Ok(()) };
             let plan = plan::AttachPlan::new(plan::PlanInput {
                 owner: plan::Owner { namespace: "ns".into(), name: "a".into() },
                 uid: "u",
@@ -452,9 +495,19 @@ mod accepted_specs {
                     _ => TableFilter::All,
                 },
                 credentials_version: Some("v"),
+                connection: "c",
+                readers: vec!["reader".into()],
             });
             for wrapper in [WrapperState::Usable, WrapperState::Missing, WrapperState::NoUsage] {
-                let locked = Locked { observed: Observed::default(), owned_tables: vec!["t".into()], wrapper, role: "r".into() };
+                let locked = Locked {
+                    observed: Observed::default(),
+                    owned_tables: vec!["t".into()],
+                    wrapper,
+                    role: "r".into(),
+                    readers: vec!["gone".into()],
+                    views: Vec::new(),
+                    columns: Vec::new(),
+                };
                 if let Ok((_, statements)) = plan::attach(&plan, &locked) {
                     for statement in &statements {
                         sql::lex::tokens(&sql::render(statement)).expect("every rendered statement lexes");

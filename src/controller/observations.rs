@@ -21,13 +21,15 @@ type Key = (String, String);
 /// An observation and its owner index.
 pub struct Snapshot {
     pub observation: Observation,
+    /// The readers the observation asked about.
+    readers: Vec<String>,
     /// Managed schemas by the `<ns>/<name>` of the attachment that owns them.
     by_owner: HashMap<String, BTreeSet<String>>,
 }
 
 impl Snapshot {
     fn new(observation: Observation) -> Self {
-        let mut snapshot = Snapshot { observation, by_owner: HashMap::new() };
+        let mut snapshot = Snapshot { observation, readers: Vec::new(), by_owner: HashMap::new() };
         let schemas: Vec<(String, Option<Owner>)> = snapshot
             .observation
             .catalog
@@ -78,6 +80,8 @@ pub struct Seen {
     /// Managed schemas whose marker names this attachment.
     pub owned: Vec<String>,
     pub taken: Instant,
+    /// The workspace's readers that exist.
+    pub readers: Vec<String>,
 }
 
 impl Observations {
@@ -86,32 +90,37 @@ impl Observations {
     }
 
     /// Observes a workspace if the last observation is older than `max_age`
-    /// (or there is none, or it was taken through another pool), and returns
-    /// what `read` takes from it; `read` is told whether it is new.
+    /// (or there is none, or it was taken through another pool, or asked
+    /// about other readers), and returns what `read` takes from it; `read`
+    /// is told whether it is new. `readers` are the workspace's.
     pub async fn with<T>(
         &self,
         key: &Key,
         db: &Database,
+        readers: &[String],
         max_age: Duration,
         read: impl FnOnce(&Snapshot, bool) -> T,
     ) -> Result<T, Failure> {
         let slot = self.slot(key);
         let mut guard = slot.lock().await;
-        let fresh = guard
-            .as_ref()
-            .is_some_and(|s| s.observation.database == db.id() && s.observation.taken.elapsed() < max_age);
+        let fresh = guard.as_ref().is_some_and(|s| {
+            s.observation.database == db.id() && s.observation.taken.elapsed() < max_age && s.readers.as_slice() == readers
+        });
         if !fresh {
-            *guard = Some(Snapshot::new(db.observe_all().await?));
+            let mut snapshot = Snapshot::new(db.observe_all(readers).await?);
+            snapshot.readers = readers.to_vec();
+            *guard = Some(snapshot);
         }
         Ok(read(guard.as_ref().expect("just observed"), !fresh))
     }
 
     /// What `owner` needs to know about `schema`.
-    pub async fn seen(&self, key: &Key, db: &Database, max_age: Duration, owner: &Owner, schema: &str) -> Result<Seen, Failure> {
-        self.with(key, db, max_age, |s, _| Seen {
+    pub async fn seen(&self, key: &Key, db: &Database, readers: &[String], max_age: Duration, owner: &Owner, schema: &str) -> Result<Seen, Failure> {
+        self.with(key, db, readers, max_age, |s, _| Seen {
             schema: s.observation.catalog.get(schema).cloned(),
             owned: s.owned_by(owner),
             taken: s.observation.taken,
+            readers: readers.iter().filter(|r| s.observation.roles.contains(*r)).cloned().collect(),
         })
         .await
     }
@@ -132,6 +141,16 @@ impl Observations {
             None => {
                 snapshot.observation.catalog.remove(schema);
             }
+        }
+    }
+
+    /// Records the search path a workspace's reconcile just set.
+    pub fn set_search_path(&self, key: &Key, path: &[String]) {
+        let slot = self.slot(key);
+        if let Ok(mut guard) = slot.try_lock()
+            && let Some(snapshot) = guard.as_mut()
+        {
+            snapshot.observation.search_path = path.to_vec();
         }
     }
 
@@ -159,6 +178,9 @@ mod tests {
             version: "15".into(),
             role: "app".into(),
             superuser: false,
+            database_name: "db".into(),
+            search_path: Vec::new(),
+            roles: Default::default(),
             catalog: catalog.into(),
         });
         assert_eq!(snapshot.owned_by(&owner), ["s1", "s3"]);

@@ -149,7 +149,12 @@ pub fn connection(stores: &Stores, conn: &Connection, policy: &SourcePolicy) -> 
     let schema = connection_schema(conn)?;
     let secret = credentials(stores, conn)?;
     let data = secret.as_deref().map(secret_data);
-    let wrapper = plugins::resolve(&conn.spec.plugin, &schema, data.as_ref(), policy).map_err(|e| match e {
+    let plugin = conn
+        .spec
+        .plugin
+        .as_ref()
+        .ok_or_else(|| Failure::new(Reason::InvalidSpec, "an aggregator has no plugin of its own"))?;
+    let wrapper = plugins::resolve(plugin, &schema, data.as_ref(), policy).map_err(|e| match e {
         PluginError::SecretKeyMissing(_) => Failure::new(Reason::SecretKeyMissing, e.to_string()),
         PluginError::Invalid(_) => Failure::new(Reason::InvalidSpec, e.to_string()),
     })?;
@@ -168,12 +173,14 @@ pub fn owner(att: &WorkspaceConnection) -> Owner {
     Owner { namespace: att.namespace().unwrap_or_default(), name: att.name_any() }
 }
 
-/// The plan of an attachment of `conn`.
-pub fn plan(ctx: &Context, att: &WorkspaceConnection, conn: &Connection) -> Result<AttachPlan, Failure> {
+/// The plan of an attachment of `conn`, a connection with a plugin.
+pub fn plan(ctx: &Context, att: &WorkspaceConnection, conn: &Connection, readers: Vec<String>) -> Result<AttachPlan, Failure> {
     let resolved = connection(&ctx.stores, conn, &ctx.settings.sources)?;
     Ok(AttachPlan::new(PlanInput {
         owner: owner(att),
         uid: att.metadata.uid.as_deref().unwrap_or(""),
+        connection: &conn.name_any(),
+        readers,
         schema: &resolved.schema,
         wrapper: resolved.wrapper,
         tables: table_filter(conn),

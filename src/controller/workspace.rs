@@ -17,7 +17,7 @@ use super::context::{BackoffKey, Context, Error, requeue};
 use super::resolve::{self, SecretUser};
 use super::status::{self, Announce};
 use crate::api::conditions::{self, Desired, Status};
-use crate::api::{AttachedConnection, DeletionPolicy, Failure, Reason, Retry, Workspace, WorkspaceStatus};
+use crate::api::{AttachedConnection, DeletionPolicy, Failure, ReaderState, Reason, Retry, SearchPathMode, Workspace, WorkspaceStatus};
 use crate::postgres::Database;
 use crate::postgres::plan::{self, LiveAttachment, WorkspaceRemoval};
 
@@ -47,7 +47,15 @@ struct Seen {
     version: String,
     role: String,
     superuser: bool,
+    database: String,
+    search_path: Vec<String>,
+    roles: std::collections::BTreeSet<String>,
 }
+
+/// The condition that says whether every reader role exists.
+pub const READERS: &str = "Readers";
+/// The condition that says whether the search path is as the spec wants.
+pub const SEARCH_PATH: &str = "SearchPath";
 
 async fn apply(ws: &Workspace, ctx: &Context) -> Result<Action, Error> {
     let (ns, name) = key(ws);
@@ -64,15 +72,38 @@ async fn apply(ws: &Workspace, ctx: &Context) -> Result<Action, Error> {
             // little, so that the requeue below does not just miss it).
             Ok(db) => ctx
                 .observations
-                .with(&(ns.clone(), name.clone()), &db, resync.saturating_sub(Duration::from_secs(1)), |s, fresh| {
+                .with(&(ns.clone(), name.clone()), &db, &ws.spec.readers, resync.saturating_sub(Duration::from_secs(1)), |s, fresh| {
                     let o = &s.observation;
-                    (Seen { version: o.version.clone(), role: o.role.clone(), superuser: o.superuser }, o.taken, fresh)
+                    let seen = Seen {
+                        version: o.version.clone(),
+                        role: o.role.clone(),
+                        superuser: o.superuser,
+                        database: o.database_name.clone(),
+                        search_path: o.search_path.clone(),
+                        roles: o.roles.clone(),
+                    };
+                    (seen, o.taken, fresh)
                 })
-                .await,
+                .await
+                .map(|found| (found, db)),
         },
     };
+    let mut extra = Vec::new();
     let (outcome, seen, action) = match observed {
-        Ok((seen, taken, refreshed)) => {
+        Ok(((mut seen, taken, refreshed), db)) => {
+            if let Some(path) = search_path(ctx, &ns, ws) {
+                extra.push(match plan::search_path(&seen.database, &path, &seen.search_path) {
+                    None => Desired::new(SEARCH_PATH, Status::True, Reason::Reachable.as_str(), "as the spec wants"),
+                    Some(statement) => match db.set_search_path(statement).await {
+                        Ok(()) => {
+                            ctx.observations.set_search_path(&(ns.clone(), name.clone()), &path);
+                            seen.search_path = path;
+                            Desired::new(SEARCH_PATH, Status::True, Reason::Reachable.as_str(), "as the spec wants")
+                        }
+                        Err(f) => Desired::new(SEARCH_PATH, Status::False, f.reason.as_str(), f.message),
+                    },
+                });
+            }
             if refreshed {
                 // Each attachment compares itself with the new observation;
                 // those that drifted apply, the rest cost nothing.
@@ -92,8 +123,35 @@ async fn apply(ws: &Workspace, ctx: &Context) -> Result<Action, Error> {
             (f, None, action)
         }
     };
-    report(ws, ctx, &outcome, seen).await?;
+    report(ws, ctx, &outcome, seen, extra).await?;
     Ok(action)
+}
+
+/// The search path the spec wants, if it wants one. `Auto`: the prefix,
+/// `public`, the aggregators, then the connections, each group sorted
+/// (Turbot Pipes' order), from the attachments that are Ready.
+fn search_path(ctx: &Context, ns: &str, ws: &Workspace) -> Option<Vec<String>> {
+    let spec = ws.spec.search_path.as_ref()?;
+    if spec.mode == SearchPathMode::Explicit {
+        return Some(spec.schemas.clone());
+    }
+    let (mut aggregators, mut connections) = (Vec::new(), Vec::new());
+    for att in ctx.stores.attachments_of_workspace(ns, &ws.name_any()) {
+        let Some(schema) = att.status.as_ref().filter(|s| conditions::is_ready(&s.conditions)).and_then(|s| s.schema.clone()) else {
+            continue;
+        };
+        let aggregator = ctx.stores.connection(ns, &att.spec.connection).is_some_and(|c| c.spec.aggregator.is_some());
+        if aggregator { aggregators.push(schema) } else { connections.push(schema) }
+    }
+    aggregators.sort();
+    connections.sort();
+    let mut path: Vec<String> = Vec::new();
+    for schema in spec.prefix.iter().cloned().chain(["public".to_owned()]).chain(aggregators).chain(connections) {
+        if !path.contains(&schema) {
+            path.push(schema);
+        }
+    }
+    Some(path)
 }
 
 /// What each of the workspace's attachments reports, by connection name.
@@ -133,18 +191,49 @@ fn least_privilege(seen: &Seen) -> Desired {
     }
 }
 
-async fn report(ws: &Workspace, ctx: &Context, outcome: &Failure, seen: Option<Seen>) -> Result<(), Error> {
+async fn report(ws: &Workspace, ctx: &Context, outcome: &Failure, seen: Option<Seen>, mut extra: Vec<Desired>) -> Result<(), Error> {
     let (ns, name) = key(ws);
     let current = ws.status.as_ref();
     let connections = connections(ctx, &ns, &name);
     let was_superuser = current
         .and_then(|s| conditions::find(&s.conditions, LEAST_PRIVILEGE))
         .is_some_and(|c| c.reason == Reason::SuperuserRole.as_str());
-    let extra: Vec<Desired> = seen.iter().map(least_privilege).collect();
+    extra.extend(seen.iter().map(least_privilege));
+    // Each reader, and whether it exists: one that does not is left out,
+    // and the others and the attachments are unaffected.
+    let readers: Vec<ReaderState> = match &seen {
+        Some(seen) => ws
+            .spec
+            .readers
+            .iter()
+            .map(|r| match seen.roles.contains(r) {
+                true => ReaderState { name: r.clone(), state: "Ready".into(), message: String::new() },
+                false => ReaderState {
+                    name: r.clone(),
+                    state: Reason::RoleNotFound.as_str().into(),
+                    message: format!("role {r:?} does not exist in the database"),
+                },
+            })
+            .collect(),
+        None => current.map(|s| s.readers.clone()).unwrap_or_default(),
+    };
+    if seen.is_some() && !ws.spec.readers.is_empty() {
+        let missing: Vec<&str> = readers.iter().filter(|r| r.state != "Ready").map(|r| r.name.as_str()).collect();
+        extra.push(match missing.as_slice() {
+            [] => Desired::new(READERS, Status::True, Reason::Reachable.as_str(), format!("{} reader roles", readers.len())),
+            _ => Desired::new(READERS, Status::False, Reason::RoleNotFound.as_str(), format!("no such role: {}", missing.join(", "))),
+        });
+    }
     let status = WorkspaceStatus {
         postgres_version: seen.as_ref().map(|s| s.version.clone()).or_else(|| current.and_then(|s| s.postgres_version.clone())),
         connection_count: connections.iter().filter(|c| c.state == "Ready").count() as i32,
         connections,
+        readers,
+        search_path: match &seen {
+            Some(seen) if ws.spec.search_path.is_some() => Some(seen.search_path.join(", ")),
+            Some(_) => None,
+            None => current.and_then(|s| s.search_path.clone()),
+        },
         ..Default::default()
     };
     status::report(ctx, ws, current, status, outcome, extra, |_| Announce::Warning).await?;
@@ -163,7 +252,7 @@ async fn report(ws: &Workspace, ctx: &Context, outcome: &Failure, seen: Option<S
 async fn remove_all(ctx: &Context, ns: &str, name: &str, db: &Database) -> Result<Vec<String>, Failure> {
     let mut dropped = Vec::new();
     for _ in 0..5 {
-        let observation = db.observe_all().await?;
+        let observation = db.observe_all(&[]).await?;
         let live = |attachment: &str| {
             ctx.stores.attachment(ns, attachment).map(|a| LiveAttachment {
                 workspace: a.spec.workspace.clone(),
@@ -179,7 +268,7 @@ async fn remove_all(ctx: &Context, ns: &str, name: &str, db: &Database) -> Resul
         }
         let mut held = None;
         for (owner, schema) in drop {
-            match db.detach(&owner, &schema).await {
+            match db.detach(&owner, &schema, &[]).await {
                 Ok(done) if done.schema || done.server => dropped.push(schema),
                 Ok(_) => {}
                 // A view someone built on our tables holds this schema; the
@@ -226,7 +315,7 @@ async fn cleanup(ws: &Workspace, ctx: &Context) -> Result<Action, Error> {
         }
         Err(e) => {
             let held = Failure::new(e.reason, format!("deletion held: {}", e.message));
-            report(ws, ctx, &held, None).await?;
+            report(ws, ctx, &held, None, Vec::new()).await?;
             return Err(Error::Held(held));
         }
     }

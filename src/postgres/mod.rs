@@ -29,7 +29,9 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use crate::api::{Failure, Reason};
 use crate::plugins::EXTENSION_SCHEMA;
 use crate::secret::{redact, sanitize};
-use plan::{AttachPlan, Change, Locked, Marker, Observed, Owner, Statement, WrapperState};
+use std::collections::BTreeMap;
+
+use plan::{AttachPlan, Change, Column, Locked, Marker, Member, Observed, Owner, Source, Statement, WrapperState};
 
 /// Maps a Postgres error to a reason. postgres_fdw reports a failed remote
 /// connection as 08001 with libpq's text in the detail, so the text decides
@@ -211,6 +213,11 @@ pub struct Observation {
     /// The workspace role, and whether it is a superuser.
     pub role: String,
     pub superuser: bool,
+    /// The database's name, and its `search_path` setting.
+    pub database_name: String,
+    pub search_path: Vec<String>,
+    /// Which of the readers asked about exist.
+    pub roles: std::collections::BTreeSet<String>,
     pub catalog: Catalog,
 }
 
@@ -382,25 +389,31 @@ impl Database {
         self.counters.ddl.inc_by(ddl);
     }
 
-    /// The at-rest resync: the server version, the role, and every managed
-    /// schema, in one query.
-    pub async fn observe_all(&self) -> Result<Observation, Failure> {
+    /// The at-rest resync: the server version, the role, the database's
+    /// settings, which `readers` exist, and every managed schema, in one
+    /// query.
+    pub async fn observe_all(&self, readers: &[String]) -> Result<Observation, Failure> {
         let mut session = self.session(&self.observe).await?;
         let deadline = self.timeouts.deadline(self.timeouts.statement);
         let result = tokio::time::timeout(deadline, async {
             self.count(1, 0);
-            session.client().query_one(sql::OBSERVE_ALL, &[]).await.map_err(|e| classify(&e, &[]))
+            session.client().query_one(sql::OBSERVE_ALL, &[&readers]).await.map_err(|e| classify(&e, &[]))
         })
         .await;
         let row = self.finish(session, result, deadline)?;
         let version: String = row.get("version");
         let schemas: serde_json::Value = row.get("schemas");
+        let settings: Vec<String> = row.get::<_, Option<Vec<String>>>("database_settings").unwrap_or_default();
+        let search_path = settings.iter().find_map(|s| s.strip_prefix("search_path=")).map(plan::parse_search_path).unwrap_or_default();
         Ok(Observation {
             database: self.id,
             taken: std::time::Instant::now(),
             version: version.split_whitespace().next().unwrap_or_default().to_owned(),
             role: row.get("role"),
             superuser: row.get::<_, Option<bool>>("superuser").unwrap_or(false),
+            database_name: row.get("database"),
+            search_path,
+            roles: row.get::<_, Vec<String>>("roles").into_iter().collect(),
             catalog: parse_catalog(&schemas),
         })
     }
@@ -409,7 +422,11 @@ impl Database {
     /// server, user mapping, schema, import, marker. Either all of it
     /// happens, or none.
     /// `suspect`: the source last timed out or could not be reached.
-    pub async fn attach(&self, plan: &AttachPlan, suspect: bool) -> Result<Attached, Failure> {
+    /// `joins`: aggregators (their owners and schemas) that this attachment
+    /// becomes a member of: when its tables change, the views of every
+    /// aggregator it is (or becomes) a member of are rebuilt in the same
+    /// transaction.
+    pub async fn attach(&self, plan: &AttachPlan, suspect: bool, joins: &[(Owner, String)]) -> Result<Attached, Failure> {
         let secrets: Vec<&str> = plan.secrets().collect();
         let err = |e: tokio_postgres::Error| classify(&e, &secrets);
         let (mut session, _permit) = self.source_session(&self.work, suspect).await?;
@@ -417,19 +434,122 @@ impl Database {
         let result = tokio::time::timeout(deadline, async {
             let client = session.client();
             let tx = client.transaction().await.map_err(err)?;
-            let f = plan.foreign();
-            let (locked, extension_schema) = self.lock_and_observe(&tx, &plan.schema, &f.server, &f.wrapper, &f.extension).await.map_err(err)?;
-            let (change, statements) = plan::attach(plan, &locked)?;
-            let tables = if statements.is_empty() {
-                locked.observed.foreign_tables
-            } else {
-                self.execute(&tx, &plan.schema, statements).await.map_err(|e| with_hint(err(e), plan, &locked.role))?
+            let (server, wrapper, extension) = match plan.foreign() {
+                Some(f) => (f.server.as_str(), f.wrapper.as_str(), f.extension.as_str()),
+                None => ("", "", ""),
             };
+            let (mut locked, extension_schema) =
+                self.lock_and_observe(&tx, &plan.owner, &plan.schema, server, wrapper, extension).await.map_err(err)?;
+            if let Source::Aggregate(aggregate) = &plan.source {
+                locked.columns = self.member_columns(&tx, &aggregate.members).await.map_err(err)?;
+            }
+            let (change, statements) = plan::attach(plan, &locked)?;
+            if statements.is_empty() {
+                tx.commit().await.map_err(err)?;
+                return Ok(Attached { change, tables: locked.observed.foreign_tables });
+            }
+            // An import (or a rebuild) replaces the tables that aggregators'
+            // views select from: those views come down first, and back after.
+            let tables_change = matches!(change, Change::Rebuild | Change::Update { reimport: true, .. }) && plan.foreign().is_some();
+            let member = Member { connection: plan.connection.clone(), schema: plan.schema.clone() };
+            let aggregates = if tables_change { self.aggregates_of(&tx, &plan.schema, joins).await.map_err(err)? } else { Vec::new() };
+            for (agg_schema, agg_locked) in &aggregates {
+                self.execute(&tx, agg_schema, plan::aggregate_teardown(agg_schema, agg_locked)).await.map_err(err)?;
+            }
+            let tables = self.execute(&tx, &plan.schema, statements).await.map_err(|e| with_hint(err(e), plan, &locked.role))?;
+            for (agg_schema, agg_locked) in aggregates {
+                let joining = joins.iter().any(|(_, s)| *s == agg_schema);
+                self.rebuild_aggregate(&tx, &agg_schema, agg_locked, &member, joining, &plan.readers).await.map_err(err)?;
+            }
             tx.commit().await.map_err(err)?;
-            if f.wrapper == "postgres_fdw" && change != Change::None {
+            if wrapper == "postgres_fdw" && change != Change::None {
                 self.disconnect_fdw(client, extension_schema.as_deref().unwrap_or(EXTENSION_SCHEMA)).await;
             }
             Ok(Attached { change, tables })
+        })
+        .await;
+        self.finish(session, result, deadline)
+    }
+
+    /// The aggregators a member's change touches: those whose marker lists
+    /// the member's schema, and those it `joins`, each locked (in schema
+    /// order, after the member's own lock: no two transactions wait on each
+    /// other in a cycle) and read.
+    async fn aggregates_of(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        member_schema: &str,
+        joins: &[(Owner, String)],
+    ) -> Result<Vec<(String, Locked)>, tokio_postgres::Error> {
+        self.count(1, 0);
+        let rows = tx.query(sql::AGGREGATES_OF, &[&member_schema]).await?;
+        let mut owners: BTreeMap<String, Owner> = BTreeMap::new();
+        for row in rows {
+            let (schema, comment): (String, String) = (row.get("schema"), row.get("comment"));
+            if let Some(marker) = Marker::parse(&comment)
+                && marker.members.as_ref().is_some_and(|m| m.iter().any(|m| m.schema == member_schema))
+            {
+                owners.insert(schema, marker.owner);
+            }
+        }
+        for (owner, schema) in joins {
+            owners.entry(schema.clone()).or_insert_with(|| owner.clone());
+        }
+        let mut locked = Vec::new();
+        for (schema, owner) in owners {
+            let (l, _) = self.lock_and_observe(tx, &owner, &schema, "", "", "").await?;
+            // Only an aggregator's own schema, with its marker.
+            if l.observed.schema_marker().is_some_and(|m| m.owner == owner && m.members.is_some()) {
+                locked.push((schema, l));
+            }
+        }
+        Ok(locked)
+    }
+
+    /// An aggregator's views again, after a member's tables changed: its
+    /// members as its marker lists them, plus `member` if it is joining.
+    async fn rebuild_aggregate(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        schema: &str,
+        mut locked: Locked,
+        member: &Member,
+        joining: bool,
+        readers: &[String],
+    ) -> Result<(), tokio_postgres::Error> {
+        let Some(marker) = locked.observed.schema_marker() else { return Ok(()) };
+        let mut members = marker.members.clone().unwrap_or_default();
+        if joining && !members.iter().any(|m| m.schema == member.schema) {
+            members.push(member.clone());
+        }
+        let plan = AttachPlan::aggregate(marker.owner.clone(), &marker.uid, "", schema, members, readers.to_vec());
+        let Source::Aggregate(aggregate) = &plan.source else { return Ok(()) };
+        locked.columns = self.member_columns(tx, &aggregate.members).await?;
+        locked.views.clear(); // torn down before the member's change
+        let statements = plan::rebuild_views(&plan, &locked);
+        self.execute(tx, schema, statements).await?;
+        Ok(())
+    }
+
+    async fn member_columns(&self, tx: &deadpool_postgres::Transaction<'_>, members: &[Member]) -> Result<Vec<Column>, tokio_postgres::Error> {
+        let schemas: Vec<&str> = members.iter().map(|m| m.schema.as_str()).collect();
+        self.count(1, 0);
+        Ok(tx
+            .query(sql::MEMBER_COLUMNS, &[&schemas])
+            .await?
+            .iter()
+            .map(|r| Column { schema: r.get("schema"), table: r.get("table"), name: r.get("name"), type_oid: r.get("type_oid") })
+            .collect())
+    }
+
+    /// Sets the database's search path, if it differs.
+    pub async fn set_search_path(&self, statement: Statement) -> Result<(), Failure> {
+        let err = |e: tokio_postgres::Error| classify(&e, &[]);
+        let mut session = self.session(&self.work.pool).await?;
+        let deadline = self.timeouts.deadline(self.timeouts.statement);
+        let result = tokio::time::timeout(deadline, async {
+            self.count(1, 1);
+            session.client().batch_execute(&sql::render(&statement)).await.map_err(err)
         })
         .await;
         self.finish(session, result, deadline)
@@ -490,7 +610,7 @@ impl Database {
             let ms = timeout.as_millis() as u64;
             self.count(2, 0);
             tx.batch_execute(&sql::set_timeouts(ms, ms)).await.map_err(err)?;
-            let f = plan.foreign();
+            let f = plan.foreign().ok_or_else(|| Failure::new(Reason::InvalidSpec, "an aggregator has no test of its own"))?;
             let row = tx.query_one(sql::OBSERVE_WRAPPER, &[&f.wrapper, &f.extension]).await.map_err(err)?;
             let role: String = row.get("role");
             let extension_schema: Option<String> = row.get("extension_schema");
@@ -524,18 +644,26 @@ impl Database {
     /// user mapping and its server, never anything else. If something that
     /// Manifold did not create depends on them, Postgres refuses (RESTRICT),
     /// nothing is dropped, and the error says `DependentObjects`.
-    pub async fn detach(&self, owner: &Owner, schema: &str) -> Result<Detached, Failure> {
+    /// `readers`: the workspace's readers, who keep SELECT on the views of
+    /// the aggregators that this schema leaves.
+    pub async fn detach(&self, owner: &Owner, schema: &str, readers: &[String]) -> Result<Detached, Failure> {
         let err = |e: tokio_postgres::Error| classify(&e, &[]);
         let mut session = self.session(&self.work.pool).await?;
         let deadline = self.timeouts.deadline(self.timeouts.statement);
         let result = tokio::time::timeout(deadline, async {
             let tx = session.client().transaction().await.map_err(err)?;
-            let (locked, _) = self.lock_and_observe(&tx, schema, schema, "", "").await.map_err(err)?;
+            let (locked, _) = self.lock_and_observe(&tx, owner, schema, schema, "", "").await.map_err(err)?;
             let statements = plan::detach(owner, schema, &locked);
             let detached = Detached {
                 schema: statements.iter().any(|s| matches!(s, Statement::DropSchema { .. })),
                 server: statements.iter().any(|s| matches!(s, Statement::DropServer { .. })),
             };
+            // The aggregators' views over this schema are ours, not a user's:
+            // they go first, and come back without it.
+            let aggregates = if detached.schema { self.aggregates_of(&tx, schema, &[]).await.map_err(err)? } else { Vec::new() };
+            for (agg_schema, agg_locked) in &aggregates {
+                self.execute(&tx, agg_schema, plan::aggregate_teardown(agg_schema, agg_locked)).await.map_err(err)?;
+            }
             self.execute(&tx, schema, statements).await.map_err(|e| {
                 let mut f = err(e);
                 if f.reason == Reason::DependentObjects {
@@ -543,6 +671,14 @@ impl Database {
                 }
                 f
             })?;
+            for (agg_schema, mut agg_locked) in aggregates {
+                if let Some(mut marker) = agg_locked.observed.schema_marker() {
+                    marker.members = marker.members.map(|m| m.into_iter().filter(|m| m.schema != schema).collect());
+                    agg_locked.observed.schema_comment = Some(marker.render());
+                }
+                let gone = Member { connection: String::new(), schema: schema.to_owned() };
+                self.rebuild_aggregate(&tx, &agg_schema, agg_locked, &gone, false, readers).await.map_err(err)?;
+            }
             tx.commit().await.map_err(err)?;
             Ok(detached)
         })
@@ -558,7 +694,7 @@ impl Database {
         let deadline = self.timeouts.deadline(self.timeouts.statement);
         let result = tokio::time::timeout(deadline, async {
             let tx = session.client().transaction().await.map_err(err)?;
-            let (locked, _) = self.lock_and_observe(&tx, schema, schema, "", "").await.map_err(err)?;
+            let (locked, _) = self.lock_and_observe(&tx, owner, schema, schema, "", "").await.map_err(err)?;
             let statements = plan::orphan(owner, schema, &locked.observed);
             let marked = !statements.is_empty();
             self.execute(&tx, schema, statements).await.map_err(err)?;
@@ -577,7 +713,7 @@ impl Database {
         let deadline = self.timeouts.deadline(self.timeouts.statement);
         let result = tokio::time::timeout(deadline, async {
             let tx = session.client().transaction().await.map_err(err)?;
-            let (locked, _) = self.lock_and_observe(&tx, schema, schema, "", "").await.map_err(err)?;
+            let (locked, _) = self.lock_and_observe(&tx, owner, schema, schema, "", "").await.map_err(err)?;
             self.execute(&tx, schema, plan::forget_credentials(owner, schema, &locked)).await.map_err(err)?;
             tx.commit().await.map_err(err)
         })
@@ -588,9 +724,11 @@ impl Database {
     /// Takes the schema's advisory lock, then reads what the planner needs.
     /// Two statements: the read must see what a transaction that held the
     /// lock before us committed.
+    /// `owner`: whose views in the schema count as its own.
     async fn lock_and_observe(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
+        owner: &Owner,
         schema: &str,
         server: &str,
         wrapper: &str,
@@ -599,6 +737,7 @@ impl Database {
         self.count(2, 0);
         tx.execute(sql::LOCK_SCHEMA, &[&schema]).await?;
         let row = tx.query_one(sql::OBSERVE_ONE, &[&schema, &server, &wrapper, &extension]).await?;
+        let views: Vec<String> = row.get("views");
         let locked = Locked {
             observed: Observed {
                 schema_comment: row.get("schema_comment"),
@@ -609,6 +748,14 @@ impl Database {
             owned_tables: row.get("owned_tables"),
             wrapper: wrapper_state(row.get("wrapper")),
             role: row.get("role"),
+            readers: row.get("readers"),
+            views: views
+                .iter()
+                .filter_map(|v| v.split_once(' '))
+                .filter(|(_, comment)| Marker::parse(comment).is_some_and(|m| &m.owner == owner))
+                .map(|(name, _)| name.to_owned())
+                .collect(),
+            columns: Vec::new(),
         };
         Ok((locked, row.get("extension_schema")))
     }
@@ -629,7 +776,10 @@ fn with_hint(mut failure: Failure, plan: &AttachPlan, role: &str) -> Failure {
             "{}: extension {:?} is not installed and role {role:?} may not install it; an admin runs \
              CREATE EXTENSION {} SCHEMA {EXTENSION_SCHEMA} and GRANT USAGE ON FOREIGN DATA WRAPPER {} TO {role} \
              (CloudNativePG: Database spec.extensions and spec.fdws[].usage)",
-            failure.message, plan.foreign().extension, plan.foreign().extension, plan.foreign().wrapper
+            failure.message,
+            plan.foreign().map(|f| f.extension.as_str()).unwrap_or_default(),
+            plan.foreign().map(|f| f.extension.as_str()).unwrap_or_default(),
+            plan.foreign().map(|f| f.wrapper.as_str()).unwrap_or_default()
         );
     }
     failure

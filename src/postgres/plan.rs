@@ -37,8 +37,10 @@ impl fmt::Display for Owner {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Fingerprint(BTreeMap<String, String>);
 
-/// The parts this version writes, in the order it writes them.
-const PARTS: [&str; 3] = ["server", "mapping", "import"];
+/// The parts this version knows, in the order it writes them. A part
+/// that does not apply (`readers` with none, `members` of a foreign
+/// schema) is left out.
+const PARTS: [&str; 5] = ["server", "mapping", "import", "members", "readers"];
 
 impl Fingerprint {
     pub fn part(&self, name: &str) -> Option<&str> {
@@ -56,7 +58,7 @@ impl Fingerprint {
         if !text.contains(':') {
             let parts: Vec<&str> = text.split('.').collect();
             if parts.len() == 3 {
-                return PARTS.iter().zip(parts).fold(Fingerprint::default(), |f, (k, v)| f.with(k, v.to_owned()));
+                return PARTS[..3].iter().zip(parts).fold(Fingerprint::default(), |f, (k, v)| f.with(k, v.to_owned()));
             }
             return Fingerprint::default();
         }
@@ -89,6 +91,9 @@ pub struct Marker {
     pub fingerprint: Option<Fingerprint>,
     pub tables: Option<i64>,
     pub orphaned: bool,
+    /// An aggregator's members, so that a member's own transaction can
+    /// rebuild the aggregator's views from the catalog alone.
+    pub members: Option<Vec<Member>>,
 }
 
 pub const MARKER_PREFIX: &str = "manifold.dev/owner=";
@@ -101,6 +106,10 @@ impl Marker {
         }
         if let Some(tables) = self.tables {
             s.push_str(&format!(" tables={tables}"));
+        }
+        if let Some(members) = &self.members {
+            let list: Vec<String> = members.iter().map(|m| format!("{}:{}", m.connection, m.schema)).collect();
+            s.push_str(&format!(" members={}", list.join(",")));
         }
         if self.orphaned {
             s.push_str(" orphaned=true");
@@ -120,6 +129,7 @@ impl Marker {
             fingerprint: None,
             tables: None,
             orphaned: false,
+            members: None,
         };
         for word in words {
             match word.split_once('=') {
@@ -127,6 +137,14 @@ impl Marker {
                 Some(("fingerprint", fp)) => marker.fingerprint = Some(Fingerprint::parse(fp)),
                 Some(("tables", n)) => marker.tables = n.parse().ok(),
                 Some(("orphaned", v)) => marker.orphaned = v == "true",
+                Some(("members", list)) => {
+                    marker.members = Some(
+                        list.split(',')
+                            .filter_map(|m| m.split_once(':'))
+                            .map(|(c, s)| Member { connection: c.to_owned(), schema: s.to_owned() })
+                            .collect(),
+                    )
+                }
                 _ => {}
             }
         }
@@ -148,8 +166,13 @@ pub enum TableFilter {
 pub struct AttachPlan {
     pub owner: Owner,
     pub uid: String,
+    /// The connection attached: what an aggregator's views name a member by.
+    pub connection: String,
     pub schema: String,
     pub source: Source,
+    /// The workspace's reader roles that exist, sorted: each gets USAGE
+    /// and SELECT, and for a foreign schema a user mapping of its own.
+    pub readers: Vec<String>,
     pub fingerprint: Fingerprint,
 }
 
@@ -158,6 +181,21 @@ pub struct AttachPlan {
 pub enum Source {
     /// A wrapper's foreign server, its user mapping, and an import.
     Foreign(Foreign),
+    /// Views over the same tables of other attachments' schemas.
+    Aggregate(Aggregate),
+}
+
+/// An aggregator's members in one workspace, sorted by connection.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Aggregate {
+    pub members: Vec<Member>,
+}
+
+/// One member of an aggregator: a connection and its schema.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Member {
+    pub connection: String,
+    pub schema: String,
 }
 
 /// A foreign server of a wrapper, imported into the schema.
@@ -179,6 +217,7 @@ pub struct Foreign {
 pub struct PlanInput<'a> {
     pub owner: Owner,
     pub uid: &'a str,
+    pub connection: &'a str,
     pub schema: &'a str,
     pub wrapper: Wrapper,
     pub tables: TableFilter,
@@ -186,6 +225,24 @@ pub struct PlanInput<'a> {
     /// resourceVersion), so that the fingerprint changes when they do
     /// without ever hashing a secret value into a comment anyone can read.
     pub credentials_version: Option<&'a str>,
+    /// The workspace's reader roles that exist.
+    pub readers: Vec<String>,
+}
+
+fn sorted<T: Ord>(mut list: Vec<T>) -> Vec<T> {
+    list.sort();
+    list.dedup();
+    list
+}
+
+/// The `readers` part, only when there are readers: a schema without any
+/// keeps the fingerprint it had before readers existed.
+fn with_readers(fingerprint: Fingerprint, readers: &[String]) -> Fingerprint {
+    if readers.is_empty() {
+        return fingerprint;
+    }
+    let parts: Vec<&str> = readers.iter().map(String::as_str).collect();
+    fingerprint.with("readers", short_hash(&parts))
 }
 
 fn short_hash(parts: &[&str]) -> String {
@@ -222,13 +279,19 @@ impl AttachPlan {
                 import_parts.extend(t.iter().map(String::as_str));
             }
         }
+        let readers = sorted(input.readers);
         AttachPlan {
-            fingerprint: Fingerprint::default()
-                .with("server", short_hash(&server_parts))
-                .with("mapping", short_hash(&mapping_parts))
-                .with("import", short_hash(&import_parts)),
+            fingerprint: with_readers(
+                Fingerprint::default()
+                    .with("server", short_hash(&server_parts))
+                    .with("mapping", short_hash(&mapping_parts))
+                    .with("import", short_hash(&import_parts)),
+                &readers,
+            ),
+            readers,
             owner: input.owner,
             uid: input.uid.to_owned(),
+            connection: input.connection.to_owned(),
             schema: input.schema.to_owned(),
             source: Source::Foreign(Foreign {
                 server: input.schema.to_owned(),
@@ -243,10 +306,29 @@ impl AttachPlan {
         }
     }
 
-    /// The foreign server the schema's tables come from.
-    pub fn foreign(&self) -> &Foreign {
-        let Source::Foreign(foreign) = &self.source;
-        foreign
+    /// An aggregator's plan: one view per table name across `members`.
+    pub fn aggregate(owner: Owner, uid: &str, connection: &str, schema: &str, members: Vec<Member>, readers: Vec<String>) -> AttachPlan {
+        let members = sorted(members);
+        let listed: Vec<String> = members.iter().map(|m| format!("{}:{}", m.connection, m.schema)).collect();
+        let listed: Vec<&str> = listed.iter().map(String::as_str).collect();
+        let readers = sorted(readers);
+        AttachPlan {
+            fingerprint: with_readers(Fingerprint::default().with("members", short_hash(&listed)), &readers),
+            readers,
+            owner,
+            uid: uid.to_owned(),
+            connection: connection.to_owned(),
+            schema: schema.to_owned(),
+            source: Source::Aggregate(Aggregate { members }),
+        }
+    }
+
+    /// The foreign server the schema's tables come from, if it has one.
+    pub fn foreign(&self) -> Option<&Foreign> {
+        match &self.source {
+            Source::Foreign(foreign) => Some(foreign),
+            Source::Aggregate(_) => None,
+        }
     }
 
     /// The schema's marker once the plan is applied with `tables` imported
@@ -258,24 +340,29 @@ impl AttachPlan {
             fingerprint: Some(self.fingerprint.clone()),
             tables,
             orphaned: false,
+            members: self.members(),
         }
     }
 
-    /// The server's marker.
+    /// The server's marker, and each view's.
     pub fn server_marker(&self) -> Marker {
-        Marker { owner: self.owner.clone(), uid: self.uid.clone(), fingerprint: None, tables: None, orphaned: false }
+        Marker { owner: self.owner.clone(), uid: self.uid.clone(), fingerprint: None, tables: None, orphaned: false, members: None }
     }
 
     /// Every secret value the plan's statements carry.
     pub fn secrets(&self) -> impl Iterator<Item = &str> {
-        let f = self.foreign();
-        f.server_options
-            .iter()
-            .chain(&f.mapping_options)
-            .map(|(_, v)| v)
-            .chain(&f.embedded_secrets)
+        self.foreign()
+            .into_iter()
+            .flat_map(|f| f.server_options.iter().chain(&f.mapping_options).map(|(_, v)| v).chain(&f.embedded_secrets))
             .filter(|v| v.is_secret())
             .map(SecretString::expose)
+    }
+
+    fn members(&self) -> Option<Vec<Member>> {
+        match &self.source {
+            Source::Aggregate(a) => Some(a.members.clone()),
+            Source::Foreign(_) => None,
+        }
     }
 
     /// The state an attach that ran `change` leaves, as the at-rest
@@ -284,8 +371,8 @@ impl AttachPlan {
         Observed {
             schema_comment: Some(self.schema_marker(Some(tables)).render()),
             foreign_tables: tables,
-            server_comment: Some(self.server_marker().render()),
-            mapping: true,
+            server_comment: self.foreign().map(|_| self.server_marker().render()),
+            mapping: self.foreign().is_some(),
         }
     }
 }
@@ -295,7 +382,7 @@ impl AttachPlan {
 pub struct Observed {
     /// The schema's comment, if the schema exists (empty if it has none).
     pub schema_comment: Option<String>,
-    /// Foreign tables in the schema.
+    /// Foreign tables (and, in an aggregator's schema, views) in the schema.
     pub foreign_tables: i64,
     /// The server's comment, if the server exists.
     pub server_comment: Option<String>,
@@ -331,6 +418,24 @@ pub struct Locked {
     pub wrapper: WrapperState,
     /// The workspace role, for messages.
     pub role: String,
+    /// Roles the workspace role granted USAGE on the schema to: the
+    /// readers it made, whose grants and mappings it may take back.
+    pub readers: Vec<String>,
+    /// The views in the schema that carry this attachment's marker.
+    pub views: Vec<String>,
+    /// For an aggregator: the columns of its members' foreign tables.
+    pub columns: Vec<Column>,
+}
+
+/// One column of a member's foreign table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Column {
+    pub schema: String,
+    pub table: String,
+    pub name: String,
+    /// The type's oid: columns of one name and different types across
+    /// members become jsonb.
+    pub type_oid: u32,
 }
 
 /// The work that brings an attachment to its plan.
@@ -340,8 +445,9 @@ pub enum Change {
     None,
     /// Only the schema's comment differs.
     Recomment,
-    /// (Re)create the user mapping, re-import if `reimport`.
-    Update { remap: bool, reimport: bool },
+    /// (Re)create the user mappings if `remap`, re-import if `reimport`,
+    /// grant and take back reader access if `regrant`.
+    Update { remap: bool, reimport: bool, regrant: bool },
     /// Build everything: extension, server, mapping, schema, import. Whatever
     /// of ours exists is dropped first.
     Rebuild,
@@ -358,15 +464,26 @@ pub enum Statement {
     CommentOnServer { server: String, marker: Marker },
     CreateUserMapping { server: String, options: Vec<(String, SecretString)> },
     DropUserMapping { server: String },
+    /// A reader's own user mapping, with the same credentials.
+    CreateReaderMapping { server: String, role: String, options: Vec<(String, SecretString)> },
+    DropReaderMapping { server: String, role: String },
     DropServer { server: String },
     CreateSchema { schema: String },
     DropSchema { schema: String },
     DropForeignTables { schema: String, tables: Vec<String> },
     Import { remote_schema: String, filter: TableFilter, server: String, schema: String },
+    /// USAGE on the schema and SELECT on everything in it, to the roles.
+    GrantReaders { schema: String, roles: Vec<String> },
+    /// Takes back what `GrantReaders` gave one role.
+    RevokeReader { schema: String, role: String },
+    CreateView(View),
+    DropView { schema: String, name: String },
     /// Writes the schema's marker. A marker without `tables` gets the count
-    /// of foreign tables in the schema once the statements before it ran:
-    /// the one fact the planner cannot know in advance.
+    /// of foreign tables and views in the schema once the statements before
+    /// it ran: the one fact the planner cannot know in advance.
     MarkSchema { schema: String, marker: Marker },
+    /// The database's search path (empty: reset it).
+    SetSearchPath { database: String, path: Vec<String> },
 }
 
 impl Statement {
@@ -375,6 +492,41 @@ impl Statement {
         !matches!(self, Statement::LockExtension { .. })
     }
 }
+
+/// An aggregator's view of one table: the `UNION ALL` of that table in
+/// each member that has it, with the union of their columns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct View {
+    pub schema: String,
+    pub name: String,
+    /// The view's columns after `_manifold_connection`.
+    pub columns: Vec<String>,
+    pub branches: Vec<Branch>,
+    pub marker: Marker,
+}
+
+/// One member's part of a view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Branch {
+    pub connection: String,
+    pub schema: String,
+    /// One expression per view column.
+    pub values: Vec<Value>,
+}
+
+/// What a member gives for a view column.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value {
+    /// Its own column of that name.
+    Column(String),
+    /// Its column, as jsonb: the members disagree on the type.
+    Jsonb(String),
+    /// It has no such column.
+    Null,
+}
+
+/// The column that names the member a row came from.
+pub const CONNECTION_COLUMN: &str = "_manifold_connection";
 
 /// Decides the change from what the catalog shows. Refuses to touch a schema
 /// or server that does not carry this attachment's marker.
@@ -387,13 +539,27 @@ pub fn decide(plan: &AttachPlan, observed: &Observed) -> Result<Change, Failure>
         return Ok(Change::Rebuild);
     };
     let differs = |part: &str| fp.part(part) != plan.fingerprint.part(part);
-    if observed.server_comment.is_none() || differs("server") {
-        return Ok(Change::Rebuild);
-    }
-    let remap = differs("mapping") || !observed.mapping;
-    let reimport = differs("import") || marker.tables != Some(observed.foreign_tables);
-    if remap || reimport {
-        return Ok(Change::Update { remap, reimport });
+    let regrant = differs("readers");
+    let tables_drifted = marker.tables != Some(observed.foreign_tables);
+    match &plan.source {
+        Source::Foreign(_) => {
+            if observed.server_comment.is_none() || differs("server") {
+                return Ok(Change::Rebuild);
+            }
+            let remap = differs("mapping") || !observed.mapping;
+            let reimport = differs("import") || tables_drifted;
+            if remap || reimport || regrant {
+                return Ok(Change::Update { remap, reimport, regrant });
+            }
+        }
+        Source::Aggregate(_) => {
+            if differs("members") || tables_drifted || marker.members.as_ref() != plan.members().as_ref() {
+                return Ok(Change::Rebuild);
+            }
+            if regrant {
+                return Ok(Change::Update { remap: false, reimport: false, regrant });
+            }
+        }
     }
     if marker != plan.schema_marker(Some(observed.foreign_tables)) {
         return Ok(Change::Recomment);
@@ -412,13 +578,13 @@ fn check_ownership(plan: &AttachPlan, observed: &Observed) -> Result<(), Failure
             }
         }
     }
-    if let Some(comment) = &observed.server_comment {
+    if let (Some(comment), Some(foreign)) = (&observed.server_comment, plan.foreign()) {
         match Marker::parse(comment) {
             Some(m) if m.owner == plan.owner => {}
             _ => {
                 return conflict(format!(
                     "foreign server {:?} exists and is not managed by this attachment; it is left untouched",
-                    plan.foreign().server
+                    foreign.server
                 ));
             }
         }
@@ -446,14 +612,56 @@ fn ensure_wrapper(plan: &Foreign, locked: &Locked) -> Result<Vec<Statement>, Fai
     }
 }
 
+/// Reader access as the plan wants it: what readers who left had is taken
+/// back (their mappings first), and every reader gets USAGE, SELECT on
+/// everything now in the schema, and, on a foreign server, its own user
+/// mapping with the current credentials.
+fn sync_readers(plan: &AttachPlan, locked: &Locked) -> Vec<Statement> {
+    let schema = &plan.schema;
+    let mut statements = Vec::new();
+    for role in locked.readers.iter().filter(|r| !plan.readers.contains(r)) {
+        if let Some(f) = plan.foreign() {
+            statements.push(Statement::DropReaderMapping { server: f.server.clone(), role: role.clone() });
+        }
+        statements.push(Statement::RevokeReader { schema: schema.clone(), role: role.clone() });
+    }
+    if plan.readers.is_empty() {
+        return statements;
+    }
+    statements.push(Statement::GrantReaders { schema: schema.clone(), roles: plan.readers.clone() });
+    if let Some(f) = plan.foreign() {
+        for role in &plan.readers {
+            statements.push(Statement::DropReaderMapping { server: f.server.clone(), role: role.clone() });
+            statements.push(Statement::CreateReaderMapping { server: f.server.clone(), role: role.clone(), options: f.mapping_options.clone() });
+        }
+    }
+    statements
+}
+
 /// The statements that bring an attachment to its plan, and the change they
 /// make. Nothing of someone else's is ever touched: the ownership check
-/// comes first, and only the tables the attachment's own server imported
-/// are dropped, always RESTRICT.
+/// comes first, only the tables the attachment's own server imported and
+/// the views that carry its marker are dropped, always RESTRICT.
 pub fn attach(plan: &AttachPlan, locked: &Locked) -> Result<(Change, Vec<Statement>), Failure> {
     let observed = &locked.observed;
     let change = decide(plan, observed)?;
-    let Source::Foreign(foreign) = &plan.source;
+    let mut statements = match &plan.source {
+        Source::Foreign(foreign) => attach_foreign(plan, foreign, &change, locked)?,
+        Source::Aggregate(aggregate) => attach_aggregate(plan, aggregate, &change, locked),
+    };
+    if change == Change::None {
+        return Ok((change, statements));
+    }
+    if !matches!(change, Change::Recomment) {
+        statements.extend(sync_readers(plan, locked));
+    }
+    let tables = if matches!(change, Change::Recomment) { Some(observed.foreign_tables) } else { None };
+    statements.push(Statement::MarkSchema { schema: plan.schema.clone(), marker: plan.schema_marker(tables) });
+    Ok((change, statements))
+}
+
+fn attach_foreign(plan: &AttachPlan, foreign: &Foreign, change: &Change, locked: &Locked) -> Result<Vec<Statement>, Failure> {
+    let observed = &locked.observed;
     let (schema, server) = (&plan.schema, &foreign.server);
     let drop_owned = || Statement::DropForeignTables { schema: schema.clone(), tables: locked.owned_tables.clone() };
     let create_mapping = || Statement::CreateUserMapping { server: server.clone(), options: foreign.mapping_options.clone() };
@@ -464,10 +672,9 @@ pub fn attach(plan: &AttachPlan, locked: &Locked) -> Result<(Change, Vec<Stateme
         schema: schema.clone(),
     };
     let mut statements = Vec::new();
-    match &change {
-        Change::None => return Ok((change, statements)),
-        Change::Recomment => {}
-        Change::Update { remap, reimport } => {
+    match change {
+        Change::None | Change::Recomment => {}
+        Change::Update { remap, reimport, regrant: _ } => {
             if *remap {
                 statements.push(Statement::DropUserMapping { server: server.clone() });
                 statements.push(create_mapping());
@@ -483,6 +690,9 @@ pub fn attach(plan: &AttachPlan, locked: &Locked) -> Result<(Change, Vec<Stateme
                 statements.push(drop_owned());
             }
             if observed.server_comment.is_some() {
+                for role in &locked.readers {
+                    statements.push(Statement::DropReaderMapping { server: server.clone(), role: role.clone() });
+                }
                 statements.push(Statement::DropUserMapping { server: server.clone() });
                 statements.push(Statement::DropServer { server: server.clone() });
             }
@@ -500,25 +710,127 @@ pub fn attach(plan: &AttachPlan, locked: &Locked) -> Result<(Change, Vec<Stateme
         }
     }
     statements.retain(|s| !matches!(s, Statement::DropForeignTables { tables, .. } if tables.is_empty()));
-    let tables = if matches!(change, Change::Recomment) { Some(observed.foreign_tables) } else { None };
-    statements.push(Statement::MarkSchema { schema: schema.clone(), marker: plan.schema_marker(tables) });
-    Ok((change, statements))
+    Ok(statements)
+}
+
+fn attach_aggregate(plan: &AttachPlan, aggregate: &Aggregate, change: &Change, locked: &Locked) -> Vec<Statement> {
+    let mut statements = Vec::new();
+    if *change == Change::Rebuild {
+        if locked.observed.schema_comment.is_none() {
+            statements.push(Statement::CreateSchema { schema: plan.schema.clone() });
+        }
+        statements.extend(drop_views(&plan.schema, &locked.views));
+        statements.extend(views(plan, aggregate, &locked.columns).into_iter().map(Statement::CreateView));
+    }
+    statements
+}
+
+fn drop_views(schema: &str, views: &[String]) -> Vec<Statement> {
+    views.iter().map(|name| Statement::DropView { schema: schema.to_owned(), name: name.clone() }).collect()
+}
+
+/// An aggregator's views, as Steampipe makes them: for every table name in
+/// at least one member, the `UNION ALL` of the members that have it, with a
+/// leading column naming the member, the union of the columns (in the order
+/// they first appear), NULL where a member lacks a column, and jsonb where
+/// the members disagree on its type.
+pub fn views(plan: &AttachPlan, aggregate: &Aggregate, columns: &[Column]) -> Vec<View> {
+    let mut tables: BTreeMap<&str, Vec<&Member>> = BTreeMap::new();
+    for member in &aggregate.members {
+        let mut seen = std::collections::BTreeSet::new();
+        for c in columns.iter().filter(|c| c.schema == member.schema) {
+            if seen.insert(c.table.as_str()) {
+                tables.entry(c.table.as_str()).or_default().push(member);
+            }
+        }
+    }
+    let marker = plan.server_marker();
+    tables
+        .into_iter()
+        .map(|(table, members)| {
+            fn of<'c>(columns: &'c [Column], m: &Member, table: &str) -> Vec<&'c Column> {
+                columns.iter().filter(|c| c.schema == m.schema && c.table == table && c.name != CONNECTION_COLUMN).collect()
+            }
+            let mut names: Vec<&str> = Vec::new();
+            let mut types: BTreeMap<&str, std::collections::BTreeSet<u32>> = BTreeMap::new();
+            for m in &members {
+                for c in of(columns, m, table) {
+                    if !names.contains(&c.name.as_str()) {
+                        names.push(&c.name);
+                    }
+                    types.entry(&c.name).or_default().insert(c.type_oid);
+                }
+            }
+            let branches = members
+                .iter()
+                .map(|m| Branch {
+                    connection: m.connection.clone(),
+                    schema: m.schema.clone(),
+                    values: names
+                        .iter()
+                        .map(|name| match of(columns, m, table).into_iter().find(|c| c.name == *name) {
+                            None => Value::Null,
+                            Some(_) if types[name].len() > 1 => Value::Jsonb(name.to_string()),
+                            Some(_) => Value::Column(name.to_string()),
+                        })
+                        .collect(),
+                })
+                .collect();
+            View {
+                schema: plan.schema.clone(),
+                name: table.to_owned(),
+                columns: names.iter().map(|n| n.to_string()).collect(),
+                branches,
+                marker: marker.clone(),
+            }
+        })
+        .collect()
+}
+
+/// An aggregator's views rebuilt inside a member's transaction, over the
+/// columns as they are after the member's change, with the readers' SELECT
+/// on them and the marker with the members.
+pub fn rebuild_views(plan: &AttachPlan, locked: &Locked) -> Vec<Statement> {
+    let Source::Aggregate(aggregate) = &plan.source else { return Vec::new() };
+    let mut statements = drop_views(&plan.schema, &locked.views);
+    statements.extend(views(plan, aggregate, &locked.columns).into_iter().map(Statement::CreateView));
+    if !plan.readers.is_empty() {
+        statements.push(Statement::GrantReaders { schema: plan.schema.clone(), roles: plan.readers.clone() });
+    }
+    statements.push(Statement::MarkSchema { schema: plan.schema.clone(), marker: plan.schema_marker(None) });
+    statements
+}
+
+/// An aggregator in a member's transaction: its views come down before the
+/// member's tables change (RESTRICT would refuse otherwise), and go up again
+/// after, over `members` (with or without the member, as it is joining,
+/// staying or leaving).
+pub fn aggregate_teardown(schema: &str, locked: &Locked) -> Vec<Statement> {
+    drop_views(schema, &locked.views)
 }
 
 /// The statements of a connection test: what an attach of a fresh schema
 /// runs, in a transaction that is always rolled back.
 pub fn test(plan: &AttachPlan, wrapper: WrapperState, role: &str) -> Result<Vec<Statement>, Failure> {
-    let locked = Locked { observed: Observed::default(), owned_tables: Vec::new(), wrapper, role: role.to_owned() };
+    let locked = Locked {
+        observed: Observed::default(),
+        owned_tables: Vec::new(),
+        wrapper,
+        role: role.to_owned(),
+        readers: Vec::new(),
+        views: Vec::new(),
+        columns: Vec::new(),
+    };
     let (_, mut statements) = attach(plan, &locked)?;
-    statements.retain(|s| !matches!(s, Statement::MarkSchema { .. } | Statement::CommentOnServer { .. }));
+    statements.retain(|s| !matches!(s, Statement::MarkSchema { .. } | Statement::CommentOnServer { .. } | Statement::GrantReaders { .. }));
     Ok(statements)
 }
 
 /// What a detach drops: only what carries this attachment's marker. The
 /// tables only if the server is ours too (they are the ones it imported),
-/// then the schema; the mapping and server if the server is ours. Every
-/// drop is RESTRICT, so anything someone else made that depends on ours
-/// holds the whole detach.
+/// our views, then the schema; the readers' mappings, ours and the server
+/// if the server is ours. Every drop is RESTRICT, so anything someone else
+/// made that depends on ours holds the whole detach.
 pub fn detach(owner: &Owner, schema: &str, locked: &Locked) -> Vec<Statement> {
     let ours = |comment: &Option<String>| comment.as_deref().and_then(Marker::parse).is_some_and(|m| &m.owner == owner);
     let (schema_ours, server_ours) = (ours(&locked.observed.schema_comment), ours(&locked.observed.server_comment));
@@ -527,24 +839,79 @@ pub fn detach(owner: &Owner, schema: &str, locked: &Locked) -> Vec<Statement> {
         if server_ours && !locked.owned_tables.is_empty() {
             statements.push(Statement::DropForeignTables { schema: schema.to_owned(), tables: locked.owned_tables.clone() });
         }
+        statements.extend(drop_views(schema, &locked.views));
         statements.push(Statement::DropSchema { schema: schema.to_owned() });
     }
     if server_ours {
-        statements.push(Statement::DropUserMapping { server: schema.to_owned() });
+        statements.extend(forget_credentials(owner, schema, locked));
         statements.push(Statement::DropServer { server: schema.to_owned() });
     }
     statements
 }
 
-/// The credentials of an attachment whose removal is held: its user mapping,
-/// if its server is ours. Nothing depends on a user mapping, so this never
-/// fails for a dependent object, and no password stays behind a deletion.
+/// The credentials of an attachment whose removal is held: its user
+/// mappings (the workspace role's and its readers'), if its server is ours.
+/// Nothing depends on a user mapping, so this never fails for a dependent
+/// object, and no password stays behind a deletion.
 pub fn forget_credentials(owner: &Owner, server: &str, locked: &Locked) -> Vec<Statement> {
     let ours = locked.observed.server_comment.as_deref().and_then(Marker::parse).is_some_and(|m| &m.owner == owner);
-    if ours && locked.observed.mapping {
-        vec![Statement::DropUserMapping { server: server.to_owned() }]
-    } else {
-        Vec::new()
+    if !ours {
+        return Vec::new();
+    }
+    let mut statements: Vec<Statement> =
+        locked.readers.iter().map(|role| Statement::DropReaderMapping { server: server.to_owned(), role: role.clone() }).collect();
+    statements.push(Statement::DropUserMapping { server: server.to_owned() });
+    statements
+}
+
+/// The database's search path, if it is not already `path`.
+pub fn search_path(database: &str, path: &[String], current: &[String]) -> Option<Statement> {
+    (current != path).then(|| Statement::SetSearchPath { database: database.to_owned(), path: path.to_vec() })
+}
+
+/// A `search_path` setting as Postgres stores it (`a, "B c", public`), as
+/// a list of names.
+pub fn parse_search_path(value: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut chars = value.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut name = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                if c == '"' {
+                    if chars.peek() == Some(&'"') {
+                        chars.next();
+                        name.push('"');
+                    } else {
+                        break;
+                    }
+                } else {
+                    name.push(c);
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == ',' {
+                    break;
+                }
+                name.push(c);
+                chars.next();
+            }
+            name = name.trim().to_owned();
+        }
+        while chars.peek().is_some_and(|c| *c != ',') {
+            chars.next();
+        }
+        if !name.is_empty() {
+            names.push(name);
+        }
+        if chars.next().is_none() {
+            return names;
+        }
     }
 }
 
@@ -669,6 +1036,8 @@ mod tests {
             },
             tables,
             credentials_version: Some(password_version),
+            connection: "sales",
+            readers: Vec::new(),
         })
     }
 
@@ -686,6 +1055,9 @@ mod tests {
             owned_tables: owned.iter().map(|t| t.to_string()).collect(),
             wrapper: WrapperState::Usable,
             role: "app".into(),
+            readers: Vec::new(),
+            views: Vec::new(),
+            columns: Vec::new(),
         }
     }
 
@@ -701,6 +1073,13 @@ mod tests {
                 Statement::CommentOnServer { .. } => "comment-server",
                 Statement::CreateUserMapping { .. } => "create-mapping",
                 Statement::DropUserMapping { .. } => "drop-mapping",
+                Statement::CreateReaderMapping { .. } => "create-reader-mapping",
+                Statement::DropReaderMapping { .. } => "drop-reader-mapping",
+                Statement::GrantReaders { .. } => "grant",
+                Statement::RevokeReader { .. } => "revoke",
+                Statement::CreateView(_) => "create-view",
+                Statement::DropView { .. } => "drop-view",
+                Statement::SetSearchPath { .. } => "search-path",
                 Statement::DropServer { .. } => "drop-server",
                 Statement::CreateSchema { .. } => "create-schema",
                 Statement::DropSchema { .. } => "drop-schema",
@@ -726,7 +1105,7 @@ mod tests {
     #[test]
     fn a_marker_of_the_first_format_is_read_without_a_rebuild() {
         let p = plan();
-        let [s, m, i] = PARTS.map(|k| p.fingerprint.part(k).unwrap().to_owned());
+        let [s, m, i] = ["server", "mapping", "import"].map(|k| p.fingerprint.part(k).unwrap().to_owned());
         let legacy = format!("manifold.dev/owner=org/analytics-sales uid=u-1 fingerprint={s}.{m}.{i} tables=20");
         let observed = Observed { schema_comment: Some(legacy), ..applied(&p, 20) };
         assert_eq!(decide(&p, &observed), Ok(Change::None));
@@ -770,28 +1149,28 @@ mod tests {
                 "new credentials only remap",
                 plan_with("v2", TableFilter::All, "db"),
                 locked(applied(&p, 20), &["a"]),
-                Change::Update { remap: true, reimport: false },
+                Change::Update { remap: true, reimport: false, regrant: false },
                 vec!["drop-mapping", "create-mapping", "mark"],
             ),
             (
                 "new tables re-import",
                 plan_with("v1", TableFilter::LimitTo(vec!["orders".into()]), "db"),
                 locked(applied(&p, 20), &["a", "b"]),
-                Change::Update { remap: false, reimport: true },
+                Change::Update { remap: false, reimport: true, regrant: false },
                 vec!["drop-tables", "import", "mark"],
             ),
             (
                 "a dropped table re-imports",
                 p.clone(),
                 locked(Observed { foreign_tables: 19, ..applied(&p, 20) }, &["a"]),
-                Change::Update { remap: false, reimport: true },
+                Change::Update { remap: false, reimport: true, regrant: false },
                 vec!["drop-tables", "import", "mark"],
             ),
             (
                 "a dropped mapping is restored",
                 p.clone(),
                 locked(Observed { mapping: false, ..applied(&p, 20) }, &["a"]),
-                Change::Update { remap: true, reimport: false },
+                Change::Update { remap: true, reimport: false, regrant: false },
                 vec!["drop-mapping", "create-mapping", "mark"],
             ),
             (
@@ -878,6 +1257,8 @@ mod tests {
         let p = plan();
         let ours = locked(applied(&p, 2), &["a", "b"]);
         assert_eq!(kinds(&detach(&p.owner, "sales", &ours)), ["drop-tables", "drop-schema", "drop-mapping", "drop-server"]);
+        let read = Locked { readers: vec!["analyst".into()], ..locked(applied(&p, 2), &["a"]) };
+        assert_eq!(kinds(&detach(&p.owner, "sales", &read)), ["drop-tables", "drop-schema", "drop-reader-mapping", "drop-mapping", "drop-server"]);
         let theirs = locked(Observed { schema_comment: Some("x".into()), server_comment: Some(String::new()), ..Default::default() }, &["a"]);
         assert!(detach(&p.owner, "sales", &theirs).is_empty());
         let schema_only = locked(Observed { server_comment: None, ..applied(&p, 2) }, &[]);
@@ -888,10 +1269,10 @@ mod tests {
     fn held_removals_still_forget_credentials() {
         let p = plan();
         assert_eq!(kinds(&forget_credentials(&p.owner, "sales", &locked(applied(&p, 2), &[]))), ["drop-mapping"]);
+        let with_readers = Locked { readers: vec!["analyst".into()], ..locked(applied(&p, 2), &[]) };
+        assert_eq!(kinds(&forget_credentials(&p.owner, "sales", &with_readers)), ["drop-reader-mapping", "drop-mapping"]);
         let theirs = locked(Observed { server_comment: Some("not ours".into()), ..applied(&p, 2) }, &[]);
         assert!(forget_credentials(&p.owner, "sales", &theirs).is_empty());
-        let gone = locked(Observed { mapping: false, ..applied(&p, 2) }, &[]);
-        assert!(forget_credentials(&p.owner, "sales", &gone).is_empty());
     }
 
     #[test]

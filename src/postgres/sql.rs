@@ -10,7 +10,7 @@
 
 use postgres_protocol::escape::{escape_identifier as ident, escape_literal as literal};
 
-use super::plan::{SecretString, Statement, TableFilter};
+use super::plan::{SecretString, Statement, TableFilter, Value, View};
 
 /// The search path of every session the operator opens. `pg_temp` is
 /// listed last so that it is not searched first; functions and operators
@@ -34,7 +34,59 @@ pub fn render(statement: &Statement) -> String {
         Statement::DropForeignTables { schema, tables } => drop_foreign_tables(schema, tables).unwrap_or_default(),
         Statement::Import { remote_schema, filter, server, schema } => import_foreign_schema(remote_schema, filter, server, schema),
         Statement::MarkSchema { schema, marker } => comment_on_schema(schema, &marker.render()),
+        Statement::CreateReaderMapping { server, role, options: opts } => {
+            format!("CREATE USER MAPPING FOR {} SERVER {}{}", ident(role), ident(server), options(opts))
+        }
+        Statement::DropReaderMapping { server, role } => {
+            format!("DROP USER MAPPING IF EXISTS FOR {} SERVER {}", ident(role), ident(server))
+        }
+        Statement::GrantReaders { schema, roles } => {
+            let roles = roles.iter().map(|r| ident(r)).collect::<Vec<_>>().join(", ");
+            format!("GRANT USAGE ON SCHEMA {s} TO {roles}; GRANT SELECT ON ALL TABLES IN SCHEMA {s} TO {roles}", s = ident(schema))
+        }
+        Statement::RevokeReader { schema, role } => format!(
+            "REVOKE SELECT ON ALL TABLES IN SCHEMA {s} FROM {r}; REVOKE USAGE ON SCHEMA {s} FROM {r}",
+            s = ident(schema),
+            r = ident(role)
+        ),
+        Statement::CreateView(view) => create_view(view),
+        Statement::DropView { schema, name } => format!("DROP VIEW {} RESTRICT", qualified(schema, name)),
+        Statement::SetSearchPath { database, path } if path.is_empty() => {
+            format!("ALTER DATABASE {} RESET search_path", ident(database))
+        }
+        Statement::SetSearchPath { database, path } => {
+            let path = path.iter().map(|p| ident(p)).collect::<Vec<_>>().join(", ");
+            format!("ALTER DATABASE {} SET search_path = {path}", ident(database))
+        }
     }
+}
+
+/// An aggregator's view, and the comment that marks it as ours. No type
+/// name is ever written: a member without a column gives an untyped NULL,
+/// which the `UNION` resolves from the other members, and members that
+/// disagree give jsonb.
+fn create_view(view: &View) -> String {
+    let branches: Vec<String> = view
+        .branches
+        .iter()
+        .map(|b| {
+            let mut columns = vec![format!("{}::pg_catalog.text AS {}", literal(&b.connection), ident(super::plan::CONNECTION_COLUMN))];
+            for (value, name) in b.values.iter().zip(&view.columns) {
+                columns.push(match value {
+                    Value::Column(c) => format!("{} AS {}", ident(c), ident(name)),
+                    Value::Jsonb(c) => format!("pg_catalog.to_jsonb({}) AS {}", ident(c), ident(name)),
+                    Value::Null => format!("NULL AS {}", ident(name)),
+                });
+            }
+            format!("SELECT {} FROM {}", columns.join(", "), qualified(&b.schema, &view.name))
+        })
+        .collect();
+    let name = qualified(&view.schema, &view.name);
+    format!(
+        "CREATE VIEW {name} AS {}; COMMENT ON VIEW {name} IS {}",
+        branches.join(" UNION ALL "),
+        literal(&view.marker.render())
+    )
 }
 
 fn options(options: &[(String, SecretString)]) -> String {
@@ -157,7 +209,10 @@ WITH nsp AS (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1),
 SELECT
   (SELECT coalesce(pg_catalog.obj_description(oid, 'pg_namespace'), '') FROM nsp) AS schema_comment,
   (SELECT pg_catalog.count(*) FROM pg_catalog.pg_foreign_table ft JOIN pg_catalog.pg_class c ON c.oid = ft.ftrelid
-     WHERE c.relnamespace = (SELECT oid FROM nsp)) AS foreign_tables,
+     WHERE c.relnamespace = (SELECT oid FROM nsp))
+   + (SELECT pg_catalog.count(*) FROM pg_catalog.pg_class c
+        JOIN pg_catalog.pg_description d ON d.objoid = c.oid AND d.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objsubid = 0
+       WHERE c.relnamespace = (SELECT oid FROM nsp) AND c.relkind = 'v' AND pg_catalog.starts_with(d.description, 'manifold.dev/owner=')) AS foreign_tables,
   (SELECT coalesce(pg_catalog.obj_description(oid, 'pg_foreign_server'), '') FROM srv) AS server_comment,
   EXISTS (SELECT 1 FROM pg_catalog.pg_user_mappings m WHERE m.srvid = (SELECT oid FROM srv)
             AND m.umuser = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER)) AS mapping,
@@ -168,6 +223,26 @@ SELECT
   (SELECT n.nspname::text FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
      WHERE e.extname = $4) AS extension_schema,
   CURRENT_USER::text AS role";
+
+/// The columns of the foreign tables in the given schemas (an aggregator's
+/// members), in table order. Parameter: the schemas, as text[].
+pub const MEMBER_COLUMNS: &str = "
+SELECT n.nspname::text AS schema, c.relname::text AS table, a.attname::text AS name, a.atttypid AS type_oid
+  FROM pg_catalog.pg_class c
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid
+ WHERE n.nspname = ANY($1) AND c.relkind = 'f' AND a.attnum > 0 AND NOT a.attisdropped
+ ORDER BY n.nspname, c.relname, a.attnum";
+
+/// The aggregators' schemas whose marker lists a member schema: the ones a
+/// member's change must rebuild. Parameter: the member schema.
+pub const AGGREGATES_OF: &str = "
+SELECT n.nspname::text AS schema, d.description AS comment
+  FROM pg_catalog.pg_description d JOIN pg_catalog.pg_namespace n ON n.oid = d.objoid
+ WHERE d.classoid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.objsubid = 0
+   AND pg_catalog.starts_with(d.description, 'manifold.dev/owner=')
+   AND pg_catalog.strpos(d.description, pg_catalog.concat(':', $1::text)) > 0
+ ORDER BY 1";
 
 /// Whether the role can use a wrapper, where its extension lives, and who
 /// the role is: what a test needs before it plans. Parameters: wrapper
@@ -190,10 +265,12 @@ SELECT c.relname::text FROM pg_catalog.pg_foreign_table ft
  ORDER BY 1";
 
 /// The whole at-rest resync of a workspace in one round trip: the server
-/// version, the role (and whether it is a superuser), and every schema that
-/// carries a Manifold marker with its comment, its foreign-table count, and
-/// whether its server and the current user's mapping exist (as one JSON
-/// array).
+/// version, the role (and whether it is a superuser), the database and its
+/// settings, which of the readers ($1, text[]) exist, and every schema that
+/// carries a Manifold marker with its comment, its count of foreign tables
+/// and our views, and whether its server and the current user's mapping
+/// exist; a marked server whose schema is gone is listed under its name
+/// too, so that nothing of ours goes unseen (as one JSON array).
 pub const OBSERVE_ALL: &str = "
 WITH managed AS (
   SELECT d.objoid AS nsp, d.description FROM pg_catalog.pg_description d
@@ -204,28 +281,49 @@ WITH managed AS (
   -- as a nested loop, quadratic in the number of schemas.
   SELECT pg_catalog.jsonb_object_agg(relnamespace::text, n) AS by_schema
     FROM (SELECT relnamespace, pg_catalog.count(*) AS n FROM pg_catalog.pg_class WHERE relkind = 'f' GROUP BY relnamespace) c
-), servers AS (
+), views AS MATERIALIZED (
+  -- Our views (an aggregator's), counted like foreign tables.
+  SELECT pg_catalog.jsonb_object_agg(relnamespace::text, n) AS by_schema
+    FROM (SELECT c.relnamespace, pg_catalog.count(*) AS n FROM pg_catalog.pg_class c
+            JOIN pg_catalog.pg_description d ON d.objoid = c.oid AND d.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objsubid = 0
+           WHERE c.relkind = 'v' AND pg_catalog.starts_with(d.description, 'manifold.dev/owner=') GROUP BY c.relnamespace) v
+), servers AS MATERIALIZED (
   SELECT s.oid, s.srvname, coalesce(sd.description, '') AS comment FROM pg_catalog.pg_foreign_server s
     LEFT JOIN pg_catalog.pg_description sd ON sd.objoid = s.oid
      AND sd.classoid = 'pg_catalog.pg_foreign_server'::pg_catalog.regclass AND sd.objsubid = 0
 ), mappings AS (
   SELECT srvid FROM pg_catalog.pg_user_mappings WHERE umuser = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER)
+), entries AS (
+  SELECT n.nspname::text AS schema, m.description AS comment,
+         coalesce((SELECT (by_schema ->> n.oid::text)::bigint FROM foreign_tables), 0)
+         + coalesce((SELECT (by_schema ->> n.oid::text)::bigint FROM views), 0) AS foreign_tables,
+         s.comment AS server_comment, s.oid IS NOT NULL AND s.oid IN (SELECT srvid FROM mappings) AS mapping
+    FROM managed m
+    JOIN pg_catalog.pg_namespace n ON n.oid = m.nsp
+    LEFT JOIN servers s ON s.srvname = n.nspname
+  UNION ALL
+  SELECT s.srvname::text, NULL, 0, s.comment, s.oid IN (SELECT srvid FROM mappings)
+    FROM servers s
+   WHERE pg_catalog.starts_with(s.comment, 'manifold.dev/owner=')
+     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n WHERE n.nspname = s.srvname)
 )
 SELECT pg_catalog.current_setting('server_version') AS version,
        CURRENT_USER::text AS role,
        (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER) AS superuser,
-       coalesce(pg_catalog.json_agg(pg_catalog.json_build_object(
-         'schema', n.nspname, 'comment', m.description,
-         'foreign_tables', coalesce((SELECT (by_schema ->> n.oid::text)::bigint FROM foreign_tables), 0),
-         'server_comment', s.comment, 'mapping', s.oid IS NOT NULL AND s.oid IN (SELECT srvid FROM mappings))), '[]'::json) AS schemas
-  FROM managed m
-  JOIN pg_catalog.pg_namespace n ON n.oid = m.nsp
-  LEFT JOIN servers s ON s.srvname = n.nspname";
+       pg_catalog.current_database()::text AS database,
+       ARRAY(SELECT rolname::text FROM pg_catalog.pg_roles WHERE rolname = ANY($1::text[]) ORDER BY 1) AS roles,
+       (SELECT s.setconfig FROM pg_catalog.pg_db_role_setting s
+         WHERE s.setrole = 0 AND s.setdatabase = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())) AS database_settings,
+       coalesce((SELECT pg_catalog.json_agg(pg_catalog.row_to_json(e)) FROM entries e), '[]'::json) AS schemas";
 
-/// Foreign tables in a schema. Parameter: schema name.
+/// Foreign tables and our views in a schema. Parameter: schema name.
 pub const COUNT_FOREIGN_TABLES: &str = "
-SELECT pg_catalog.count(*) FROM pg_catalog.pg_foreign_table ft JOIN pg_catalog.pg_class c ON c.oid = ft.ftrelid
- WHERE c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1)";
+SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.pg_foreign_table ft JOIN pg_catalog.pg_class c ON c.oid = ft.ftrelid
+         WHERE c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1))
+     + (SELECT pg_catalog.count(*) FROM pg_catalog.pg_class c
+          JOIN pg_catalog.pg_description d ON d.objoid = c.oid AND d.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objsubid = 0
+         WHERE c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1) AND c.relkind = 'v'
+           AND pg_catalog.starts_with(d.description, 'manifold.dev/owner='))";
 
 /// A lexer of exactly what this module renders: words, quoted identifiers,
 /// string literals (plain and `E''`), and punctuation. The tests and the
@@ -381,8 +479,9 @@ mod tests {
     #[test]
     fn catalog_queries_qualify_every_function() {
         let calls = ["obj_description(", "count(", "has_foreign_data_wrapper_privilege(", "pg_advisory_xact_lock(",
-                     "hashtext(", "starts_with(", "json_agg(", "json_build_object(", "jsonb_object_agg(", "current_setting(", "concat("];
-        for query in [OBSERVE_ONE, OBSERVE_WRAPPER, OWNED_FOREIGN_TABLES, OBSERVE_ALL, COUNT_FOREIGN_TABLES, LOCK_SCHEMA, &lock_extension("x")] {
+                     "hashtext(", "starts_with(", "json_agg(", "json_build_object(", "jsonb_object_agg(", "current_setting(", "concat(",
+                     "aclexplode(", "current_database(", "strpos(", "to_jsonb(", "row_to_json("];
+        for query in [OBSERVE_ONE, OBSERVE_WRAPPER, OWNED_FOREIGN_TABLES, OBSERVE_ALL, COUNT_FOREIGN_TABLES, LOCK_SCHEMA, MEMBER_COLUMNS, AGGREGATES_OF, &lock_extension("x")] {
             for call in calls {
                 for (i, _) in query.match_indices(call) {
                     assert!(query[..i].ends_with("pg_catalog."), "unqualified {call} in {query}");

@@ -197,7 +197,7 @@ pub async fn changes_to_the_connection_reach_the_workspace() {
 
     // A new remoteSchema re-imports from there (and, applied whole, drops
     // tables.include).
-    w.connection_only("src", |c| c.spec.plugin.postgres.as_mut().unwrap().remote_schema = "archive".into());
+    w.connection_only("src", |c| c.spec.plugin.as_mut().unwrap().postgres.as_mut().unwrap().remote_schema = "archive".into());
     w.wait_attachment("ws-src", "archive imported", |a| {
         a.status.as_ref().is_some_and(|s| s.tables == Some(1) && conditions::is_ready(&s.conditions))
     })

@@ -61,6 +61,8 @@ fn plan_with_option(value: &str) -> AttachPlan {
         },
         tables: TableFilter::All,
         credentials_version: None,
+        connection: "quoting",
+        readers: Vec::new(),
     })
 }
 
@@ -111,11 +113,12 @@ pub async fn generated_strings_round_trip_through_postgres() {
                 // they are (checked in the catalog), in one transaction that
                 // is rolled back.
                 let plan = plan_with_option(&value);
+                let foreign = plan.foreign().unwrap();
                 let statements = [
                     "BEGIN".to_owned(),
-                    sql::create_server(&plan.foreign().server, &plan.foreign().wrapper, &plan.foreign().server_options),
-                    sql::create_user_mapping(&plan.foreign().server, &plan.foreign().mapping_options),
-                    sql::comment_on_server(&plan.foreign().server, &value),
+                    sql::create_server(&foreign.server, &foreign.wrapper, &foreign.server_options),
+                    sql::create_user_mapping(&foreign.server, &foreign.mapping_options),
+                    sql::comment_on_server(&foreign.server, &value),
                 ];
                 let (_, completed, _) = simple(&client, &statements.join(";\n")).await;
                 prop_assert_eq!(completed, statements.len(), "no statement more, none less");

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
 use manifold::api::{
-    Connection, ConnectionSpec, CredentialsSpec, DatabaseSpec, DeletionPolicy, PluginSpec, PostgresPlugin, SECRET_LABEL,
+    AggregatorSpec, Connection, ConnectionSpec, CredentialsSpec, DatabaseSpec, DeletionPolicy, PluginSpec, PostgresPlugin, SECRET_LABEL,
     SecretKeyRef, SecretRef, Workspace, WorkspaceConnection, WorkspaceConnectionSpec, WorkspaceSpec,
 };
 
@@ -35,6 +35,8 @@ pub fn workspace(name: &str, secret: &str) -> Workspace {
                 secret_ref: SecretKeyRef { name: secret.to_owned(), key: "uri".to_owned() },
                 ca_secret_ref: None,
             },
+            readers: Vec::new(),
+            search_path: None,
         },
     )
 }
@@ -46,7 +48,7 @@ pub fn postgres_connection(name: &str, host: &str, port: u16, database: &str, cr
         name,
         ConnectionSpec {
             schema: None,
-            plugin: PluginSpec {
+            plugin: Some(PluginSpec {
                 postgres: Some(PostgresPlugin {
                     host: host.to_owned(),
                     port: i32::from(port),
@@ -56,8 +58,24 @@ pub fn postgres_connection(name: &str, host: &str, port: u16, database: &str, cr
                 }),
                 steampipe: None,
                 fdw: None,
-            },
+            }),
+            aggregator: None,
             credentials: Some(CredentialsSpec { secret_ref: SecretRef { name: credentials.to_owned() } }),
+            tables: None,
+            test: None,
+        },
+    )
+}
+
+/// An aggregator over connections by name or glob.
+pub fn aggregator(name: &str, connections: &[&str]) -> Connection {
+    Connection::new(
+        name,
+        ConnectionSpec {
+            schema: None,
+            plugin: None,
+            aggregator: Some(AggregatorSpec { connections: connections.iter().map(|c| c.to_string()).collect(), selector: None }),
+            credentials: None,
             tables: None,
             test: None,
         },
