@@ -88,6 +88,7 @@ impl Part {
 const WORKSPACE: &str = "workspace";
 const CONNECTION: &str = "connection";
 const SECRET: &str = "secret";
+const AGGREGATOR: &str = "aggregator";
 
 /// The indexes of one scope.
 #[derive(Default, Debug)]
@@ -112,7 +113,18 @@ impl Index {
     }
 
     pub fn connection_event(&mut self, event: &Event<Connection>) {
-        self.connections.event(event, |c| c.spec.credentials.iter().map(|cr| (SECRET, cr.secret_ref.name.clone())).collect());
+        self.connections.event(event, |c| {
+            let mut refs: Vec<_> = c.spec.credentials.iter().map(|cr| (SECRET, cr.secret_ref.name.clone())).collect();
+            if c.spec.aggregator.is_some() {
+                refs.push((AGGREGATOR, String::new()));
+            }
+            refs
+        });
+    }
+
+    /// The aggregators of a namespace, sorted by name.
+    pub fn aggregators(&self, ns: &str) -> Vec<String> {
+        self.connections.refs.referring(AGGREGATOR, ns, "")
     }
 
     /// The attachments to a workspace, sorted by name.

@@ -75,6 +75,17 @@ pub fn workspace_changed(stores: &Stores, triggers: &Triggers, event: &Event<Wor
 }
 
 pub fn connection_changed(stores: &Stores, triggers: &Triggers, event: &Event<Connection>) {
+    // Aggregators list their members' states, and cover connections by
+    // name and labels: a change to any of those reaches them.
+    if let Some(conn) = changed(&stores.connections, event, |c| {
+        (c.metadata.generation, c.metadata.deletion_timestamp.is_some(), c.metadata.labels.clone(), c.status.as_ref().and_then(|s| ready_reason(&s.conditions)))
+    }) && conn.spec.aggregator.is_none()
+    {
+        let ns = conn.namespace().unwrap_or_default();
+        for aggregator in stores.index.read().unwrap().aggregators(&ns) {
+            triggers.connection(&ns, &aggregator);
+        }
+    }
     stores.index.write().unwrap().connection_event(event);
     // Attachments depend on the spec and on deletion; not on test results.
     let Some(conn) = changed(&stores.connections, event, |c| (c.metadata.generation, c.metadata.deletion_timestamp.is_some()))
@@ -108,6 +119,24 @@ pub fn attachment_changed(stores: &Stores, triggers: &Triggers, event: &Event<Wo
     }
     if stores.connection(&ns, &att.spec.connection).is_some() {
         triggers.connection(&ns, &att.spec.connection);
+    }
+    // An attachment that comes, goes, or turns Ready or not changes the
+    // members of the aggregators attached to the same workspace, and what
+    // every aggregator of the namespace lists.
+    {
+        let index = stores.index.read().unwrap();
+        let aggregators = index.aggregators(&ns);
+        if !aggregators.is_empty() {
+            for other in index.by_workspace(&ns, &att.spec.workspace) {
+                let is_aggregate = stores.attachment(&ns, &other).is_some_and(|a| aggregators.contains(&a.spec.connection));
+                if is_aggregate && other != att.name_any() {
+                    triggers.attachment(&ns, &other);
+                }
+            }
+            for aggregator in &aggregators {
+                triggers.connection(&ns, aggregator);
+            }
+        }
     }
     // An attachment that goes away may free a schema another one wanted.
     if matches!(event, Event::Delete(_)) || att.metadata.deletion_timestamp.is_some() {

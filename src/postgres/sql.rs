@@ -222,7 +222,15 @@ SELECT
      FROM pg_catalog.pg_foreign_data_wrapper w WHERE w.fdwname = $3) AS wrapper,
   (SELECT n.nspname::text FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
      WHERE e.extname = $4) AS extension_schema,
-  CURRENT_USER::text AS role";
+  CURRENT_USER::text AS role,
+  ARRAY(SELECT r.rolname::text FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a
+          JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+         WHERE n.nspname = $1 AND a.privilege_type = 'USAGE' AND a.grantee <> a.grantor
+           AND a.grantor = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER) ORDER BY 1) AS readers,
+  ARRAY(SELECT c.relname::text || ' ' || d.description FROM pg_catalog.pg_class c
+          JOIN pg_catalog.pg_description d ON d.objoid = c.oid AND d.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objsubid = 0
+         WHERE c.relnamespace = (SELECT oid FROM nsp) AND c.relkind = 'v'
+           AND pg_catalog.starts_with(d.description, 'manifold.dev/owner=') ORDER BY 1) AS views";
 
 /// The columns of the foreign tables in the given schemas (an aggregator's
 /// members), in table order. Parameter: the schemas, as text[].

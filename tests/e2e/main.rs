@@ -46,6 +46,9 @@ fn main() {
         security::tls_to_a_workspace_honours_sslmode_and_its_ca,
         security::credentials_stay_out_of_what_other_roles_can_read,
         security::the_longest_accepted_durations_do_not_crash_the_operator,
+        workspace::readers_query_as_themselves_without_naming_a_schema,
+        workspace::an_aggregator_unions_its_members_as_steampipe_does,
+        workspace::a_users_view_on_an_aggregator_holds_its_detach,
     ])
 }
 
@@ -57,3 +60,4 @@ mod quoting;
 mod security;
 mod tenancy;
 mod test_connection;
+mod workspace;

@@ -164,3 +164,21 @@ impl Postgres {
         Source { db, user, password }
     }
 }
+
+impl Postgres {
+    /// Creates a login role that is not a superuser: a person who queries.
+    pub async fn login_role(&self, name: &str, password: &str) {
+        self.connect("postgres").await.batch_execute(&format!("CREATE ROLE {name} LOGIN PASSWORD '{password}'")).await.unwrap();
+    }
+}
+
+/// Runs one statement with `psql`, as a person would: unaligned, tuples
+/// only. Returns its output, or its error text.
+pub fn psql(uri: &str, sql: &str) -> Result<String, String> {
+    let out = std::process::Command::new("psql").args([uri, "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", sql]).output().expect("run psql");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}

@@ -56,6 +56,24 @@ impl World {
         self.apply_object(&objects::workspace(name, &format!("{name}-db")));
     }
 
+    /// The Workspace of `workspace(name)`, adjusted by `change`.
+    pub fn workspace_with(&self, name: &str, change: impl FnOnce(&mut manifold::api::Workspace)) {
+        self.apply_object(&objects::secret(&format!("{name}-db"), &[("uri", &self.pg.owner_uri(&self.ws_db))]));
+        let mut ws = objects::workspace(name, &format!("{name}-db"));
+        change(&mut ws);
+        self.apply_object(&ws);
+    }
+
+    /// Waits until the Workspace satisfies `check`; returns it.
+    pub async fn wait_workspace(&self, name: &str, what: &str, check: impl Fn(&manifold::api::Workspace) -> bool) -> manifold::api::Workspace {
+        let api: Api<manifold::api::Workspace> = self.t.api();
+        wait_for(&format!("Workspace {name}: {what}"), WAIT, || async {
+            let ws = api.get(name).await.map_err(|e| e.to_string())?;
+            if check(&ws) { Ok(ws) } else { Err(format!("{:?}", ws.status)) }
+        })
+        .await
+    }
+
     pub fn workspace(&self, name: &str) {
         self.workspace_on(name, self.pg, &self.ws_db);
     }
@@ -217,6 +235,16 @@ impl World {
                 Some(t) if check(t) => Ok(conn),
                 other => Err(format!("{other:?}")),
             }
+        })
+        .await
+    }
+
+    /// Waits until the Connection satisfies `check`; returns it.
+    pub async fn wait_test_or_status(&self, name: &str, check: impl Fn(&Connection) -> bool) -> Connection {
+        let api = self.connections();
+        wait_for(&format!("Connection {name}"), WAIT, || async {
+            let conn = api.get(name).await.map_err(|e| e.to_string())?;
+            if check(&conn) { Ok(conn) } else { Err(format!("{:?}", conn.status)) }
         })
         .await
     }
