@@ -158,7 +158,9 @@ pub async fn a_workspace_whose_database_is_gone_gives_up() {
     })
     .await;
     println!("released after {:?}", started.elapsed());
-    assert!(started.elapsed() >= Duration::from_secs(6), "not before the timeout");
+    // deletionTimestamp has whole seconds: the timeout may end up to one
+    // second early by this clock.
+    assert!(started.elapsed() >= Duration::from_secs(5), "not before the timeout");
     let events = stdout_ok(&w.t.kubectl(&["get", "events", "-o", "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}"]));
     let gave_up = events.lines().find(|l| l.starts_with("CleanupAbandoned")).unwrap_or_else(|| panic!("{events}"));
     assert!(gave_up.contains("kubectl patch mws ws"), "{gave_up}");

@@ -5,6 +5,8 @@
 //	devenv controlplane --dir D --bin B   etcd, kube-apiserver, kube-controller-manager
 //	devenv postgres --dir D [--tls]       a Postgres instance (initdb + pg_ctl); --tls serves
 //	                                      TLS for "localhost", with its CA in D/tls/ca.crt
+//	devenv mariadb --dir D                a MariaDB server (Debian's mariadb-server), with an
+//	                                      "admin" user whose password is in env.json
 //	devenv exec --dir D -- CMD ARGS...    any program, logging to D/CMD.log
 //
 // When everything is up it writes D/env.json and prints the same JSON as one
@@ -86,6 +88,8 @@ func main() {
 		svc = &controlPlane{dir: abs, bin: *bin}
 	case "postgres":
 		svc = &postgres{dir: abs, tls: *withTLS}
+	case "mariadb":
+		svc = &mariadb{dir: abs}
 	case "exec":
 		if fs.NArg() == 0 {
 			fatal(errors.New("exec needs a command after --"))
@@ -778,6 +782,95 @@ func (p *postgres) stop() {
 		_ = cmd.Run()
 	}
 }
+
+// ---------------------------------------------------------------------------
+// MariaDB
+
+// mariadb is a private MariaDB server on a free 127.0.0.1 port, its data in
+// dir/data: a real source for the mysql_fdw tests.
+type mariadb struct {
+	dir, password string
+	port          int
+	proc          *process
+	cred          *syscall.Credential
+}
+
+func (m *mariadb) socket() string { return filepath.Join(m.dir, "mysqld.sock") }
+
+func (m *mariadb) start() (map[string]any, error) {
+	var err error
+	secret := make([]byte, 16)
+	_, _ = rand.Read(secret)
+	m.password = hex.EncodeToString(secret)
+	osUser := ""
+	if os.Geteuid() == 0 {
+		for _, name := range []string{"mysql", "nobody"} {
+			if u, err := user.Lookup(name); err == nil {
+				uid, _ := strconv.Atoi(u.Uid)
+				gid, _ := strconv.Atoi(u.Gid)
+				m.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}
+				osUser = name
+				break
+			}
+		}
+		_ = os.Chmod(m.dir, 0o755)
+		if m.cred != nil {
+			_ = os.Chown(m.dir, int(m.cred.Uid), int(m.cred.Gid))
+		}
+	}
+	install := exec.Command("mariadb-install-db", "--no-defaults", "--datadir="+filepath.Join(m.dir, "data"),
+		"--auth-root-authentication-method=normal", "--skip-test-db")
+	if osUser != "" {
+		install.Args = append(install.Args, "--user="+osUser)
+	}
+	if out, err := install.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("mariadb-install-db: %v\n%s", err, out)
+	}
+	err = retry(3, func() error {
+		if m.port, err = freePort(); err != nil {
+			return err
+		}
+		return m.command("start")
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Root logs in through the socket only; tests use "admin" over TCP.
+	setup := fmt.Sprintf("CREATE USER 'admin'@'127.0.0.1' IDENTIFIED BY '%s'; GRANT ALL ON *.* TO 'admin'@'127.0.0.1' WITH GRANT OPTION;", m.password)
+	if out, err := exec.Command("mariadb", "--no-defaults", "-uroot", "-S", m.socket(), "-e", setup).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("mariadb setup: %v\n%s", err, out)
+	}
+	return map[string]any{"host": "127.0.0.1", "port": m.port, "user": "admin", "password": m.password, "pid": os.Getpid()}, nil
+}
+
+func (m *mariadb) command(cmd string) error {
+	switch cmd {
+	case "start":
+		args := []string{"--no-defaults", "--datadir=" + filepath.Join(m.dir, "data"), "--socket=" + m.socket(),
+			"--port=" + strconv.Itoa(m.port), "--bind-address=127.0.0.1", "--skip-name-resolve", "--skip-log-bin",
+			"--pid-file=" + filepath.Join(m.dir, "mysqld.pid"), "--innodb-buffer-pool-size=32M", "--innodb-log-file-size=8M"}
+		var err error
+		if m.proc, err = spawn(m.dir, "mariadbd", "mariadbd", args, m.cred); err != nil {
+			return err
+		}
+		return waitFor(m.proc, m.dir, 60*time.Second, func() error {
+			conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", m.port), time.Second)
+			if err != nil {
+				return err
+			}
+			conn.Close()
+			_, err = os.Stat(m.socket())
+			return err
+		})
+	case "stop":
+		m.proc.stop(30 * time.Second)
+		return nil
+	default:
+		return fmt.Errorf("unknown command %q", cmd)
+	}
+}
+
+func (m *mariadb) stop() { m.proc.stop(30 * time.Second) }
 
 // ---------------------------------------------------------------------------
 // Any program
