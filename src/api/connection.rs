@@ -254,6 +254,10 @@ pub struct ConnectionStatus {
     /// The workspaces that use this connection, sorted by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workspaces: Vec<WorkspaceUse>,
+    /// The source's schema as the last test found it: its hash, its table
+    /// count, and when it last changed. A change re-imports everywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_schema: Option<SourceSchema>,
     /// An aggregator's members: each matching connection and its state.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<MemberState>,
@@ -306,6 +310,22 @@ pub struct TestResult {
     /// tested: a new version is tested again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<String>,
+}
+
+/// A source's schema, as a test's import found it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceSchema {
+    /// A hash of the imported tables, their columns and types.
+    pub hash: String,
+    /// The number of tables.
+    pub tables: i32,
+    /// When the hash last changed.
+    pub changed_at: Time,
+    /// The value of the `manifold.dev/refresh-request` annotation last
+    /// answered, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
 }
 
 /// One member of an aggregator.

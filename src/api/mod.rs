@@ -47,6 +47,11 @@ pub const OWNER_MARKER: &str = "manifold.dev/owner";
 /// The annotation whose new value asks for a connection test.
 pub const TEST_REQUEST_ANNOTATION: &str = "manifold.dev/test-request";
 
+/// The annotation whose new value asks for the source's schema to be
+/// looked at again now (a test), and every workspace re-imported if it
+/// changed.
+pub const REFRESH_REQUEST_ANNOTATION: &str = "manifold.dev/refresh-request";
+
 /// The label that opts a Secret in for Manifold's use. The operator watches
 /// only Secrets that carry it with the value `"true"` (unless a cluster
 /// admin chooses another selector), so a Secret that nobody opted in is

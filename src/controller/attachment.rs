@@ -140,6 +140,13 @@ async fn attach(att: &WorkspaceConnection, ctx: &Context) -> Step {
     });
     let joins = aggregates::joined_by(&ctx.stores, &ns, &att.spec.workspace, &conn);
     match db.attach(&plan, suspect, &joins).await {
+        Ok(done) if !done.held.is_empty() => {
+            // The change went through but for the tables a user's objects
+            // hold; the next observation shows what is there.
+            ctx.observations.forget(&ws_key);
+            let message = format!("re-imported, but kept what others depend on: {}", done.held.join("; "));
+            Step { change: Some(done.change), detached, tables: Some(done.tables), ..Step::from(Failure::new(Reason::DependentObjects, message)).with_schema(&plan.schema) }
+        }
         Ok(done) => {
             ctx.observations.record(&ws_key, &plan.schema, Some(plan.observed_after(done.tables)));
             Step { change: Some(done.change), detached, ..ready(&plan.schema, done.tables) }

@@ -15,9 +15,10 @@ use super::resolve::{self, Resolved, SecretUser};
 use super::status::{self, Announce};
 use crate::api::conditions::{Desired, Status, VERIFIED};
 use crate::api::{
-    Connection, ConnectionStatus, Failure, Reason, TEST_REQUEST_ANNOTATION, TestOutcome, TestResult, Workspace, WorkspaceUse,
-    conditions, duration,
+    Connection, ConnectionStatus, Failure, REFRESH_REQUEST_ANNOTATION, Reason, SourceSchema, TEST_REQUEST_ANNOTATION, TestOutcome,
+    TestResult, Workspace, WorkspaceUse, conditions, duration,
 };
+use crate::postgres::Tested;
 use crate::plugins;
 use crate::postgres::plan::{AttachPlan, Owner, PlanInput};
 
@@ -33,6 +34,8 @@ pub enum Cause {
     Credentials,
     /// `manifold.dev/test-request` took a new value.
     Requested,
+    /// `manifold.dev/refresh-request` took a new value.
+    Refresh,
     /// The interval elapsed since the last test.
     Periodic,
     /// The last test failed or could not run; retried with backoff.
@@ -69,6 +72,11 @@ pub fn due(
     let request = conn.annotations().get(TEST_REQUEST_ANNOTATION);
     if request.is_some() && request != last.request.as_ref() {
         return Some(Cause::Requested);
+    }
+    let refresh = conn.annotations().get(REFRESH_REQUEST_ANNOTATION);
+    let refreshed = conn.status.as_ref().and_then(|s| s.source_schema.as_ref()).and_then(|s| s.request.as_ref());
+    if refresh.is_some() && refresh != refreshed {
+        return Some(Cause::Refresh);
     }
     if last.credentials.as_deref() != credentials {
         return Some(Cause::Credentials);
@@ -131,7 +139,12 @@ fn test_workspace(ctx: &Context, conn: &Connection) -> Result<Arc<Workspace>, St
 
 /// Runs one test. Failures to resolve the connection are test failures
 /// too, and nothing is sent anywhere after one.
-async fn run_test(ctx: &Context, conn: &Connection, resolved: &Result<Resolved, Failure>, workspace: Result<Arc<Workspace>, String>) -> TestResult {
+async fn run_test(
+    ctx: &Context,
+    conn: &Connection,
+    resolved: &Result<Resolved, Failure>,
+    workspace: Result<Arc<Workspace>, String>,
+) -> (TestResult, Option<Tested>) {
     let started = Instant::now();
     let mut result = TestResult {
         result: TestOutcome::Failed,
@@ -145,7 +158,7 @@ async fn run_test(ctx: &Context, conn: &Connection, resolved: &Result<Resolved, 
         workspace: None,
         credentials: resolved.as_ref().ok().and_then(|r| r.version.clone()),
     };
-    let outcome: Result<i64, Failure> = async {
+    let outcome: Result<Tested, Failure> = async {
         let resolved = resolved.as_ref().map_err(Clone::clone)?;
         let ws = workspace.map_err(|m| Failure::new(Reason::NoWorkspace, m))?;
         result.workspace = Some(ws.name_any());
@@ -165,6 +178,7 @@ async fn run_test(ctx: &Context, conn: &Connection, resolved: &Result<Resolved, 
             wrapper: resolved.wrapper.clone(),
             tables: resolve::table_filter(conn),
             credentials_version: resolved.version.as_deref(),
+            source_hash: None,
         });
         // A source whose last test timed out may not take the last session.
         let suspect = conn.status.as_ref().and_then(|s| s.test.as_ref()).is_some_and(|t| {
@@ -177,8 +191,11 @@ async fn run_test(ctx: &Context, conn: &Connection, resolved: &Result<Resolved, 
     }
     .await;
     result.duration_ms = started.elapsed().as_millis() as i64;
+    let mut tested = None;
     match outcome {
-        Ok(tables) => {
+        Ok(found) => {
+            let tables = found.tables;
+            tested = Some(found);
             result.result = TestOutcome::Passed;
             result.reason = Reason::Passed.as_str().to_owned();
             result.tables = Some(tables as i32);
@@ -196,7 +213,21 @@ async fn run_test(ctx: &Context, conn: &Connection, resolved: &Result<Resolved, 
             result.message = f.message;
         }
     }
-    result
+    (result, tested)
+}
+
+/// The source's schema after a test: a new hash changes `changedAt` (and
+/// every attachment re-imports); the same hash keeps it.
+fn source_schema(conn: &Connection, tested: Option<&Tested>) -> Option<SourceSchema> {
+    let previous = conn.status.as_ref().and_then(|s| s.source_schema.clone());
+    let request = conn.annotations().get(REFRESH_REQUEST_ANNOTATION).cloned();
+    let Some(tested) = tested else {
+        return previous;
+    };
+    Some(match previous {
+        Some(p) if p.hash == tested.source_hash => SourceSchema { tables: tested.tables as i32, request, ..p },
+        _ => SourceSchema { hash: tested.source_hash.clone(), tables: tested.tables as i32, changed_at: status::now(), request },
+    })
 }
 
 pub async fn reconcile(conn: Arc<Connection>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -220,9 +251,11 @@ pub async fn reconcile(conn: Arc<Connection>, ctx: Arc<Context>) -> Result<Actio
     });
 
     let mut test = last.cloned();
+    let mut source = conn.status.as_ref().and_then(|s| s.source_schema.clone());
     let workspace = test_workspace(&ctx, &conn);
     if let Some(cause) = due(&conn, credentials.as_deref(), since_last, retry_after, workspace.is_ok()) {
-        let result = run_test(&ctx, &conn, &resolved, workspace).await;
+        let (result, tested) = run_test(&ctx, &conn, &resolved, workspace).await;
+        source = source_schema(&conn, tested.as_ref());
         info!(connection = %conn.name_any(), namespace = %ns, ?cause,
               result = ?result.result, reason = %result.reason, duration_ms = result.duration_ms, "tested");
         ctx.metrics
@@ -255,7 +288,7 @@ pub async fn reconcile(conn: Arc<Connection>, ctx: Arc<Context>) -> Result<Actio
         (Ok(_), Some(t)) if t.result == TestOutcome::Passed => Failure::new(Reason::Passed, "the last test passed"),
         (Ok(_), _) => Failure::new(Reason::Valid, "the plugin, schema and credentials resolve; not tested yet"),
     };
-    report(&conn, &ctx, &outcome, test.clone()).await?;
+    report(&conn, &ctx, &outcome, test.clone(), source).await?;
 
     let since_now = test.as_ref().map(|t| since(&t.tested_at)).unwrap_or_default();
     Ok(match next_test(&conn, test.as_ref(), since_now, ctx.backoff.peek(&backoff_key)) {
@@ -290,13 +323,14 @@ fn verified(test: Option<&TestResult>) -> Desired {
     }
 }
 
-async fn report(conn: &Connection, ctx: &Context, outcome: &Failure, test: Option<TestResult>) -> Result<(), Error> {
+async fn report(conn: &Connection, ctx: &Context, outcome: &Failure, test: Option<TestResult>, source_schema: Option<SourceSchema>) -> Result<(), Error> {
     let workspaces = workspaces(ctx, conn);
     let verified = verified(test.as_ref());
     let status = ConnectionStatus {
         plugin: Some(plugins::label(conn.spec.plugin.as_ref())),
         schema: resolve::connection_schema(conn).ok(),
         test,
+        source_schema,
         workspace_count: workspaces.iter().filter(|w| w.state == "Ready").count() as i32,
         workspaces,
         ..Default::default()
@@ -497,6 +531,7 @@ mod accepted_specs {
                 credentials_version: Some("v"),
                 connection: "c",
                 readers: vec!["reader".into()],
+                source_hash: Some("h"),
             });
             for wrapper in [WrapperState::Usable, WrapperState::Missing, WrapperState::NoUsage] {
                 let locked = Locked {

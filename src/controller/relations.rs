@@ -87,9 +87,12 @@ pub fn connection_changed(stores: &Stores, triggers: &Triggers, event: &Event<Co
         }
     }
     stores.index.write().unwrap().connection_event(event);
-    // Attachments depend on the spec and on deletion; not on test results.
-    let Some(conn) = changed(&stores.connections, event, |c| (c.metadata.generation, c.metadata.deletion_timestamp.is_some()))
-    else {
+    // Attachments depend on the spec, on deletion, and on the source's
+    // schema as the last test saw it; not on test results.
+    let Some(conn) = changed(&stores.connections, event, |c| {
+        let source = c.status.as_ref().and_then(|s| s.source_schema.as_ref()).map(|s| s.hash.clone());
+        (c.metadata.generation, c.metadata.deletion_timestamp.is_some(), source)
+    }) else {
         return;
     };
     let (ns, name) = (conn.namespace().unwrap_or_default(), conn.name_any());

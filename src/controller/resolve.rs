@@ -181,6 +181,7 @@ pub fn plan(ctx: &Context, att: &WorkspaceConnection, conn: &Connection, readers
         uid: att.metadata.uid.as_deref().unwrap_or(""),
         connection: &conn.name_any(),
         readers,
+        source_hash: conn.status.as_ref().and_then(|s| s.source_schema.as_ref()).map(|s| s.hash.as_str()),
         schema: &resolved.schema,
         wrapper: resolved.wrapper,
         tables: table_filter(conn),

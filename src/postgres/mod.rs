@@ -31,7 +31,7 @@ use crate::plugins::EXTENSION_SCHEMA;
 use crate::secret::{redact, sanitize};
 use std::collections::BTreeMap;
 
-use plan::{AttachPlan, Change, Column, Locked, Marker, Member, Observed, Owner, Source, Statement, WrapperState};
+use plan::{AttachPlan, Change, Column, Locked, Marker, Member, Observed, Owner, Source, Statement, TableDef, WrapperState};
 
 /// Maps a Postgres error to a reason. postgres_fdw reports a failed remote
 /// connection as 08001 with libpq's text in the detail, so the text decides
@@ -59,15 +59,21 @@ pub fn classify(err: &tokio_postgres::Error, secrets: &[&str]) -> Failure {
         || lower.contains("no password supplied")
         || lower.contains("password is required")
         || lower.contains("authentication failed")
+        // mysql_fdw: "failed to connect to MySQL: Access denied for user ..."
+        || lower.contains("access denied for user")
     {
         Reason::AuthenticationFailed
     } else if lower.contains("timeout expired") || lower.contains("timed out") {
         Reason::Timeout
     } else if *code == SqlState::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION
         || *code == SqlState::CONNECTION_EXCEPTION
+        || *code == SqlState::FDW_UNABLE_TO_ESTABLISH_CONNECTION
         || lower.contains("could not connect")
         || lower.contains("connection refused")
         || lower.contains("could not translate host name")
+        // mysql_fdw: "failed to connect to MySQL: Can't connect to server on ..."
+        || lower.contains("can't connect to")
+        || lower.contains("failed to connect")
     {
         Reason::HostUnreachable
     } else if *code == SqlState::FDW_SCHEMA_NOT_FOUND || *code == SqlState::INVALID_SCHEMA_NAME {
@@ -191,6 +197,24 @@ pub struct Database {
 pub struct Attached {
     pub change: Change,
     pub tables: i64,
+    /// Tables a re-import kept because a user's object depends on them,
+    /// in Postgres's words. The rest of the change went through.
+    pub held: Vec<String>,
+}
+
+/// What a connection test found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tested {
+    pub tables: i64,
+    /// The hash of the source's schema (`plan::source_hash`).
+    pub source_hash: String,
+}
+
+/// What running planned statements did.
+#[derive(Debug, Default)]
+struct Executed {
+    tables: i64,
+    held: Vec<String>,
 }
 
 /// The result of a detach: what was dropped.
@@ -446,7 +470,7 @@ impl Database {
             let (change, statements) = plan::attach(plan, &locked)?;
             if statements.is_empty() {
                 tx.commit().await.map_err(err)?;
-                return Ok(Attached { change, tables: locked.observed.foreign_tables });
+                return Ok(Attached { change, tables: locked.observed.foreign_tables, held: Vec::new() });
             }
             // An import (or a rebuild) replaces the tables that aggregators'
             // views select from: those views come down first, and back after.
@@ -456,7 +480,7 @@ impl Database {
             for (agg_schema, agg_locked) in &aggregates {
                 self.execute(&tx, agg_schema, plan::aggregate_teardown(agg_schema, agg_locked)).await.map_err(err)?;
             }
-            let tables = self.execute(&tx, &plan.schema, statements).await.map_err(|e| with_hint(err(e), plan, &locked.role))?;
+            let done = self.execute(&tx, &plan.schema, statements).await.map_err(|e| with_hint(err(e), plan, &locked.role))?;
             for (agg_schema, agg_locked) in aggregates {
                 let joining = joins.iter().any(|(_, s)| *s == agg_schema);
                 self.rebuild_aggregate(&tx, &agg_schema, agg_locked, &member, joining, &plan.readers).await.map_err(err)?;
@@ -465,7 +489,7 @@ impl Database {
             if wrapper == "postgres_fdw" && change != Change::None {
                 self.disconnect_fdw(client, extension_schema.as_deref().unwrap_or(EXTENSION_SCHEMA)).await;
             }
-            Ok(Attached { change, tables })
+            Ok(Attached { change, tables: done.tables, held: done.held })
         })
         .await;
         self.finish(session, result, deadline)
@@ -555,37 +579,103 @@ impl Database {
         self.finish(session, result, deadline)
     }
 
-    /// Runs planned statements in one round trip. A marker that waits for
-    /// the table count gets it, and is written last. Returns the count of
-    /// foreign tables in `schema` afterwards.
-    async fn execute(&self, tx: &deadpool_postgres::Transaction<'_>, schema: &str, statements: Vec<Statement>) -> Result<i64, tokio_postgres::Error> {
-        let mut batch = Vec::new();
+    /// Runs planned statements, in as few round trips as they allow: one,
+    /// unless a minimal re-import needs its steps. A marker that waits for
+    /// the table count (and the source's hash) gets them, and is written
+    /// last.
+    async fn execute(&self, tx: &deadpool_postgres::Transaction<'_>, schema: &str, statements: Vec<Statement>) -> Result<Executed, tokio_postgres::Error> {
+        let mut batch: Vec<String> = Vec::new();
         let mut pending_marker: Option<Marker> = None;
-        let mut known_tables = None;
-        let ddl = statements.iter().filter(|s| s.is_ddl()).count() as u64;
+        let mut executed = Executed::default();
         for statement in statements {
             match statement {
                 Statement::MarkSchema { marker, .. } if marker.tables.is_none() => pending_marker = Some(marker),
                 Statement::MarkSchema { ref marker, .. } => {
-                    known_tables = marker.tables;
+                    executed.tables = marker.tables.unwrap_or(0);
                     batch.push(sql::render(&statement));
+                }
+                Statement::Reimport { schema, server, remote_schema, filter } => {
+                    self.flush(tx, &mut batch).await?;
+                    executed.held.extend(self.reimport(tx, &schema, &server, &remote_schema, &filter).await?);
                 }
                 other => batch.push(sql::render(&other)),
             }
         }
-        let ddl_in_batch = ddl - u64::from(pending_marker.is_some());
-        if !batch.is_empty() {
-            self.count(batch.len() as u64, ddl_in_batch);
-            tx.batch_execute(&batch.join(";\n")).await?;
+        self.flush(tx, &mut batch).await?;
+        let Some(mut marker) = pending_marker else { return Ok(executed) };
+        self.count(1, 0);
+        executed.tables = tx.query_one(sql::COUNT_FOREIGN_TABLES, &[&schema]).await?.get(0);
+        marker.tables = Some(executed.tables);
+        if let Some(fp) = marker.fingerprint.as_mut().filter(|fp| fp.part("import").is_some()) {
+            self.count(1, 0);
+            let columns: Vec<(String, String, String)> =
+                tx.query(sql::SOURCE_COLUMNS, &[&schema]).await?.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+            fp.set("source", plan::source_hash(&columns));
         }
-        let Some(mut marker) = pending_marker else {
-            return Ok(known_tables.unwrap_or(0));
-        };
-        self.count(2, 1);
-        let tables: i64 = tx.query_one(sql::COUNT_FOREIGN_TABLES, &[&schema]).await?.get(0);
-        marker.tables = Some(tables);
-        tx.batch_execute(&sql::render(&Statement::MarkSchema { schema: schema.to_owned(), marker })).await?;
-        Ok(tables)
+        self.flush(tx, &mut vec![sql::render(&Statement::MarkSchema { schema: schema.to_owned(), marker })]).await?;
+        Ok(executed)
+    }
+
+    async fn flush(&self, tx: &deadpool_postgres::Transaction<'_>, batch: &mut Vec<String>) -> Result<(), tokio_postgres::Error> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.count(batch.len() as u64, batch.len() as u64);
+        tx.batch_execute(&batch.join(";\n")).await?;
+        batch.clear();
+        Ok(())
+    }
+
+    /// A minimal re-import (`Statement::Reimport`): a fresh import into a
+    /// staging schema, then only what changed, as `plan::reimport` decides.
+    /// Each drop is RESTRICT and alone, under a savepoint: a table that a
+    /// user's object depends on is kept and reported, and the rest goes
+    /// through. Returns what was kept, in Postgres's own words.
+    async fn reimport(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        schema: &str,
+        server: &str,
+        remote_schema: &str,
+        filter: &plan::TableFilter,
+    ) -> Result<Vec<String>, tokio_postgres::Error> {
+        let stage = plan::stage_schema(schema);
+        let import = Statement::Import { remote_schema: remote_schema.to_owned(), filter: filter.clone(), server: server.to_owned(), schema: stage.clone() };
+        self.flush(tx, &mut vec![sql::render(&Statement::CreateSchema { schema: stage.clone() }), sql::render(&import)]).await?;
+        let defs = |rows: Vec<tokio_postgres::Row>| -> Vec<TableDef> { rows.iter().map(|r| TableDef { name: r.get(0), definition: r.get(1) }).collect() };
+        self.count(2, 0);
+        let existing = defs(tx.query(sql::TABLE_DEFS, &[&schema, &server]).await?);
+        let staged = defs(tx.query(sql::TABLE_DEFS, &[&stage, &server]).await?);
+        let diff = plan::reimport(&existing, &staged);
+        let mut held = Vec::new();
+        let mut kept = std::collections::BTreeSet::new();
+        for table in diff.replace.iter().chain(&diff.remove) {
+            let drop = sql::render(&Statement::DropForeignTables { schema: schema.to_owned(), tables: vec![table.clone()] });
+            self.count(2, 1);
+            match tx.batch_execute(&format!("SAVEPOINT manifold_drop; {drop}; RELEASE SAVEPOINT manifold_drop")).await {
+                Ok(()) => {}
+                Err(e) if e.code() == Some(&SqlState::DEPENDENT_OBJECTS_STILL_EXIST) => {
+                    tx.batch_execute("ROLLBACK TO SAVEPOINT manifold_drop").await?;
+                    held.push(classify(&e, &[]).message);
+                    kept.insert(table.clone());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut moves: Vec<String> = diff
+            .add
+            .iter()
+            .chain(diff.replace.iter().filter(|t| !kept.contains(*t)))
+            .map(|t| sql::render(&Statement::MoveForeignTable { from: stage.clone(), name: t.clone(), to: schema.to_owned() }))
+            .collect();
+        let moved: std::collections::BTreeSet<&String> = diff.add.iter().chain(diff.replace.iter().filter(|t| !kept.contains(*t))).collect();
+        let leftovers: Vec<String> = staged.iter().map(|t| t.name.clone()).filter(|t| !moved.contains(t)).collect();
+        if let Some(drop) = sql::drop_foreign_tables(&stage, &leftovers) {
+            moves.push(drop);
+        }
+        moves.push(sql::render(&Statement::DropSchema { schema: stage }));
+        self.flush(tx, &mut moves).await?;
+        Ok(held)
     }
 
     /// postgres_fdw keeps the remote connection an import opened for the
@@ -599,7 +689,7 @@ impl Database {
     /// the server, the user mapping and a scratch schema, imports, and reads
     /// one row of the first imported table. Nothing is left behind. Returns
     /// the number of tables imported. `timeout` bounds every statement.
-    pub async fn test(&self, plan: &AttachPlan, timeout: Duration, suspect: bool) -> Result<i64, Failure> {
+    pub async fn test(&self, plan: &AttachPlan, timeout: Duration, suspect: bool) -> Result<Tested, Failure> {
         let secrets: Vec<&str> = plan.secrets().collect();
         let err = |e: tokio_postgres::Error| classify(&e, &secrets);
         let (mut session, _permit) = self.source_session(&self.tests, suspect).await?;
@@ -628,13 +718,17 @@ impl Database {
                 self.count(1, 0);
                 tx.simple_query(&sql::read_one_row(&plan.schema, first)).await.map_err(err)?;
             }
+            self.count(1, 0);
+            let columns: Vec<(String, String, String)> =
+                tx.query(sql::SOURCE_COLUMNS, &[&plan.schema]).await.map_err(err)?.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+            let source_hash = plan::source_hash(&columns);
             tx.rollback().await.map_err(err)?;
             if f.wrapper == "postgres_fdw"
                 && let Some(schema) = extension_schema
             {
                 self.disconnect_fdw(client, &schema).await;
             }
-            Ok(tables.len() as i64)
+            Ok(Tested { tables: tables.len() as i64, source_hash })
         })
         .await;
         self.finish(session, result, deadline)

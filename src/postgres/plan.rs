@@ -40,7 +40,7 @@ pub struct Fingerprint(BTreeMap<String, String>);
 /// The parts this version knows, in the order it writes them. A part
 /// that does not apply (`readers` with none, `members` of a foreign
 /// schema) is left out.
-const PARTS: [&str; 5] = ["server", "mapping", "import", "members", "readers"];
+const PARTS: [&str; 6] = ["server", "mapping", "import", "source", "members", "readers"];
 
 impl Fingerprint {
     pub fn part(&self, name: &str) -> Option<&str> {
@@ -50,6 +50,11 @@ impl Fingerprint {
     fn with(mut self, name: &str, value: String) -> Self {
         self.0.insert(name.to_owned(), value);
         self
+    }
+
+    /// Sets a part: what the executor learns only once statements ran.
+    pub fn set(&mut self, name: &str, value: String) {
+        self.0.insert(name.to_owned(), value);
     }
 
     /// `server:…,mapping:…,import:…`, or the first format,
@@ -227,6 +232,8 @@ pub struct PlanInput<'a> {
     pub credentials_version: Option<&'a str>,
     /// The workspace's reader roles that exist.
     pub readers: Vec<String>,
+    /// The hash of the source's schema as the connection's last test saw it.
+    pub source_hash: Option<&'a str>,
 }
 
 fn sorted<T: Ord>(mut list: Vec<T>) -> Vec<T> {
@@ -280,14 +287,15 @@ impl AttachPlan {
             }
         }
         let readers = sorted(input.readers);
+        let mut fingerprint = Fingerprint::default()
+            .with("server", short_hash(&server_parts))
+            .with("mapping", short_hash(&mapping_parts))
+            .with("import", short_hash(&import_parts));
+        if let Some(hash) = input.source_hash {
+            fingerprint = fingerprint.with("source", hash.to_owned());
+        }
         AttachPlan {
-            fingerprint: with_readers(
-                Fingerprint::default()
-                    .with("server", short_hash(&server_parts))
-                    .with("mapping", short_hash(&mapping_parts))
-                    .with("import", short_hash(&import_parts)),
-                &readers,
-            ),
+            fingerprint: with_readers(fingerprint, &readers),
             readers,
             owner: input.owner,
             uid: input.uid.to_owned(),
@@ -342,6 +350,19 @@ impl AttachPlan {
             orphaned: false,
             members: self.members(),
         }
+    }
+
+    /// The schema's marker, with the `source` part the last import found
+    /// (`imported`'s), which the plan does not decide.
+    pub fn schema_marker_as_imported(&self, tables: Option<i64>, imported: &Fingerprint) -> Marker {
+        let mut marker = self.schema_marker(tables);
+        if let Some(fp) = marker.fingerprint.as_mut() {
+            fp.0.remove("source");
+            if let Some(source) = imported.part("source") {
+                fp.0.insert("source".into(), source.into());
+            }
+        }
+        marker
     }
 
     /// The server's marker, and each view's.
@@ -472,6 +493,14 @@ pub enum Statement {
     DropSchema { schema: String },
     DropForeignTables { schema: String, tables: Vec<String> },
     Import { remote_schema: String, filter: TableFilter, server: String, schema: String },
+    /// A minimal re-import, which the executor carries out in steps, each
+    /// decided by `reimport`: import into a staging schema, then add the new
+    /// tables, replace the changed ones, drop the ones gone from the source
+    /// (each drop RESTRICT, alone, so that a table a user's object depends
+    /// on stays and is reported while the rest goes through).
+    Reimport { schema: String, server: String, remote_schema: String, filter: TableFilter },
+    /// Moves a staged foreign table into the attachment's schema.
+    MoveForeignTable { from: String, name: String, to: String },
     /// USAGE on the schema and SELECT on everything in it, to the roles.
     GrantReaders { schema: String, roles: Vec<String> },
     /// Takes back what `GrantReaders` gave one role.
@@ -539,6 +568,10 @@ pub fn decide(plan: &AttachPlan, observed: &Observed) -> Result<Change, Failure>
         return Ok(Change::Rebuild);
     };
     let differs = |part: &str| fp.part(part) != plan.fingerprint.part(part);
+    // The source's schema, as its last test saw it, against what the last
+    // import brought: a new table or column at the source re-imports. Not
+    // known yet (no test has run): nothing to compare.
+    let source_changed = plan.fingerprint.part("source").is_some_and(|want| fp.part("source") != Some(want));
     let regrant = differs("readers");
     let tables_drifted = marker.tables != Some(observed.foreign_tables);
     match &plan.source {
@@ -547,7 +580,7 @@ pub fn decide(plan: &AttachPlan, observed: &Observed) -> Result<Change, Failure>
                 return Ok(Change::Rebuild);
             }
             let remap = differs("mapping") || !observed.mapping;
-            let reimport = differs("import") || tables_drifted;
+            let reimport = differs("import") || tables_drifted || source_changed;
             if remap || reimport || regrant {
                 return Ok(Change::Update { remap, reimport, regrant });
             }
@@ -561,7 +594,7 @@ pub fn decide(plan: &AttachPlan, observed: &Observed) -> Result<Change, Failure>
             }
         }
     }
-    if marker != plan.schema_marker(Some(observed.foreign_tables)) {
+    if marker != plan.schema_marker_as_imported(Some(observed.foreign_tables), fp) {
         return Ok(Change::Recomment);
     }
     Ok(Change::None)
@@ -655,8 +688,15 @@ pub fn attach(plan: &AttachPlan, locked: &Locked) -> Result<(Change, Vec<Stateme
     if !matches!(change, Change::Recomment) {
         statements.extend(sync_readers(plan, locked));
     }
-    let tables = if matches!(change, Change::Recomment) { Some(observed.foreign_tables) } else { None };
-    statements.push(Statement::MarkSchema { schema: plan.schema.clone(), marker: plan.schema_marker(tables) });
+    let marker = match (&change, observed.schema_marker().and_then(|m| m.fingerprint)) {
+        // Nothing was imported: the last import's `source` stays.
+        (Change::Recomment | Change::Update { reimport: false, .. }, Some(fp)) if plan.foreign().is_some() => {
+            plan.schema_marker_as_imported(Some(observed.foreign_tables), &fp)
+        }
+        // The count (and the source's hash) once the statements ran.
+        _ => plan.schema_marker(None),
+    };
+    statements.push(Statement::MarkSchema { schema: plan.schema.clone(), marker });
     Ok((change, statements))
 }
 
@@ -680,8 +720,12 @@ fn attach_foreign(plan: &AttachPlan, foreign: &Foreign, change: &Change, locked:
                 statements.push(create_mapping());
             }
             if *reimport {
-                statements.push(drop_owned());
-                statements.push(import());
+                statements.push(Statement::Reimport {
+                    schema: schema.clone(),
+                    server: server.clone(),
+                    remote_schema: foreign.remote_schema.clone(),
+                    filter: foreign.tables.clone(),
+                });
             }
         }
         Change::Rebuild => {
@@ -807,6 +851,60 @@ pub fn rebuild_views(plan: &AttachPlan, locked: &Locked) -> Vec<Statement> {
 /// staying or leaving).
 pub fn aggregate_teardown(schema: &str, locked: &Locked) -> Vec<Statement> {
     drop_views(schema, &locked.views)
+}
+
+/// A foreign table's definition, as the catalog gives it: columns, their
+/// types and options, and the table's options. Two definitions are the same
+/// table when these are equal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableDef {
+    pub name: String,
+    pub definition: String,
+}
+
+/// What a re-import changes, table by table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReimportDiff {
+    /// New at the source: moved in from the staging schema.
+    pub add: Vec<String>,
+    /// Changed at the source: dropped, then moved in.
+    pub replace: Vec<String>,
+    /// Gone from the source (or no longer wanted): dropped.
+    pub remove: Vec<String>,
+}
+
+/// Compares what the schema holds with what a fresh import staged.
+/// Unchanged tables are left alone, so that nothing that depends on them
+/// is disturbed.
+pub fn reimport(existing: &[TableDef], staged: &[TableDef]) -> ReimportDiff {
+    let mut diff = ReimportDiff::default();
+    for s in staged {
+        match existing.iter().find(|e| e.name == s.name) {
+            None => diff.add.push(s.name.clone()),
+            Some(e) if e.definition != s.definition => diff.replace.push(s.name.clone()),
+            Some(_) => {}
+        }
+    }
+    diff.remove = existing.iter().filter(|e| !staged.iter().any(|s| s.name == e.name)).map(|e| e.name.clone()).collect();
+    diff.add.sort();
+    diff.replace.sort();
+    diff.remove.sort();
+    diff
+}
+
+/// The schema a re-import stages its fresh import in, inside the
+/// attachment's transaction (and dropped before it commits).
+pub fn stage_schema(schema: &str) -> String {
+    format!("manifold_stage_{}", short_hash(&[schema]))
+}
+
+/// The hash of a source's schema: its tables, their columns and types, in
+/// order. What a test and an import each compute, over their own schema.
+pub fn source_hash(columns: &[(String, String, String)]) -> String {
+    let mut sorted: Vec<&(String, String, String)> = columns.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let parts: Vec<&str> = sorted.iter().flat_map(|(t, c, ty)| [t.as_str(), c.as_str(), ty.as_str()]).collect();
+    short_hash(&parts)
 }
 
 /// The statements of a connection test: what an attach of a fresh schema
@@ -1038,6 +1136,7 @@ mod tests {
             credentials_version: Some(password_version),
             connection: "sales",
             readers: Vec::new(),
+            source_hash: None,
         })
     }
 
@@ -1080,6 +1179,8 @@ mod tests {
                 Statement::CreateView(_) => "create-view",
                 Statement::DropView { .. } => "drop-view",
                 Statement::SetSearchPath { .. } => "search-path",
+                Statement::Reimport { .. } => "reimport",
+                Statement::MoveForeignTable { .. } => "move",
                 Statement::DropServer { .. } => "drop-server",
                 Statement::CreateSchema { .. } => "create-schema",
                 Statement::DropSchema { .. } => "drop-schema",
@@ -1157,14 +1258,14 @@ mod tests {
                 plan_with("v1", TableFilter::LimitTo(vec!["orders".into()]), "db"),
                 locked(applied(&p, 20), &["a", "b"]),
                 Change::Update { remap: false, reimport: true, regrant: false },
-                vec!["drop-tables", "import", "mark"],
+                vec!["reimport", "mark"],
             ),
             (
                 "a dropped table re-imports",
                 p.clone(),
                 locked(Observed { foreign_tables: 19, ..applied(&p, 20) }, &["a"]),
                 Change::Update { remap: false, reimport: true, regrant: false },
-                vec!["drop-tables", "import", "mark"],
+                vec!["reimport", "mark"],
             ),
             (
                 "a dropped mapping is restored",
@@ -1224,6 +1325,40 @@ mod tests {
             assert_eq!(got_change, change, "{what}");
             assert_eq!(kinds(&got), statements, "{what}");
         }
+    }
+
+    #[test]
+    fn a_reimport_changes_only_what_changed() {
+        let def = |name: &str, d: &str| TableDef { name: name.into(), definition: d.into() };
+        let existing = [def("kept", "a int"), def("changed", "a int"), def("gone", "a int")];
+        let staged = [def("kept", "a int"), def("changed", "a int|b text"), def("new", "x text")];
+        assert_eq!(
+            reimport(&existing, &staged),
+            ReimportDiff { add: vec!["new".into()], replace: vec!["changed".into()], remove: vec!["gone".into()] }
+        );
+        assert_eq!(reimport(&existing, &existing), ReimportDiff::default());
+    }
+
+    #[test]
+    fn a_new_source_schema_reimports_and_an_unknown_one_does_not() {
+        let with_source = |hash: Option<&str>| {
+            let mut p = plan();
+            if let Some(h) = hash {
+                p.fingerprint.set("source", h.into());
+            }
+            p
+        };
+        let imported = |hash: &str| {
+            let mut m = plan().schema_marker(Some(20));
+            m.fingerprint.as_mut().unwrap().set("source", hash.into());
+            Observed { schema_comment: Some(m.render()), ..applied(&plan(), 20) }
+        };
+        assert_eq!(decide(&with_source(None), &imported("h1")), Ok(Change::None), "no test yet: nothing to compare");
+        assert_eq!(decide(&with_source(Some("h1")), &imported("h1")), Ok(Change::None));
+        assert_eq!(decide(&with_source(Some("h2")), &imported("h1")), Ok(Change::Update { remap: false, reimport: true, regrant: false }));
+        let source_hash_of = |rows: &[(&str, &str, &str)]| source_hash(&rows.iter().map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())).collect::<Vec<_>>());
+        assert_ne!(source_hash_of(&[("t", "a", "integer")]), source_hash_of(&[("t", "a", "text")]));
+        assert_eq!(source_hash_of(&[("t", "a", "integer"), ("u", "b", "text")]), source_hash_of(&[("u", "b", "text"), ("t", "a", "integer")]));
     }
 
     #[test]

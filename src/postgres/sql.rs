@@ -50,6 +50,14 @@ pub fn render(statement: &Statement) -> String {
             r = ident(role)
         ),
         Statement::CreateView(view) => create_view(view),
+        Statement::MoveForeignTable { from, name, to } => {
+            format!("ALTER FOREIGN TABLE {} SET SCHEMA {}", qualified(from, name), ident(to))
+        }
+        // The executor carries a re-import out in steps; as one statement it
+        // is the import into the staging schema.
+        Statement::Reimport { schema, server, remote_schema, filter } => {
+            import_foreign_schema(remote_schema, filter, server, &super::plan::stage_schema(schema))
+        }
         Statement::DropView { schema, name } => format!("DROP VIEW {} RESTRICT", qualified(schema, name)),
         Statement::SetSearchPath { database, path } if path.is_empty() => {
             format!("ALTER DATABASE {} RESET search_path", ident(database))
@@ -241,6 +249,29 @@ SELECT n.nspname::text AS schema, c.relname::text AS table, a.attname::text AS n
   JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid
  WHERE n.nspname = ANY($1) AND c.relkind = 'f' AND a.attnum > 0 AND NOT a.attisdropped
  ORDER BY n.nspname, c.relname, a.attnum";
+
+/// The foreign tables of a schema that use a server, with their
+/// definitions (columns, types, options) as one comparable text each.
+/// Parameters: schema name, server name.
+pub const TABLE_DEFS: &str = "
+SELECT c.relname::text AS name,
+       pg_catalog.concat_ws('#', pg_catalog.array_to_string(ft.ftoptions, ','),
+         (SELECT pg_catalog.string_agg(pg_catalog.concat_ws(' ', a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),
+                                         a.attnotnull::text, pg_catalog.array_to_string(a.attfdwoptions, ',')), '|' ORDER BY a.attnum)
+            FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)) AS definition
+  FROM pg_catalog.pg_foreign_table ft JOIN pg_catalog.pg_class c ON c.oid = ft.ftrelid
+ WHERE c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1)
+   AND ft.ftserver = (SELECT oid FROM pg_catalog.pg_foreign_server WHERE srvname = $2)
+ ORDER BY 1";
+
+/// The tables, columns and types of a schema's foreign tables: what the
+/// source's hash is made of. Parameter: schema name.
+pub const SOURCE_COLUMNS: &str = "
+SELECT c.relname::text, a.attname::text, pg_catalog.format_type(a.atttypid, a.atttypmod)
+  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid
+ WHERE c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1)
+   AND c.relkind = 'f' AND a.attnum > 0 AND NOT a.attisdropped
+ ORDER BY c.relname, a.attnum";
 
 /// The aggregators' schemas whose marker lists a member schema: the ones a
 /// member's change must rebuild. Parameter: the member schema.
@@ -488,8 +519,9 @@ mod tests {
     fn catalog_queries_qualify_every_function() {
         let calls = ["obj_description(", "count(", "has_foreign_data_wrapper_privilege(", "pg_advisory_xact_lock(",
                      "hashtext(", "starts_with(", "json_agg(", "json_build_object(", "jsonb_object_agg(", "current_setting(", "concat(",
-                     "aclexplode(", "current_database(", "strpos(", "to_jsonb(", "row_to_json("];
-        for query in [OBSERVE_ONE, OBSERVE_WRAPPER, OWNED_FOREIGN_TABLES, OBSERVE_ALL, COUNT_FOREIGN_TABLES, LOCK_SCHEMA, MEMBER_COLUMNS, AGGREGATES_OF, &lock_extension("x")] {
+                     "aclexplode(", "current_database(", "strpos(", "to_jsonb(", "row_to_json(",
+                     "concat_ws(", "array_to_string(", "format_type(", "string_agg("];
+        for query in [OBSERVE_ONE, OBSERVE_WRAPPER, OWNED_FOREIGN_TABLES, OBSERVE_ALL, COUNT_FOREIGN_TABLES, LOCK_SCHEMA, MEMBER_COLUMNS, AGGREGATES_OF, TABLE_DEFS, SOURCE_COLUMNS, &lock_extension("x")] {
             for call in calls {
                 for (i, _) in query.match_indices(call) {
                     assert!(query[..i].ends_with("pg_catalog."), "unqualified {call} in {query}");

@@ -49,6 +49,8 @@ fn main() {
         workspace::readers_query_as_themselves_without_naming_a_schema,
         workspace::an_aggregator_unions_its_members_as_steampipe_does,
         workspace::a_users_view_on_an_aggregator_holds_its_detach,
+        sources::a_sources_schema_changes_reach_every_workspace,
+        sources::mysql_fdw_attaches_a_mariadb_database,
     ])
 }
 
@@ -58,6 +60,7 @@ mod gitops;
 mod hostile;
 mod quoting;
 mod security;
+mod sources;
 mod tenancy;
 mod test_connection;
 mod workspace;

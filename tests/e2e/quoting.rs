@@ -63,6 +63,7 @@ fn plan_with_option(value: &str) -> AttachPlan {
         credentials_version: None,
         connection: "quoting",
         readers: Vec::new(),
+        source_hash: None,
     })
 }
 

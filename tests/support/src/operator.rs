@@ -44,6 +44,11 @@ pub fn free_port() -> u16 {
 
 pub const RESYNC_SECS: u64 = 3;
 
+/// The wrapper allowlist of the shared operator: mysql_fdw, as a cluster
+/// admin would allow it.
+pub const MYSQL_FDW: &str =
+    r#"[{"extension":"mysql_fdw","wrapper":"mysql_fdw","serverOptions":["host","port"],"userMappingOptions":["username","password"]}]"#;
+
 static OPERATOR: OnceLock<Operator> = OnceLock::new();
 
 pub fn operator() -> &'static Operator {
@@ -65,6 +70,10 @@ pub fn operator() -> &'static Operator {
                 "3s",
                 "--admin-address",
                 &admin,
+                // A cluster admin's allowlist: mysql_fdw, with the options
+                // the MariaDB tests use.
+                "--wrappers",
+                MYSQL_FDW,
             ],
             &[("KUBECONFIG", &cp.kubeconfig)],
         );

@@ -182,3 +182,40 @@ pub fn psql(uri: &str, sql: &str) -> Result<String, String> {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
+
+/// A private MariaDB server: a real source for mysql_fdw. Its `admin` user
+/// may do anything.
+pub struct MariaDb {
+    pub devenv: Devenv,
+    pub port: u16,
+    pub password: String,
+}
+
+/// The test binary's MariaDB, started on first use.
+pub fn mariadb() -> &'static MariaDb {
+    static MARIADB: OnceLock<MariaDb> = OnceLock::new();
+    MARIADB.get_or_init(|| {
+        let devenv = Devenv::start("mariadb", &[]);
+        MariaDb { port: devenv.env["port"].as_u64().unwrap() as u16, password: devenv.str("password"), devenv }
+    })
+}
+
+impl MariaDb {
+    /// Runs SQL as the admin, with the `mariadb` client.
+    pub fn sql(&self, sql: &str) {
+        let out = std::process::Command::new("mariadb")
+            .args(["--no-defaults", "-h", "127.0.0.1", "-P", &self.port.to_string(), "-u", "admin", &format!("-p{}", self.password), "-e", sql])
+            .output()
+            .expect("run the mariadb client");
+        assert!(out.status.success(), "mariadb: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// A database with `products` (3 rows) and a user that may read it.
+    pub fn source(&self, name: &str, user: &str, password: &str) {
+        self.sql(&format!(
+            "CREATE DATABASE {name}; CREATE TABLE {name}.products (id INT PRIMARY KEY, title VARCHAR(40), price DECIMAL(8,2));
+             INSERT INTO {name}.products VALUES (1, 'keyboard', 40), (2, 'mouse', 12.5), (3, 'screen', 199);
+             CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY '{password}'; GRANT SELECT ON {name}.* TO '{user}'@'127.0.0.1';"
+        ));
+    }
+}
