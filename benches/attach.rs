@@ -1,24 +1,39 @@
-//! Bulk attach, side by side with raw DDL, in one run: the same attach
-//! transaction issued directly by 4 clients, then by the operator for the
-//! same number of attachments; plus the latency of one new attachment among
-//! idle ones, the cost of a resync at rest, and the operator's memory.
+//! Attach at scale, side by side with raw DDL, in one run against the
+//! project's real control plane and Postgres (2 cores):
 //!
-//!   cargo bench --bench attach              (N=300 attachments of a 20-table source)
-//!   MANIFOLD_BENCH_N=1000 cargo bench --bench attach
+//! 1. bulk attach of C connections × W workspaces (a 20-table source): the
+//!    attach transaction issued directly by 4 clients per workspace
+//!    database, then the operator with a pool of 4 per workspace, from its
+//!    start to all Ready;
+//! 2. change latency at rest: one new attachment, 50 times; then one Secret
+//!    shared by 100 connections rotated;
+//! 3. cost at rest over several resync intervals: statements per workspace,
+//!    apiserver writes, operator CPU;
+//! 4. apiserver writes per new attachment;
+//! 5. the operator's peak memory; and the resync query at 3,000 schemas.
+//!
+//!   cargo bench --bench attach                 400 × 5 = 2,000 attachments
+//!   cargo bench --bench attach -- --large      1,200 × 10 = 12,000
+//!   MANIFOLD_BENCH_C=100 MANIFOLD_BENCH_W=2 cargo bench --bench attach
 
-use manifold_test_support as support;
-
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use manifold::api::conditions;
-use support::world::world_without_operator;
-use support::{Operator, control_plane};
-use support::world::{interval};
+use manifold_test_support as support;
+use support::objects;
+use support::world::{World, world_without_operator};
+use support::{Operator, control_plane, stdout_ok, unique, wait_for};
 
 const TABLES: usize = 20;
+const POOL: usize = 4;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn main() {
@@ -28,201 +43,11 @@ fn main() {
         println!("attach benchmark: skipped (run it with cargo bench --bench attach)");
         return;
     }
-    let n: usize = std::env::var("MANIFOLD_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+    let large = std::env::args().any(|a| a == "--large");
+    let (c, w) = if large { (1200, 10) } else { (400, 5) };
+    let (c, w) = (env("MANIFOLD_BENCH_C", c), env("MANIFOLD_BENCH_W", w));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    runtime.block_on(bench(n));
-}
-
-async fn bench(n: usize) {
-    let w = world_without_operator("bench").await;
-    // A source of 20 tables.
-    let src = w.pg.connect(&w.src.db).await;
-    let mut ddl = String::new();
-    for t in 0..TABLES {
-        ddl.push_str(&format!("CREATE TABLE t{t:02} (id int PRIMARY KEY, a text, b numeric, c timestamptz);"));
-    }
-    ddl.push_str(&format!("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {};", w.src.user));
-    src.batch_execute(&ddl).await.unwrap();
-    let include: Vec<String> = (0..TABLES).map(|t| format!("t{t:02}")).collect();
-
-    // 1. Raw DDL: the attach transaction, from 4 clients.
-    let raw_db = w.pg.database("bench-raw").await;
-    let admin = w.pg.connect("postgres").await;
-    let _ = admin.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").await;
-    admin.batch_execute("SELECT pg_stat_statements_reset()").await.unwrap();
-    let clients = 4;
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let uri = w.pg.admin_uri(&raw_db);
-        let (user, password, port, db) = (w.src.user.clone(), w.src.password.clone(), w.pg.port, w.src.db.clone());
-        let include = include.join(", ");
-        tasks.push(tokio::spawn(async move {
-            let (client, conn) = tokio_postgres::connect(&uri, tokio_postgres::NoTls).await.unwrap();
-            tokio::spawn(conn);
-            client.batch_execute("CREATE EXTENSION IF NOT EXISTS postgres_fdw").await.ok();
-            for i in (c..n).step_by(clients) {
-                client
-                    .batch_execute(&format!(
-                        "BEGIN;
-                         CREATE SERVER s{i} FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', port '{port}', dbname '{db}');
-                         CREATE USER MAPPING FOR CURRENT_USER SERVER s{i} OPTIONS (user '{user}', password '{password}');
-                         CREATE SCHEMA s{i};
-                         IMPORT FOREIGN SCHEMA public LIMIT TO ({include}) FROM SERVER s{i} INTO s{i};
-                         COMMENT ON SCHEMA s{i} IS 'raw';
-                         COMMIT;"
-                    ))
-                    .await
-                    .unwrap();
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let raw = started.elapsed();
-    let raw_rate = n as f64 / raw.as_secs_f64();
-
-    // 2. The operator, for the same number of attachments in one workspace.
-    // Everything is applied first, with no operator running, so that what
-    // is timed is the operator and not kubectl: from its start to all Ready.
-    w.workspace("ws");
-    w.credentials("shared", &w.src.password);
-    let yaml = w.bulk_yaml(n, w.pg.port, |_| "ws".to_owned(), |c| c.spec.tables = Some(manifold::api::TablesSpec { include: include.clone(), exclude: Vec::new() }));
-    w.apply(&yaml);
-    let started = Instant::now();
-    let op = Operator::start(
-        &control_plane().kubeconfig,
-        &["--namespaces", &w.t.ns, "--pool-size", &std::env::var("MANIFOLD_BENCH_POOL").unwrap_or_else(|_| "4".into()), "--resync", "60s", "--concurrency", "64"],
-    );
-    let ready = || w.ready_count();
-    loop {
-        let r = ready().await;
-        if r == n {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(1800), "{r} of {n} after 30 minutes");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let operator = started.elapsed();
-    let operator_rate = n as f64 / operator.as_secs_f64();
-    let cpu = cpu_seconds(op.pid());
-    println!("bench: {n} attachments of a {TABLES}-table source, 2 cores");
-    println!("raw DDL, {clients} clients:               {raw:>10.2?}  {raw_rate:>7.1} attaches/s");
-    println!("operator, start to all Ready:    {operator:>10.2?}  {operator_rate:>7.1} attaches/s (with a test of each connection)");
-    println!("ratio operator/raw:              {:.2}", operator_rate / raw_rate);
-    println!("operator CPU for the bulk attach: {cpu:.2} s");
-    // Where the database time went, per database (raw vs the operator's).
-    let rows = admin
-        .query(
-            "SELECT d.datname::text, split_part(ltrim(s.query), ' ', 1) || ' ' || split_part(ltrim(s.query), ' ', 2) AS stmt,
-                    sum(s.calls)::bigint, round(sum(s.total_exec_time)::numeric / 1000, 2)::text AS seconds,
-                    round((sum(s.total_exec_time) / sum(s.calls))::numeric, 2)::text AS mean_ms
-               FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
-              WHERE d.datname IN ($1, $2) GROUP BY 1, 2 HAVING sum(s.total_exec_time) > 100 ORDER BY 1, 4 DESC",
-            &[&raw_db, &w.ws_db],
-        )
-        .await
-        .unwrap();
-    for r in rows {
-        let (db, stmt, calls, seconds, mean): (String, String, i64, String, String) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
-        println!("  db {}: {stmt:<28} calls {calls:>5}  total {seconds:>7} s  mean {mean:>7} ms", if db == raw_db { "raw" } else { "operator" });
-    }
-    tokio::time::sleep(Duration::from_secs(5)).await;
-
-    // 3. One new attachment among the idle ones: created through the API,
-    // its status polled every 5 ms.
-    let mut latencies = Vec::new();
-    for k in 0..20 {
-        w.connection(&format!("late{k}"), interval("0"));
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let att: manifold::api::WorkspaceConnection = serde_json::from_value(serde_json::json!({
-            "apiVersion": "manifold.dev/v1alpha1", "kind": "WorkspaceConnection",
-            "metadata": { "name": format!("late{k}") },
-            "spec": { "workspace": "ws", "connection": format!("late{k}") }
-        }))
-        .unwrap();
-        let api = w.attachments();
-        let started = Instant::now();
-        api.create(&Default::default(), &att).await.unwrap();
-        loop {
-            let a = api.get(&format!("late{k}")).await.unwrap();
-            if a.status.as_ref().is_some_and(|s| conditions::is_ready(&s.conditions)) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        latencies.push(started.elapsed());
-    }
-    latencies.sort();
-
-    // 4. A resync at rest: the one catalog query, timed in the database.
-    let ws = w.ws().await;
-    let query = manifold::postgres::sql::OBSERVE_ALL;
-    let mut resync = Vec::new();
-    for _ in 0..20 {
-        let started = Instant::now();
-        ws.query_one(query, &[]).await.unwrap();
-        resync.push(started.elapsed());
-    }
-    resync.sort();
-    // 5. Optionally, the same query at a larger scale: managed schemas of 2
-    // tables made directly, up to MANIFOLD_BENCH_RESYNC_SCHEMAS.
-    let scale: usize = std::env::var("MANIFOLD_BENCH_RESYNC_SCHEMAS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
-    let mut at_scale = None;
-    if scale > n + 20 {
-        let password = postgres_protocol::escape::escape_literal(&w.src.password);
-        for i in n + 20..scale {
-            ws.batch_execute(&format!(
-                "BEGIN;
-                 CREATE SERVER x{i} FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', port '{}', dbname '{}');
-                 COMMENT ON SERVER x{i} IS 'manifold.dev/owner=bench/x{i} uid=x';
-                 CREATE USER MAPPING FOR CURRENT_USER SERVER x{i} OPTIONS (user '{}', password {password});
-                 CREATE SCHEMA x{i};
-                 IMPORT FOREIGN SCHEMA public LIMIT TO (t00, t01) FROM SERVER x{i} INTO x{i};
-                 COMMENT ON SCHEMA x{i} IS 'manifold.dev/owner=bench/x{i} uid=x fingerprint=a.b.c tables=2';
-                 COMMIT;
-                 SELECT postgres_fdw_disconnect_all();",
-                w.pg.port, w.src.db, w.src.user
-            ))
-            .await
-            .unwrap();
-        }
-        let mut times = Vec::new();
-        for _ in 0..20 {
-            let started = Instant::now();
-            ws.query_one(query, &[]).await.unwrap();
-            times.push(started.elapsed());
-        }
-        times.sort();
-        at_scale = Some(percentile(&times, 0.5));
-    }
-    let rss = std::fs::read_to_string(format!("/proc/{}/status", op.pid())).unwrap_or_default();
-    let rss = rss.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or("VmRSS: ?").to_owned();
-
-    println!(
-        "one new attachment among {n} idle: p50 {:?}, p99 {:?} (20 samples, create to Ready)",
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99)
-    );
-    println!(
-        "resync at rest, one catalog query over {} schemas: p50 {:?}",
-        n + 20,
-        percentile(&resync, 0.5)
-    );
-    if let Some(p50) = at_scale {
-        println!("resync at rest, one catalog query over {scale} schemas: p50 {p50:?}");
-    }
-    println!("operator {rss}");
-    let (_, metrics) = op.admin_get("/metrics");
-    for line in metrics.lines().filter(|l| {
-        l.starts_with("manifold_reconciles_total")
-            || l.starts_with("manifold_reconcile_duration_seconds_sum")
-            || l.starts_with("manifold_sql_statements_total")
-            || l.starts_with("manifold_reconcile_errors_total")
-    }) {
-        println!("  {line}");
-    }
+    runtime.block_on(bench(c, w));
 }
 
 /// User plus system CPU seconds of a process so far.
@@ -231,4 +56,314 @@ fn cpu_seconds(pid: u64) -> f64 {
     let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
     let ticks: f64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0.0) + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);
     ticks / 100.0
+}
+
+fn status_kib(pid: u64, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Writes the apiserver has served so far, by resource: every request that
+/// is not a read (the apiserver's own `apiserver_request_total`).
+fn apiserver_writes() -> BTreeMap<String, f64> {
+    let text = stdout_ok(&control_plane().kubectl(&["get", "--raw", "/metrics"]));
+    let mut writes = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let label = |name: &str| line.split(&format!("{name}=\"")).nth(1).and_then(|r| r.split('"').next()).unwrap_or("").to_owned();
+        let verb = label("verb");
+        if ["GET", "LIST", "WATCH", "CONNECT"].contains(&verb.as_str()) {
+            continue;
+        }
+        let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        let sub = label("subresource");
+        let key = if sub.is_empty() { label("resource") } else { format!("{}/{sub}", label("resource")) };
+        *writes.entry(key).or_default() += value;
+    }
+    writes
+}
+
+fn delta(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    after.iter().map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0))).filter(|(_, v)| *v > 0.0).collect()
+}
+
+/// A Connection of the bench: the source's 20 tables, tested only once.
+fn connection(w: &World, name: &str, creds: &str, include: &[String]) -> manifold::api::Connection {
+    let mut conn = objects::postgres_connection(name, "127.0.0.1", w.pg.port, &w.src.db, creds);
+    conn.spec.tables = Some(manifold::api::TablesSpec { include: include.to_vec(), exclude: Vec::new() });
+    conn.spec.test = Some(manifold::api::TestSpec { interval: Some("0".into()), workspace: None });
+    conn
+}
+
+async fn ready(w: &World) -> usize {
+    w.ready_count().await
+}
+
+async fn bench(c: usize, ws_count: usize) {
+    let n = c * ws_count;
+    let w = world_without_operator("bench").await;
+    let source = w.pg.connect(&w.src.db).await;
+    let mut ddl = String::new();
+    for t in 0..TABLES {
+        ddl.push_str(&format!("CREATE TABLE t{t:02} (id int PRIMARY KEY, a text, b numeric, c timestamptz); INSERT INTO t{t:02} VALUES (1, 'x', 1, now());"));
+    }
+    ddl.push_str(&format!("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {};", w.src.user));
+    source.batch_execute(&ddl).await.unwrap();
+    let include: Vec<String> = (0..TABLES).map(|t| format!("t{t:02}")).collect();
+    let admin = w.pg.connect("postgres").await;
+    let _ = admin.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").await;
+
+    // 1a. Raw DDL: the attach transaction, 4 clients per workspace database,
+    // the operator's parallelism.
+    let mut raw_dbs = Vec::new();
+    for i in 0..ws_count {
+        raw_dbs.push(w.pg.database(&format!("bench-raw{i}")).await);
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for db in &raw_dbs {
+        for client in 0..POOL {
+            let uri = w.pg.owner_uri(db);
+            let (user, password, port, src_db) = (w.src.user.clone(), w.src.password.clone(), w.pg.port, w.src.db.clone());
+            let include = include.join(", ");
+            tasks.push(tokio::spawn(async move {
+                let (db, conn) = tokio_postgres::connect(&uri, tokio_postgres::NoTls).await.unwrap();
+                tokio::spawn(conn);
+                for i in (client..c).step_by(POOL) {
+                    db.batch_execute(&format!(
+                        "BEGIN;
+                         CREATE SERVER s{i} FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', port '{port}', dbname '{src_db}');
+                         CREATE USER MAPPING FOR CURRENT_USER SERVER s{i} OPTIONS (user '{user}', password '{password}');
+                         CREATE SCHEMA s{i};
+                         IMPORT FOREIGN SCHEMA public LIMIT TO ({include}) FROM SERVER s{i} INTO s{i};
+                         COMMENT ON SCHEMA s{i} IS 'raw';
+                         COMMIT;
+                         SELECT public.postgres_fdw_disconnect_all();"
+                    ))
+                    .await
+                    .unwrap();
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let raw = started.elapsed();
+    let raw_rate = n as f64 / raw.as_secs_f64();
+    for db in &raw_dbs {
+        admin.batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)")).await.unwrap();
+    }
+
+    // 1b. The operator, for the same attachments. Everything is applied
+    // first, with no operator running, so that what is timed is the
+    // operator and not kubectl: from its start to all Ready.
+    let mut workspaces = Vec::new();
+    for i in 0..ws_count {
+        let db = w.pg.database(&format!("bench-ws{i}")).await;
+        w.workspace_on(&format!("ws{i}"), w.pg, &db);
+        workspaces.push(db);
+    }
+    w.credentials("shared", &w.src.password);
+    let mut yaml = String::new();
+    for k in 0..c {
+        yaml.push_str("---\n");
+        yaml.push_str(&objects::yaml(&connection(&w, &format!("c{k}"), "shared-creds", &include)));
+        for i in 0..ws_count {
+            yaml.push_str("---\n");
+            yaml.push_str(&objects::yaml(&objects::attachment(&format!("ws{i}-c{k}"), &format!("ws{i}"), &format!("c{k}"))));
+        }
+    }
+    let apply = stdout_ok(&control_plane().kubectl_stdin(&["-n", &w.t.ns, "apply", "--server-side", "-f", "-"], &yaml));
+    assert!(apply.lines().count() >= c * (ws_count + 1));
+    let _ = admin.batch_execute("SELECT pg_stat_statements_reset()").await;
+    let resync = Duration::from_secs(15);
+    let started = Instant::now();
+    let op = Operator::start(
+        &control_plane().kubeconfig,
+        &["--namespaces", &w.t.ns, "--pool-size", &POOL.to_string(), "--resync", "15s", "--concurrency", "64"],
+    );
+    loop {
+        let r = ready(&w).await;
+        if r == n {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(3600), "{r} of {n} after an hour");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let operator = started.elapsed();
+    let operator_rate = n as f64 / operator.as_secs_f64();
+    let bulk_cpu = cpu_seconds(op.pid());
+    let bulk_rss = status_kib(op.pid(), "VmHWM:");
+    let tested = wait_for("every connection tested", Duration::from_secs(600), || async {
+        let list = w.connections().list(&Default::default()).await.map_err(|e| e.to_string())?;
+        let passed = list.items.iter().filter(|c| c.status.as_ref().and_then(|s| s.test.as_ref()).is_some_and(|t| t.reason == "Passed")).count();
+        if passed == c { Ok(passed) } else { Err(format!("{passed} of {c}")) }
+    })
+    .await;
+    let imports: Vec<(String, i64, String)> = admin
+        .query(
+            "SELECT d.datname::text, sum(s.calls)::bigint, round(avg(s.mean_exec_time)::numeric, 1)::text FROM pg_stat_statements s
+               JOIN pg_database d ON d.oid = s.dbid WHERE s.query LIKE 'IMPORT FOREIGN SCHEMA%' GROUP BY 1 ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let import_calls: i64 = imports.iter().map(|(_, n, _)| n).sum();
+    let (_, metrics) = op.admin_get("/metrics");
+    let reconciles: Vec<String> = metrics.lines().filter(|l| l.starts_with("manifold_reconciles_total")).map(str::to_owned).collect();
+
+    // 2a. One new attachment among the idle ones, 50 times: its connection
+    // exists and is tested first, then the attachment is created and its
+    // status polled every 5 ms.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut latencies = Vec::new();
+    let mut writes_per_attach = Vec::new();
+    for k in 0..50 {
+        let name = format!("late{k}");
+        w.apply_object(&connection(&w, &name, "shared-creds", &include));
+        w.wait_test(&name, "its test", |t| t.reason == "Passed").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = apiserver_writes();
+        let api = w.attachments();
+        let started = Instant::now();
+        api.create(&Default::default(), &objects::attachment(&name, "ws0", &name)).await.unwrap();
+        loop {
+            let a = api.get(&name).await.unwrap();
+            if a.status.as_ref().is_some_and(|s| conditions::is_ready(&s.conditions)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        latencies.push(started.elapsed());
+        if k < 5 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let writes = delta(&apiserver_writes(), &before);
+            // The create itself is the bench's, not the operator's.
+            writes_per_attach.push(writes.values().sum::<f64>() - 1.0);
+            if k == 0 {
+                println!("apiserver writes for one new attachment: {writes:?} (the create included)");
+            }
+        }
+    }
+    latencies.sort();
+
+    // 2b. One Secret shared by 100 connections, rotated: from the Secret's
+    // update until every user mapping holds the new password.
+    let rotator = unique("rotator").replace('-', "_");
+    let old = format!("old-{}", support::secret_marker());
+    admin.batch_execute(&format!("CREATE ROLE {rotator} LOGIN PASSWORD '{old}'")).await.unwrap();
+    source.batch_execute(&format!("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {rotator}")).await.unwrap();
+    w.apply_object(&objects::secret("rot-creds", &[("user", &rotator), ("password", &old)]));
+    let mut rot = String::new();
+    for k in 0..100 {
+        rot.push_str("---\n");
+        rot.push_str(&objects::yaml(&connection(&w, &format!("rot{k}"), "rot-creds", &include[..2])));
+        rot.push_str("---\n");
+        rot.push_str(&objects::yaml(&objects::attachment(&format!("rot{k}"), "ws1", &format!("rot{k}"))));
+    }
+    stdout_ok(&control_plane().kubectl_stdin(&["-n", &w.t.ns, "apply", "--server-side", "-f", "-"], &rot));
+    wait_for("the 100 rotation attachments Ready", Duration::from_secs(300), || async {
+        let r = ready(&w).await;
+        if r == n + 50 + 100 { Ok(()) } else { Err(format!("{r}")) }
+    })
+    .await;
+    let new = format!("new-{}", support::secret_marker());
+    admin.batch_execute(&format!("ALTER ROLE {rotator} PASSWORD '{new}'")).await.unwrap();
+    let ws1 = w.pg.connect(&workspaces[1]).await;
+    let started = Instant::now();
+    w.apply_object(&objects::secret("rot-creds", &[("user", &rotator), ("password", &new)]));
+    wait_for("every mapping rotated", Duration::from_secs(300), || async {
+        let n: i64 = ws1
+            .query_one("SELECT count(*) FROM pg_user_mappings WHERE $1 = ANY(umoptions)", &[&format!("password={new}")])
+            .await
+            .map_err(|e| e.to_string())?
+            .get(0);
+        if n == 100 { Ok(()) } else { Err(format!("{n}")) }
+    })
+    .await;
+    let rotation = started.elapsed();
+
+    // 3. At rest, over three resync intervals: the statements each
+    // workspace database ran, the apiserver's writes, the operator's CPU.
+    tokio::time::sleep(resync).await;
+    let _ = admin.batch_execute("SELECT pg_stat_statements_reset()").await;
+    let (writes_before, cpu_before) = (apiserver_writes(), cpu_seconds(op.pid()));
+    let intervals = 3u32;
+    tokio::time::sleep(resync * intervals).await;
+    let at_rest_writes = delta(&apiserver_writes(), &writes_before);
+    let at_rest_cpu = cpu_seconds(op.pid()) - cpu_before;
+    let rows = admin
+        .query(
+            "SELECT sum(s.calls)::bigint, sum(s.calls) FILTER (WHERE s.query ~* '^\\s*(CREATE|DROP|ALTER|IMPORT|COMMENT|GRANT|REVOKE)')::bigint
+               FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = ANY($1)",
+            &[&workspaces],
+        )
+        .await
+        .unwrap();
+    let (statements, ddl): (Option<i64>, Option<i64>) = (rows[0].get(0), rows[0].get(1));
+    let per_interval = statements.unwrap_or(0) as f64 / (ws_count as f64 * f64::from(intervals));
+
+    // 5. The resync query over 3,000 schemas of 2 tables, made directly in
+    // one workspace database beside the operator's.
+    let ws0 = w.pg.connect(&workspaces[0]).await;
+    let existing: i64 = ws0.query_one("SELECT count(*) FROM pg_namespace", &[]).await.unwrap().get(0);
+    let password = postgres_protocol::escape::escape_literal(&w.src.password);
+    for i in existing as usize..3000 {
+        ws0.batch_execute(&format!(
+            "BEGIN;
+             CREATE SERVER x{i} FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', port '{}', dbname '{}');
+             COMMENT ON SERVER x{i} IS 'manifold.dev/owner=bench/x{i} uid=x';
+             CREATE USER MAPPING FOR CURRENT_USER SERVER x{i} OPTIONS (user '{}', password {password});
+             CREATE SCHEMA x{i};
+             IMPORT FOREIGN SCHEMA public LIMIT TO (t00, t01) FROM SERVER x{i} INTO x{i};
+             COMMENT ON SCHEMA x{i} IS 'manifold.dev/owner=bench/x{i} uid=x fingerprint=server:a,mapping:b,import:c tables=2';
+             COMMIT;
+             SELECT public.postgres_fdw_disconnect_all();",
+            w.pg.port, w.src.db, w.src.user
+        ))
+        .await
+        .unwrap();
+    }
+    let schemas: i64 = ws0.query_one("SELECT count(*) FROM pg_namespace WHERE obj_description(oid, 'pg_namespace') LIKE 'manifold.dev/owner=%'", &[]).await.unwrap().get(0);
+    let mut times = Vec::new();
+    let no_readers: Vec<String> = Vec::new();
+    for _ in 0..20 {
+        let started = Instant::now();
+        ws0.query_one(manifold::postgres::sql::OBSERVE_ALL, &[&no_readers]).await.unwrap();
+        times.push(started.elapsed());
+    }
+    times.sort();
+    let peak = status_kib(op.pid(), "VmHWM:");
+
+    println!("bench: {c} connections × {ws_count} workspaces = {n} attachments of a {TABLES}-table source, 2 cores");
+    println!("raw DDL, {POOL} clients per database:     {raw:>10.2?}  {raw_rate:>7.1} attaches/s");
+    println!("operator, start to all Ready:        {operator:>10.2?}  {operator_rate:>7.1} attaches/s");
+    println!("ratio operator/raw:                  {:.2}", operator_rate / raw_rate);
+    println!("operator CPU for the bulk attach:    {bulk_cpu:.1} s; peak RSS {} MiB", bulk_rss / 1024);
+    println!("IMPORT FOREIGN SCHEMA run by the operator: {import_calls} for {n} attachments and {tested} connection tests ({imports:?})");
+    for line in &reconciles {
+        println!("  {line}");
+    }
+    println!(
+        "one new attachment among {n} idle: p50 {:?}, p99 {:?} (50 samples, create to Ready)",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99)
+    );
+    println!("apiserver writes per new attachment: {writes_per_attach:?}");
+    println!("one Secret shared by 100 connections rotated: every mapping holds the new password after {rotation:?}");
+    println!(
+        "at rest over {intervals} intervals of {resync:?}: {per_interval:.2} statements per workspace per interval, {} DDL, \
+         apiserver writes {at_rest_writes:?}, operator CPU {at_rest_cpu:.2} s",
+        ddl.unwrap_or(0)
+    );
+    println!("resync query over {schemas} managed schemas: p50 {:?}, p99 {:?}", percentile(&times, 0.5), percentile(&times, 0.99));
+    println!("operator peak RSS: {} MiB", peak / 1024);
 }

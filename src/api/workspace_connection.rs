@@ -70,4 +70,29 @@ pub struct WorkspaceConnectionStatus {
     /// When the schema was last (re)created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_applied_at: Option<Time>,
+    /// What the last import proved about the connection: it imported and
+    /// read a row with this generation of the Connection's spec and this
+    /// version of its credentials. The connection's first test takes it as
+    /// its own answer instead of importing again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<ImportProof>,
+}
+
+/// An import that proved a connection works, as a test would have.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportProof {
+    /// The Connection's `metadata.generation` it imported with.
+    pub connection_generation: i64,
+    /// The credentials version (uid@resourceVersion) it imported with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<String>,
+    /// The tables it imported.
+    pub tables: i32,
+    /// The source's schema hash it found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_hash: Option<String>,
+    /// How long the attach took, in milliseconds.
+    #[serde(default)]
+    pub duration_ms: i64,
 }

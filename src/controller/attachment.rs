@@ -36,6 +36,8 @@ struct Step {
     change: Option<Change>,
     /// Schemas dropped by a detach.
     detached: Vec<String>,
+    /// What this reconcile's import proved, if it imported.
+    proof: Option<crate::api::ImportProof>,
 }
 
 impl Step {
@@ -47,7 +49,7 @@ impl Step {
 
 impl From<Failure> for Step {
     fn from(outcome: Failure) -> Self {
-        Step { outcome, schema: None, tables: None, change: None, detached: Vec::new() }
+        Step { outcome, schema: None, tables: None, change: None, detached: Vec::new(), proof: None }
     }
 }
 
@@ -139,7 +141,16 @@ async fn attach(att: &WorkspaceConnection, ctx: &Context) -> Step {
             .is_some_and(|c| c.reason == Reason::Timeout.as_str() || c.reason == Reason::HostUnreachable.as_str())
     });
     let joins = aggregates::joined_by(&ctx.stores, &ns, &att.spec.workspace, &conn);
-    match db.attach(&plan, suspect, &joins).await {
+    let started = std::time::Instant::now();
+    let attached = db.attach(&plan, suspect, &joins).await;
+    let proof = attached.as_ref().ok().filter(|done| done.proven).map(|done| crate::api::ImportProof {
+        connection_generation: conn.metadata.generation.unwrap_or_default(),
+        credentials: resolve::credentials(&ctx.stores, &conn).ok().flatten().map(|s| resolve::secret_version(&s)),
+        tables: done.tables as i32,
+        source_hash: done.source_hash.clone(),
+        duration_ms: started.elapsed().as_millis() as i64,
+    });
+    match attached {
         Ok(done) if !done.held.is_empty() => {
             // The change went through but for the tables a user's objects
             // hold; the next observation shows what is there.
@@ -149,7 +160,7 @@ async fn attach(att: &WorkspaceConnection, ctx: &Context) -> Step {
         }
         Ok(done) => {
             ctx.observations.record(&ws_key, &plan.schema, Some(plan.observed_after(done.tables)));
-            Step { change: Some(done.change), detached, ..ready(&plan.schema, done.tables) }
+            Step { change: Some(done.change), detached, proof, ..ready(&plan.schema, done.tables) }
         }
         Err(e) => Step { detached, ..Step::from(e).with_schema(&plan.schema) },
     }
@@ -308,6 +319,7 @@ async fn report(att: &WorkspaceConnection, ctx: &Context, step: &Step) -> Result
         schema: step.schema.clone().or_else(|| current.and_then(|s| s.schema.clone())),
         tables: if ready { step.tables.map(|t| t as i32) } else { None },
         last_applied_at,
+        proof: step.proof.clone().or_else(|| current.and_then(|s| s.proof.clone())),
         ..Default::default()
     };
     let quiet_when_missing = |f: &Failure| match f.reason {

@@ -216,6 +216,53 @@ async fn run_test(
     (result, tested)
 }
 
+/// How a new connection's first test is answered.
+enum ByAttach {
+    /// An attach imported and read a row with this spec and credentials.
+    Proven(TestResult, Tested),
+    /// An attachment made with the connection has not reported yet.
+    Pending,
+    /// The test runs.
+    No,
+}
+
+/// How long a new connection's first test waits for its attachments.
+const WAIT_FOR_ATTACH: Duration = Duration::from_secs(30);
+
+fn first_test_by_attach(ctx: &Context, conn: &Connection, credentials: Option<&str>) -> ByAttach {
+    let ns = conn.namespace().unwrap_or_default();
+    let attachments = ctx.stores.attachments_of_connection(&ns, &conn.name_any());
+    let proof = attachments.iter().find_map(|a| {
+        let proof = a.status.as_ref()?.proof.as_ref()?;
+        (Some(proof.connection_generation) == conn.metadata.generation && proof.credentials.as_deref() == credentials)
+            .then(|| (a.spec.workspace.clone(), proof.clone()))
+    });
+    if let Some((workspace, proof)) = proof {
+        let result = TestResult {
+            result: TestOutcome::Passed,
+            reason: Reason::Passed.as_str().to_owned(),
+            message: format!("imported {} tables and read a row, attaching to workspace {workspace:?}", proof.tables),
+            tables: Some(proof.tables),
+            duration_ms: proof.duration_ms,
+            tested_at: status::now(),
+            observed_generation: conn.metadata.generation,
+            request: conn.annotations().get(TEST_REQUEST_ANNOTATION).cloned(),
+            workspace: Some(workspace),
+            credentials: credentials.map(str::to_owned),
+        };
+        let found = Tested { tables: i64::from(proof.tables), source_hash: proof.source_hash.unwrap_or_default() };
+        return ByAttach::Proven(result, found);
+    }
+    let young = conn.metadata.creation_timestamp.as_ref().is_some_and(|t| {
+        std::time::Duration::try_from(jiff::Timestamp::now().duration_since(t.0)).unwrap_or_default() < WAIT_FOR_ATTACH
+    });
+    let pending = attachments.iter().any(|a| {
+        a.metadata.deletion_timestamp.is_none()
+            && a.status.as_ref().is_none_or(|s| conditions::find(&s.conditions, conditions::READY).is_none())
+    });
+    if young && pending { ByAttach::Pending } else { ByAttach::No }
+}
+
 /// The source's schema after a test: a new hash changes `changedAt` (and
 /// every attachment re-imports); the same hash keeps it.
 fn source_schema(conn: &Connection, tested: Option<&Tested>) -> Option<SourceSchema> {
@@ -253,7 +300,35 @@ pub async fn reconcile(conn: Arc<Connection>, ctx: Arc<Context>) -> Result<Actio
     let mut test = last.cloned();
     let mut source = conn.status.as_ref().and_then(|s| s.source_schema.clone());
     let workspace = test_workspace(&ctx, &conn);
-    if let Some(cause) = due(&conn, credentials.as_deref(), since_last, retry_after, workspace.is_ok()) {
+    let mut cause = due(&conn, credentials.as_deref(), since_last, retry_after, workspace.is_ok());
+    // A new connection's first test: an attach that imported and read a
+    // row under this spec and these credentials has answered it; one still
+    // on its way will, shortly. Either way the source is not asked twice.
+    let mut proven = None;
+    if cause == Some(Cause::Spec) && last.is_none() && resolved.is_ok() {
+        match first_test_by_attach(&ctx, &conn, credentials.as_deref()) {
+            ByAttach::Proven(result, found) => {
+                proven = Some((result, found));
+                cause = None;
+            }
+            ByAttach::Pending => {
+                report(&conn, &ctx, &Failure::new(Reason::Valid, "the plugin, schema and credentials resolve; not tested yet"), None, source).await?;
+                return Ok(requeue(Duration::from_secs(1)));
+            }
+            ByAttach::No => {}
+        }
+    }
+    if let Some((result, found)) = proven {
+        source = source_schema(&conn, Some(&found));
+        info!(connection = %conn.name_any(), namespace = %ns, workspace = ?result.workspace, "tested by its first attach");
+        ctx.metrics
+            .tests
+            .get_or_create(&crate::metrics::TestLabels { result: "Passed".into(), reason: "Passed".into() })
+            .inc();
+        status::event(&ctx, &*conn, false, Reason::TestPassed.as_str(), "Test", result.message.clone()).await;
+        test = Some(result);
+    }
+    if let Some(cause) = cause {
         let (result, tested) = run_test(&ctx, &conn, &resolved, workspace).await;
         source = source_schema(&conn, tested.as_ref());
         info!(connection = %conn.name_any(), namespace = %ns, ?cause,

@@ -200,6 +200,10 @@ pub struct Attached {
     /// Tables a re-import kept because a user's object depends on them,
     /// in Postgres's words. The rest of the change went through.
     pub held: Vec<String>,
+    /// It imported and read a row: what a connection test proves.
+    pub proven: bool,
+    /// The source's schema hash the import found.
+    pub source_hash: Option<String>,
 }
 
 /// What a connection test found.
@@ -215,6 +219,7 @@ pub struct Tested {
 struct Executed {
     tables: i64,
     held: Vec<String>,
+    source_hash: Option<String>,
 }
 
 /// The result of a detach: what was dropped.
@@ -470,7 +475,7 @@ impl Database {
             let (change, statements) = plan::attach(plan, &locked)?;
             if statements.is_empty() {
                 tx.commit().await.map_err(err)?;
-                return Ok(Attached { change, tables: locked.observed.foreign_tables, held: Vec::new() });
+                return Ok(Attached { change, tables: locked.observed.foreign_tables, held: Vec::new(), proven: false, source_hash: None });
             }
             // An import (or a rebuild) replaces the tables that aggregators'
             // views select from: those views come down first, and back after.
@@ -481,6 +486,8 @@ impl Database {
                 self.execute(&tx, agg_schema, plan::aggregate_teardown(agg_schema, agg_locked)).await.map_err(err)?;
             }
             let done = self.execute(&tx, &plan.schema, statements).await.map_err(|e| with_hint(err(e), plan, &locked.role))?;
+            // An import that also reads a row proves what a test proves.
+            let proven = if tables_change && done.held.is_empty() { self.read_a_row(&tx, &plan.schema, server).await.map_err(err)? } else { false };
             for (agg_schema, agg_locked) in aggregates {
                 let joining = joins.iter().any(|(_, s)| *s == agg_schema);
                 self.rebuild_aggregate(&tx, &agg_schema, agg_locked, &member, joining, &plan.readers).await.map_err(err)?;
@@ -489,7 +496,7 @@ impl Database {
             if wrapper == "postgres_fdw" && change != Change::None {
                 self.disconnect_fdw(client, extension_schema.as_deref().unwrap_or(EXTENSION_SCHEMA)).await;
             }
-            Ok(Attached { change, tables: done.tables, held: done.held })
+            Ok(Attached { change, tables: done.tables, held: done.held, proven, source_hash: done.source_hash })
         })
         .await;
         self.finish(session, result, deadline)
@@ -610,7 +617,9 @@ impl Database {
             self.count(1, 0);
             let columns: Vec<(String, String, String)> =
                 tx.query(sql::SOURCE_COLUMNS, &[&schema]).await?.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
-            fp.set("source", plan::source_hash(&columns));
+            let hash = plan::source_hash(&columns);
+            executed.source_hash = Some(hash.clone());
+            fp.set("source", hash);
         }
         self.flush(tx, &mut vec![sql::render(&Statement::MarkSchema { schema: schema.to_owned(), marker })]).await?;
         Ok(executed)
@@ -676,6 +685,24 @@ impl Database {
         moves.push(sql::render(&Statement::DropSchema { schema: stage }));
         self.flush(tx, &mut moves).await?;
         Ok(held)
+    }
+
+    /// Reads one row of the first of the schema's foreign tables, under a
+    /// savepoint: whether the source lets the workspace role read, as a
+    /// test would show. A refusal is not the attach's failure.
+    async fn read_a_row(&self, tx: &deadpool_postgres::Transaction<'_>, schema: &str, server: &str) -> Result<bool, tokio_postgres::Error> {
+        self.count(2, 0);
+        let first: Option<String> = tx.query(sql::OWNED_FOREIGN_TABLES, &[&schema, &server]).await?.first().map(|r| r.get(0));
+        let Some(table) = first else { return Ok(true) };
+        let read = format!("SAVEPOINT manifold_read; {}; RELEASE SAVEPOINT manifold_read", sql::read_one_row(schema, &table));
+        match tx.batch_execute(&read).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.as_db_error().is_some() => {
+                tx.batch_execute("ROLLBACK TO SAVEPOINT manifold_read").await?;
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// postgres_fdw keeps the remote connection an import opened for the

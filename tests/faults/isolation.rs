@@ -149,6 +149,8 @@ pub async fn a_workspace_whose_database_is_gone_gives_up() {
     w.connection("src", as_is);
     w.attach("ws-src", "ws", "src", as_is);
     w.wait_ready("ws-src").await;
+    // The Workspace holds its finalizer once its first reconcile ran.
+    w.wait_workspace_ready("ws").await;
     own.devenv.command("stop");
     let started = Instant::now();
     stdout_ok(&w.t.kubectl(&["delete", "mws", "ws", "--wait=false"]));
