@@ -323,7 +323,7 @@ pub async fn reconcile(conn: Arc<Connection>, ctx: Arc<Context>) -> Result<Actio
         info!(connection = %conn.name_any(), namespace = %ns, workspace = ?result.workspace, "tested by its first attach");
         ctx.metrics
             .tests
-            .get_or_create(&crate::metrics::TestLabels { result: "Passed".into(), reason: "Passed".into() })
+            .get_or_create(&crate::metrics::TestLabels { result: "Passed".into(), reason: "ProvenByAttach".into() })
             .inc();
         status::event(&ctx, &*conn, false, Reason::TestPassed.as_str(), "Test", result.message.clone()).await;
         test = Some(result);

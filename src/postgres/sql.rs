@@ -213,19 +213,25 @@ pub const LOCK_SCHEMA: &str =
 /// the namespace, and a scan of it grows with every attachment.
 pub const OBSERVE_ONE: &str = "
 WITH nsp AS (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1),
-     srv AS (SELECT oid FROM pg_catalog.pg_foreign_server WHERE srvname = $2)
+     srv AS (SELECT oid FROM pg_catalog.pg_foreign_server WHERE srvname = $2),
+     rels AS MATERIALIZED (
+       -- The schema's relations, through pg_depend's index: pg_class has no
+       -- index on the namespace, and a scan of it grows with every schema.
+       SELECT c.oid, c.relname, c.relkind FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_class c ON c.oid = d.objid
+        WHERE d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.refobjid = (SELECT oid FROM nsp)
+          AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass),
+     views AS (
+       SELECT r.relname, d.description FROM rels r
+         JOIN pg_catalog.pg_description d ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objsubid = 0
+        WHERE r.relkind = 'v' AND pg_catalog.starts_with(d.description, 'manifold.dev/owner='))
 SELECT
   (SELECT coalesce(pg_catalog.obj_description(oid, 'pg_namespace'), '') FROM nsp) AS schema_comment,
-  (SELECT pg_catalog.count(*) FROM pg_catalog.pg_foreign_table ft JOIN pg_catalog.pg_class c ON c.oid = ft.ftrelid
-     WHERE c.relnamespace = (SELECT oid FROM nsp))
-   + (SELECT pg_catalog.count(*) FROM pg_catalog.pg_class c
-        JOIN pg_catalog.pg_description d ON d.objoid = c.oid AND d.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objsubid = 0
-       WHERE c.relnamespace = (SELECT oid FROM nsp) AND c.relkind = 'v' AND pg_catalog.starts_with(d.description, 'manifold.dev/owner=')) AS foreign_tables,
+  (SELECT pg_catalog.count(*) FROM rels WHERE relkind = 'f') + (SELECT pg_catalog.count(*) FROM views) AS foreign_tables,
   (SELECT coalesce(pg_catalog.obj_description(oid, 'pg_foreign_server'), '') FROM srv) AS server_comment,
   EXISTS (SELECT 1 FROM pg_catalog.pg_user_mappings m WHERE m.srvid = (SELECT oid FROM srv)
             AND m.umuser = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER)) AS mapping,
-  ARRAY(SELECT c.relname::text FROM pg_catalog.pg_foreign_table ft JOIN pg_catalog.pg_class c ON c.oid = ft.ftrelid
-         WHERE ft.ftserver = (SELECT oid FROM srv) AND c.relnamespace = (SELECT oid FROM nsp) ORDER BY 1) AS owned_tables,
+  ARRAY(SELECT r.relname::text FROM rels r JOIN pg_catalog.pg_foreign_table ft ON ft.ftrelid = r.oid
+         WHERE ft.ftserver = (SELECT oid FROM srv) ORDER BY 1) AS owned_tables,
   (SELECT CASE WHEN pg_catalog.has_foreign_data_wrapper_privilege(w.oid, 'USAGE') THEN 'usable' ELSE 'no-usage' END
      FROM pg_catalog.pg_foreign_data_wrapper w WHERE w.fdwname = $3) AS wrapper,
   (SELECT n.nspname::text FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
@@ -235,17 +241,16 @@ SELECT
           JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
          WHERE n.nspname = $1 AND a.privilege_type = 'USAGE' AND a.grantee <> a.grantor
            AND a.grantor = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER) ORDER BY 1) AS readers,
-  ARRAY(SELECT c.relname::text || ' ' || d.description FROM pg_catalog.pg_class c
-          JOIN pg_catalog.pg_description d ON d.objoid = c.oid AND d.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objsubid = 0
-         WHERE c.relnamespace = (SELECT oid FROM nsp) AND c.relkind = 'v'
-           AND pg_catalog.starts_with(d.description, 'manifold.dev/owner=') ORDER BY 1) AS views";
+  ARRAY(SELECT relname::text || ' ' || description FROM views ORDER BY 1) AS views";
 
 /// The columns of the foreign tables in the given schemas (an aggregator's
 /// members), in table order. Parameter: the schemas, as text[].
 pub const MEMBER_COLUMNS: &str = "
 SELECT n.nspname::text AS schema, c.relname::text AS table, a.attname::text AS name, a.atttypid AS type_oid
-  FROM pg_catalog.pg_class c
-  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+  FROM pg_catalog.pg_namespace n
+  JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.refobjid = n.oid
+   AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+  JOIN pg_catalog.pg_class c ON c.oid = d.objid
   JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid
  WHERE n.nspname = ANY($1) AND c.relkind = 'f' AND a.attnum > 0 AND NOT a.attisdropped
  ORDER BY n.nspname, c.relname, a.attnum";
@@ -259,8 +264,11 @@ SELECT c.relname::text AS name,
          (SELECT pg_catalog.string_agg(pg_catalog.concat_ws(' ', a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),
                                          a.attnotnull::text, pg_catalog.array_to_string(a.attfdwoptions, ',')), '|' ORDER BY a.attnum)
             FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)) AS definition
-  FROM pg_catalog.pg_foreign_table ft JOIN pg_catalog.pg_class c ON c.oid = ft.ftrelid
- WHERE c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1)
+  FROM pg_catalog.pg_depend d
+  JOIN pg_catalog.pg_class c ON c.oid = d.objid
+  JOIN pg_catalog.pg_foreign_table ft ON ft.ftrelid = c.oid
+ WHERE d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+   AND d.refobjid = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1)
    AND ft.ftserver = (SELECT oid FROM pg_catalog.pg_foreign_server WHERE srvname = $2)
  ORDER BY 1";
 
@@ -268,8 +276,11 @@ SELECT c.relname::text AS name,
 /// source's hash is made of. Parameter: schema name.
 pub const SOURCE_COLUMNS: &str = "
 SELECT c.relname::text, a.attname::text, pg_catalog.format_type(a.atttypid, a.atttypmod)
-  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid
- WHERE c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1)
+  FROM pg_catalog.pg_depend d
+  JOIN pg_catalog.pg_class c ON c.oid = d.objid
+  JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid
+ WHERE d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+   AND d.refobjid = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1)
    AND c.relkind = 'f' AND a.attnum > 0 AND NOT a.attisdropped
  ORDER BY c.relname, a.attnum";
 
@@ -297,10 +308,12 @@ SELECT
 /// The foreign tables of a schema that use a server, by name: the ones an
 /// attachment imported. Parameters: schema name, server name.
 pub const OWNED_FOREIGN_TABLES: &str = "
-SELECT c.relname::text FROM pg_catalog.pg_foreign_table ft
-  JOIN pg_catalog.pg_foreign_server s ON s.oid = ft.ftserver
-  JOIN pg_catalog.pg_class c ON c.oid = ft.ftrelid
- WHERE s.srvname = $2 AND c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1)
+SELECT c.relname::text FROM pg_catalog.pg_depend d
+  JOIN pg_catalog.pg_class c ON c.oid = d.objid
+  JOIN pg_catalog.pg_foreign_table ft ON ft.ftrelid = c.oid
+ WHERE d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+   AND d.refobjid = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1)
+   AND ft.ftserver = (SELECT oid FROM pg_catalog.pg_foreign_server WHERE srvname = $2)
  ORDER BY 1";
 
 /// The whole at-rest resync of a workspace in one round trip: the server
@@ -357,12 +370,11 @@ SELECT pg_catalog.current_setting('server_version') AS version,
 
 /// Foreign tables and our views in a schema. Parameter: schema name.
 pub const COUNT_FOREIGN_TABLES: &str = "
-SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.pg_foreign_table ft JOIN pg_catalog.pg_class c ON c.oid = ft.ftrelid
-         WHERE c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1))
-     + (SELECT pg_catalog.count(*) FROM pg_catalog.pg_class c
-          JOIN pg_catalog.pg_description d ON d.objoid = c.oid AND d.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objsubid = 0
-         WHERE c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1) AND c.relkind = 'v'
-           AND pg_catalog.starts_with(d.description, 'manifold.dev/owner='))";
+SELECT pg_catalog.count(*) FILTER (WHERE c.relkind = 'f' OR (c.relkind = 'v' AND pg_catalog.starts_with(
+         pg_catalog.obj_description(c.oid, 'pg_class'), 'manifold.dev/owner=')))
+  FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_class c ON c.oid = d.objid
+ WHERE d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+   AND d.refobjid = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1)";
 
 /// A lexer of exactly what this module renders: words, quoted identifiers,
 /// string literals (plain and `E''`), and punctuation. The tests and the
