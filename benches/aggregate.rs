@@ -93,11 +93,8 @@ async fn bench() {
     w.attach("agg-every", "agg", "every", |_| {});
     let ws = w.ws().await;
     wait_for("the aggregate over 100 members", Duration::from_secs(120), || async {
-        let n: i64 = ws
-            .query_one("SELECT count(DISTINCT _manifold_connection) FROM every.t00", &[])
-            .await
-            .map_err(|e| e.to_string())?
-            .get(0);
+        let n: i64 =
+            ws.query_one("SELECT count(DISTINCT _manifold_connection) FROM every.t00", &[]).await.map_err(|e| e.to_string())?.get(0);
         if n == MEMBERS as i64 { Ok(()) } else { Err(format!("{n}")) }
     })
     .await;

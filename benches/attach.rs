@@ -54,7 +54,8 @@ fn main() {
 fn cpu_seconds(pid: u64) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
-    let ticks: f64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0.0) + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);
+    let ticks: f64 =
+        fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0.0) + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);
     ticks / 100.0
 }
 
@@ -109,7 +110,9 @@ async fn bench(c: usize, ws_count: usize) {
     let source = w.pg.connect(&w.src.db).await;
     let mut ddl = String::new();
     for t in 0..TABLES {
-        ddl.push_str(&format!("CREATE TABLE t{t:02} (id int PRIMARY KEY, a text, b numeric, c timestamptz); INSERT INTO t{t:02} VALUES (1, 'x', 1, now());"));
+        ddl.push_str(&format!(
+            "CREATE TABLE t{t:02} (id int PRIMARY KEY, a text, b numeric, c timestamptz); INSERT INTO t{t:02} VALUES (1, 'x', 1, now());"
+        ));
     }
     ddl.push_str(&format!("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {};", w.src.user));
     source.batch_execute(&ddl).await.unwrap();
@@ -201,7 +204,8 @@ async fn bench(c: usize, ws_count: usize) {
     let bulk_rss = status_kib(op.pid(), "VmHWM:");
     let tested = wait_for("every connection tested", Duration::from_secs(600), || async {
         let list = w.connections().list(&Default::default()).await.map_err(|e| e.to_string())?;
-        let passed = list.items.iter().filter(|c| c.status.as_ref().and_then(|s| s.test.as_ref()).is_some_and(|t| t.reason == "Passed")).count();
+        let passed =
+            list.items.iter().filter(|c| c.status.as_ref().and_then(|s| s.test.as_ref()).is_some_and(|t| t.reason == "Passed")).count();
         if passed == c { Ok(passed) } else { Err(format!("{passed} of {c}")) }
     })
     .await;
@@ -332,7 +336,11 @@ async fn bench(c: usize, ws_count: usize) {
         .await
         .unwrap();
     }
-    let schemas: i64 = ws0.query_one("SELECT count(*) FROM pg_namespace WHERE obj_description(oid, 'pg_namespace') LIKE 'manifold.dev/owner=%'", &[]).await.unwrap().get(0);
+    let schemas: i64 = ws0
+        .query_one("SELECT count(*) FROM pg_namespace WHERE obj_description(oid, 'pg_namespace') LIKE 'manifold.dev/owner=%'", &[])
+        .await
+        .unwrap()
+        .get(0);
     let mut times = Vec::new();
     let no_readers: Vec<String> = Vec::new();
     for _ in 0..20 {

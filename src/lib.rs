@@ -2,8 +2,8 @@
 //! connections to Postgres workspaces.
 
 pub mod api;
-pub mod plugins;
-pub mod secret;
-pub mod postgres;
 pub mod controller;
 pub mod metrics;
+pub mod plugins;
+pub mod postgres;
+pub mod secret;

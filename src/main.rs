@@ -190,8 +190,8 @@ fn print_crds(write: Option<PathBuf>) -> Result<(), Box<dyn std::error::Error>> 
 }
 
 fn init_tracing(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
     if format == "json" {
         builder.json().init();
@@ -206,11 +206,7 @@ fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         resync: args.resync,
         pool_sizes: PoolSizes { work: args.pool_size, tests: args.test_pool_size },
         concurrency: args.concurrency,
-        timeouts: Timeouts {
-            connect: args.connect_timeout,
-            statement: args.statement_timeout,
-            lock: args.lock_timeout,
-        },
+        timeouts: Timeouts { connect: args.connect_timeout, statement: args.statement_timeout, lock: args.lock_timeout },
         test_timeout: args.test_timeout,
         sources: SourcePolicy {
             wrappers: args.wrappers.0,
@@ -235,9 +231,8 @@ fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         // Leader election: a Lease held for 15 s and renewed 5 s before it
         // expires, so a standby takes over about 15 s after the leader dies.
-        let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
-            format!("{}-{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "manifold".into()), std::process::id())
-        });
+        let identity = std::env::var("POD_NAME")
+            .unwrap_or_else(|_| format!("{}-{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "manifold".into()), std::process::id()));
         let manager = kube_lease_manager::LeaseManagerBuilder::new(client, &args.lease_name)
             .with_namespace(&args.lease_namespace)
             .with_identity(&identity)

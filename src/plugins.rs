@@ -172,9 +172,7 @@ pub fn resolve(
             return Err(PluginError::Invalid(format!("option name {key:?} is not valid")));
         }
         if value.expose().contains('\0') {
-            return Err(PluginError::Invalid(format!(
-                "the value of option {key:?} contains a NUL byte, which Postgres cannot store"
-            )));
+            return Err(PluginError::Invalid(format!("the value of option {key:?} contains a NUL byte, which Postgres cannot store")));
         }
     }
     Ok(wrapper)
@@ -225,11 +223,8 @@ fn postgres(pg: &PostgresPlugin, credentials: Option<&BTreeMap<String, Vec<u8>>>
             }
         },
     };
-    let mut server_options = vec![
-        ("host".to_owned(), pg.host.clone()),
-        ("port".to_owned(), pg.port.to_string()),
-        ("dbname".to_owned(), pg.database.clone()),
-    ];
+    let mut server_options =
+        vec![("host".to_owned(), pg.host.clone()), ("port".to_owned(), pg.port.to_string()), ("dbname".to_owned(), pg.database.clone())];
     server_options.extend(pg.options.iter().filter(|(k, _)| *k != "connect_timeout").map(|(k, v)| (k.clone(), v.clone())));
     server_options.push(("connect_timeout".to_owned(), connect_timeout.to_string()));
     let mut mapping_options = Vec::new();
@@ -266,9 +261,7 @@ fn steampipe(sp: &SteampipePlugin, schema: &str, credentials: Option<&BTreeMap<S
     let mut embedded_secrets = Vec::new();
     for (key, value) in credentials.into_iter().flatten() {
         if !is_hcl_identifier(key) {
-            return Err(PluginError::Invalid(format!(
-                "the credentials Secret's key {key:?} is not an HCL argument name"
-            )));
+            return Err(PluginError::Invalid(format!("the credentials Secret's key {key:?} is not an HCL argument name")));
         }
         if !config.is_empty() && !config.ends_with('\n') {
             config.push('\n');
@@ -442,7 +435,18 @@ mod tests {
         for host in ["/var/run/postgresql", "/tmp", "db,/tmp", "@x"] {
             assert!(invalid(resolve(&pg(host, &[]), "s", Some(&creds()), &open())).contains("network endpoints"), "{host}");
         }
-        for option in ["passfile", "service", "sslkey", "sslcert", "sslrootcert", "sslpassword", "hostaddr", "require_auth", "host", "password_required"] {
+        for option in [
+            "passfile",
+            "service",
+            "sslkey",
+            "sslcert",
+            "sslrootcert",
+            "sslpassword",
+            "hostaddr",
+            "require_auth",
+            "host",
+            "password_required",
+        ] {
             let message = invalid(resolve(&pg("db", &[(option, "/etc/passwd")]), "s", Some(&creds()), &open()));
             assert!(message.contains(option) && !message.contains("/etc/passwd"), "{message}");
         }
@@ -466,7 +470,8 @@ mod tests {
 
     #[test]
     fn the_admin_fences_source_hosts() {
-        let fence = HostFence::parse(&["*.svc.cluster.local".into(), "db.example.com".into(), "10.0.0.0/8".into(), "fd00::/8".into()]).unwrap();
+        let fence =
+            HostFence::parse(&["*.svc.cluster.local".into(), "db.example.com".into(), "10.0.0.0/8".into(), "fd00::/8".into()]).unwrap();
         for ok in ["sales.shop.svc.cluster.local", "DB.example.com.", "10.1.2.3", "fd12::1"] {
             assert!(fence.allows(ok), "{ok}");
         }
@@ -497,10 +502,7 @@ mod tests {
         let w = resolve(&plugin, "aws_prod", Some(&secret(&[("secret_key", "a\"b\\c${env}%{x}\nd")])), &open()).unwrap();
         assert_eq!(w.extension, "steampipe_postgres_aws");
         assert_eq!(w.remote_schema, "aws_prod");
-        assert_eq!(
-            w.server_options[0].1.expose(),
-            "regions = [\"*\"]\nsecret_key = \"a\\\"b\\\\c$${env}%%{x}\\nd\"\n"
-        );
+        assert_eq!(w.server_options[0].1.expose(), "regions = [\"*\"]\nsecret_key = \"a\\\"b\\\\c$${env}%%{x}\\nd\"\n");
         // Each credential is redacted on its own, not only the whole config.
         assert_eq!(w.embedded_secrets.iter().map(|s| s.expose()).collect::<Vec<_>>(), ["a\"b\\c${env}%{x}\nd"]);
         let bad = resolve(&plugin, "aws", Some(&secret(&[("not valid", "x")])), &open()).unwrap_err();
@@ -549,8 +551,14 @@ mod tests {
         // Nothing is allowed by default; dblink never is unless listed.
         assert!(invalid(resolve(&mysql("mysql_fdw", &[]), "shop", Some(&creds), &open())).contains("not allowed"));
         assert!(invalid(resolve(&mysql("dblink", &[]), "shop", Some(&creds), &mysql_allowed())).contains("not allowed"));
-        assert!(invalid(resolve(&mysql("mysql_fdw", &[("init_command", "x")]), "shop", Some(&creds), &mysql_allowed())).contains("init_command"));
-        assert!(invalid(resolve(&mysql("mysql_fdw", &[("host", "/tmp/mysql.sock")]), "shop", Some(&creds), &mysql_allowed())).contains("network"));
+        assert!(
+            invalid(resolve(&mysql("mysql_fdw", &[("init_command", "x")]), "shop", Some(&creds), &mysql_allowed()))
+                .contains("init_command")
+        );
+        assert!(
+            invalid(resolve(&mysql("mysql_fdw", &[("host", "/tmp/mysql.sock")]), "shop", Some(&creds), &mysql_allowed()))
+                .contains("network")
+        );
         let extra = secret(&[("username", "u"), ("ssl_key", "/etc/key")]);
         assert!(invalid(resolve(&mysql("mysql_fdw", &[]), "shop", Some(&extra), &mysql_allowed())).contains("ssl_key"));
     }

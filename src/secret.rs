@@ -73,7 +73,9 @@ pub fn sanitize(text: &str) -> String {
     for c in text.chars() {
         // Bidirectional overrides and other format characters can disguise
         // what a person reads; they go too.
-        let blank = c.is_whitespace() || c.is_control() || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}');
+        let blank = c.is_whitespace()
+            || c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}');
         if blank {
             space = !out.is_empty();
             continue;

@@ -9,11 +9,7 @@ fn checked_in_crds_match_the_generated_ones() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let generated = std::env::temp_dir().join(format!("manifold-crds-{}", std::process::id()));
     std::fs::create_dir_all(&generated).unwrap();
-    let status = Command::new(env!("CARGO_BIN_EXE_manifold"))
-        .args(["crds", "--write"])
-        .arg(&generated)
-        .status()
-        .unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_manifold")).args(["crds", "--write"]).arg(&generated).status().unwrap();
     assert!(status.success());
 
     let mut stale = Vec::new();
@@ -28,11 +24,7 @@ fn checked_in_crds_match_the_generated_ones() {
         }
     }
     std::fs::remove_dir_all(&generated).unwrap();
-    assert!(
-        stale.is_empty(),
-        "{} differ from `manifold crds`: run `cargo run -- crds --write crds`",
-        stale.join(", ")
-    );
+    assert!(stale.is_empty(), "{} differ from `manifold crds`: run `cargo run -- crds --write crds`", stale.join(", "));
 }
 
 /// The end-to-end binaries use a harness of their own, which runs only the

@@ -47,11 +47,7 @@ impl Desired {
 /// state is a no-op and does not cause a status write. Conditions of other
 /// types are kept untouched.
 pub fn merge(current: &[Condition], desired: &[Desired], generation: Option<i64>, now: &Time) -> Vec<Condition> {
-    let mut out: Vec<Condition> = current
-        .iter()
-        .filter(|c| !desired.iter().any(|d| d.type_ == c.type_))
-        .cloned()
-        .collect();
+    let mut out: Vec<Condition> = current.iter().filter(|c| !desired.iter().any(|d| d.type_ == c.type_)).cloned().collect();
     for d in desired {
         let previous = current.iter().find(|c| c.type_ == d.type_);
         let last_transition_time = match previous {

@@ -4,9 +4,9 @@
 //! Everything here is plain data. Behaviour lives in the controllers.
 
 pub mod conditions;
+mod connection;
 pub mod duration;
 mod reason;
-mod connection;
 mod workspace;
 mod workspace_connection;
 
@@ -157,10 +157,7 @@ pub(crate) const NETWORK_HOST_CEL: &str = r"self.matches('^([A-Za-z0-9]([-A-Za-z
 /// Validation shared by every schema name: the rules of the CRDs, applied
 /// again by the controller to names it derives itself (from `metadata.name`).
 pub fn schema_name_problem(name: &str) -> Option<String> {
-    let valid_chars = name
-        .bytes()
-        .enumerate()
-        .all(|(i, b)| b == b'_' || b.is_ascii_lowercase() || (i > 0 && b.is_ascii_digit()));
+    let valid_chars = name.bytes().enumerate().all(|(i, b)| b == b'_' || b.is_ascii_lowercase() || (i > 0 && b.is_ascii_digit()));
     if name.is_empty() || !valid_chars {
         Some(format!("schema name {name:?} must match ^[a-z_][a-z0-9_]*$"))
     } else if name.len() > 63 {
@@ -203,10 +200,7 @@ mod tests {
         for ok in ["sales", "_x", "a1_b2", &"a".repeat(63)] {
             assert_eq!(schema_name_problem(ok), None, "{ok}");
         }
-        for bad in [
-            "", "1abc", "Sales", "sa-les", "sa\"les", "public", "information_schema", "pg_x", "pg_",
-            "ä", &"a".repeat(64),
-        ] {
+        for bad in ["", "1abc", "Sales", "sa-les", "sa\"les", "public", "information_schema", "pg_x", "pg_", "ä", &"a".repeat(64)] {
             assert!(schema_name_problem(bad).is_some(), "{bad}");
         }
     }

@@ -17,7 +17,12 @@ use super::{CaSecretRef, SecretKeyRef};
     category = "manifold",
     doc = "A Postgres database that people query. Each Connection attached to it through a WorkspaceConnection appears as one schema of foreign tables.",
     printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
-    printcolumn(name = "Connections", type_ = "integer", json_path = ".status.connectionCount", description = "Number of attached connections"),
+    printcolumn(
+        name = "Connections",
+        type_ = "integer",
+        json_path = ".status.connectionCount",
+        description = "Number of attached connections"
+    ),
     printcolumn(name = "Postgres", type_ = "string", json_path = ".status.postgresVersion"),
     printcolumn(name = "Reason", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].reason"#, priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")

@@ -156,7 +156,12 @@ async fn attach(att: &WorkspaceConnection, ctx: &Context) -> Step {
             // hold; the next observation shows what is there.
             ctx.observations.forget(&ws_key);
             let message = format!("re-imported, but kept what others depend on: {}", done.held.join("; "));
-            Step { change: Some(done.change), detached, tables: Some(done.tables), ..Step::from(Failure::new(Reason::DependentObjects, message)).with_schema(&plan.schema) }
+            Step {
+                change: Some(done.change),
+                detached,
+                tables: Some(done.tables),
+                ..Step::from(Failure::new(Reason::DependentObjects, message)).with_schema(&plan.schema)
+            }
         }
         Ok(done) => {
             ctx.observations.record(&ws_key, &plan.schema, Some(plan.observed_after(done.tables)));
@@ -298,7 +303,8 @@ async fn cleanup(att: &WorkspaceConnection, ctx: &Context) -> Result<Action, Err
 /// Writes the status if it changed, and publishes Events for what happened.
 async fn report(att: &WorkspaceConnection, ctx: &Context, step: &Step) -> Result<(), Error> {
     let current = att.status.as_ref();
-    let previous = current.and_then(|s| crate::api::conditions::find(&s.conditions, crate::api::conditions::READY)).map(|c| c.reason.clone());
+    let previous =
+        current.and_then(|s| crate::api::conditions::find(&s.conditions, crate::api::conditions::READY)).map(|c| c.reason.clone());
     let ready = step.outcome.reason.is_success();
     let applied = matches!(step.change, Some(ref c) if *c != Change::None);
     let last_applied_at = if applied {

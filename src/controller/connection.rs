@@ -18,8 +18,8 @@ use crate::api::{
     Connection, ConnectionStatus, Failure, REFRESH_REQUEST_ANNOTATION, Reason, SourceSchema, TEST_REQUEST_ANNOTATION, TestOutcome,
     TestResult, Workspace, WorkspaceUse, conditions, duration,
 };
-use crate::postgres::Tested;
 use crate::plugins;
+use crate::postgres::Tested;
 use crate::postgres::plan::{AttachPlan, Owner, PlanInput};
 
 /// The default of `spec.test.interval`.
@@ -181,9 +181,11 @@ async fn run_test(
             source_hash: None,
         });
         // A source whose last test timed out may not take the last session.
-        let suspect = conn.status.as_ref().and_then(|s| s.test.as_ref()).is_some_and(|t| {
-            t.reason == Reason::Timeout.as_str() || t.reason == Reason::HostUnreachable.as_str()
-        });
+        let suspect = conn
+            .status
+            .as_ref()
+            .and_then(|s| s.test.as_ref())
+            .is_some_and(|t| t.reason == Reason::Timeout.as_str() || t.reason == Reason::HostUnreachable.as_str());
         // Errors name the scratch server; a person knows the connection.
         db.test(&plan, ctx.settings.test_timeout, suspect)
             .await
@@ -253,9 +255,10 @@ fn first_test_by_attach(ctx: &Context, conn: &Connection, credentials: Option<&s
         let found = Tested { tables: i64::from(proof.tables), source_hash: proof.source_hash.unwrap_or_default() };
         return ByAttach::Proven(result, found);
     }
-    let young = conn.metadata.creation_timestamp.as_ref().is_some_and(|t| {
-        std::time::Duration::try_from(jiff::Timestamp::now().duration_since(t.0)).unwrap_or_default() < WAIT_FOR_ATTACH
-    });
+    let young =
+        conn.metadata.creation_timestamp.as_ref().is_some_and(|t| {
+            std::time::Duration::try_from(jiff::Timestamp::now().duration_since(t.0)).unwrap_or_default() < WAIT_FOR_ATTACH
+        });
     let pending = attachments.iter().any(|a| {
         a.metadata.deletion_timestamp.is_none()
             && a.status.as_ref().is_none_or(|s| conditions::find(&s.conditions, conditions::READY).is_none())
@@ -312,7 +315,14 @@ pub async fn reconcile(conn: Arc<Connection>, ctx: Arc<Context>) -> Result<Actio
                 cause = None;
             }
             ByAttach::Pending => {
-                report(&conn, &ctx, &Failure::new(Reason::Valid, "the plugin, schema and credentials resolve; not tested yet"), None, source).await?;
+                report(
+                    &conn,
+                    &ctx,
+                    &Failure::new(Reason::Valid, "the plugin, schema and credentials resolve; not tested yet"),
+                    None,
+                    source,
+                )
+                .await?;
                 return Ok(requeue(Duration::from_secs(1)));
             }
             ByAttach::No => {}
@@ -321,10 +331,7 @@ pub async fn reconcile(conn: Arc<Connection>, ctx: Arc<Context>) -> Result<Actio
     if let Some((result, found)) = proven {
         source = source_schema(&conn, Some(&found));
         info!(connection = %conn.name_any(), namespace = %ns, workspace = ?result.workspace, "tested by its first attach");
-        ctx.metrics
-            .tests
-            .get_or_create(&crate::metrics::TestLabels { result: "Passed".into(), reason: "ProvenByAttach".into() })
-            .inc();
+        ctx.metrics.tests.get_or_create(&crate::metrics::TestLabels { result: "Passed".into(), reason: "ProvenByAttach".into() }).inc();
         status::event(&ctx, &*conn, false, Reason::TestPassed.as_str(), "Test", result.message.clone()).await;
         test = Some(result);
     }
@@ -398,7 +405,13 @@ fn verified(test: Option<&TestResult>) -> Desired {
     }
 }
 
-async fn report(conn: &Connection, ctx: &Context, outcome: &Failure, test: Option<TestResult>, source_schema: Option<SourceSchema>) -> Result<(), Error> {
+async fn report(
+    conn: &Connection,
+    ctx: &Context,
+    outcome: &Failure,
+    test: Option<TestResult>,
+    source_schema: Option<SourceSchema>,
+) -> Result<(), Error> {
     let workspaces = workspaces(ctx, conn);
     let verified = verified(test.as_ref());
     let status = ConnectionStatus {
@@ -514,7 +527,10 @@ mod tests {
         assert_eq!(due(&conn(1, None, tested.clone(), None), None, Some(hour), MIN, false), Some(Cause::Periodic));
         assert_eq!(due(&conn(1, Some("2h"), tested.clone(), None), None, Some(hour), MIN, false), None);
         assert_eq!(due(&conn(1, Some("0"), tested.clone(), None), None, Some(hour * 100), MIN, false), None);
-        assert_eq!(next_test(&conn(1, Some("90s"), None, None), tested.as_ref(), Duration::from_secs(30), MIN), Some(Duration::from_secs(60)));
+        assert_eq!(
+            next_test(&conn(1, Some("90s"), None, None), tested.as_ref(), Duration::from_secs(30), MIN),
+            Some(Duration::from_secs(60))
+        );
     }
 
     #[test]

@@ -12,8 +12,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::postgres::plan::{Marker, Observed, Owner};
 use crate::api::Failure;
+use crate::postgres::plan::{Marker, Observed, Owner};
 use crate::postgres::{Database, Observation};
 
 type Key = (String, String);
@@ -30,12 +30,8 @@ pub struct Snapshot {
 impl Snapshot {
     fn new(observation: Observation) -> Self {
         let mut snapshot = Snapshot { observation, readers: Vec::new(), by_owner: HashMap::new() };
-        let schemas: Vec<(String, Option<Owner>)> = snapshot
-            .observation
-            .catalog
-            .iter()
-            .map(|(schema, o)| (schema.clone(), owner_of(o)))
-            .collect();
+        let schemas: Vec<(String, Option<Owner>)> =
+            snapshot.observation.catalog.iter().map(|(schema, o)| (schema.clone(), owner_of(o))).collect();
         for (schema, owner) in schemas {
             snapshot.index(&schema, owner.as_ref());
         }
@@ -115,7 +111,15 @@ impl Observations {
     }
 
     /// What `owner` needs to know about `schema`.
-    pub async fn seen(&self, key: &Key, db: &Database, readers: &[String], max_age: Duration, owner: &Owner, schema: &str) -> Result<Seen, Failure> {
+    pub async fn seen(
+        &self,
+        key: &Key,
+        db: &Database,
+        readers: &[String],
+        max_age: Duration,
+        owner: &Owner,
+        schema: &str,
+    ) -> Result<Seen, Failure> {
         self.with(key, db, readers, max_age, |s, _| Seen {
             schema: s.observation.catalog.get(schema).cloned(),
             owned: s.owned_by(owner),

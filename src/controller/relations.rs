@@ -48,11 +48,7 @@ pub fn workspace_changed(stores: &Stores, triggers: &Triggers, event: &Event<Wor
     // Attachments depend on the spec, on deletion, and (to retry at once)
     // on the database becoming reachable again.
     let Some(ws) = changed(&stores.workspaces, event, |w| {
-        (
-            w.metadata.generation,
-            w.metadata.deletion_timestamp.is_some(),
-            w.status.as_ref().and_then(|s| ready_reason(&s.conditions)),
-        )
+        (w.metadata.generation, w.metadata.deletion_timestamp.is_some(), w.status.as_ref().and_then(|s| ready_reason(&s.conditions)))
     }) else {
         return;
     };
@@ -78,7 +74,12 @@ pub fn connection_changed(stores: &Stores, triggers: &Triggers, event: &Event<Co
     // Aggregators list their members' states, and cover connections by
     // name and labels: a change to any of those reaches them.
     if let Some(conn) = changed(&stores.connections, event, |c| {
-        (c.metadata.generation, c.metadata.deletion_timestamp.is_some(), c.metadata.labels.clone(), c.status.as_ref().and_then(|s| ready_reason(&s.conditions)))
+        (
+            c.metadata.generation,
+            c.metadata.deletion_timestamp.is_some(),
+            c.metadata.labels.clone(),
+            c.status.as_ref().and_then(|s| ready_reason(&s.conditions)),
+        )
     }) && conn.spec.aggregator.is_none()
     {
         let ns = conn.namespace().unwrap_or_default();

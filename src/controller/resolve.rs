@@ -84,9 +84,7 @@ pub fn workspace_target(stores: &Stores, ws: &Workspace) -> Result<Target, Failu
     let ns = ws.namespace().unwrap_or_default();
     let db = &ws.spec.database;
     let key = |secret: &Secret, name: &str, key: &str| -> Result<Vec<u8>, Failure> {
-        secret_data(secret)
-            .remove(key)
-            .ok_or_else(|| Failure::new(Reason::SecretKeyMissing, format!("Secret {name:?} has no key {key:?}")))
+        secret_data(secret).remove(key).ok_or_else(|| Failure::new(Reason::SecretKeyMissing, format!("Secret {name:?} has no key {key:?}")))
     };
     let uri_secret = secret(stores, &ns, &db.secret_ref.name, "the database")?;
     let uri = String::from_utf8(key(&uri_secret, &db.secret_ref.name, &db.secret_ref.key)?).map_err(|_| {
@@ -149,11 +147,7 @@ pub fn connection(stores: &Stores, conn: &Connection, policy: &SourcePolicy) -> 
     let schema = connection_schema(conn)?;
     let secret = credentials(stores, conn)?;
     let data = secret.as_deref().map(secret_data);
-    let plugin = conn
-        .spec
-        .plugin
-        .as_ref()
-        .ok_or_else(|| Failure::new(Reason::InvalidSpec, "an aggregator has no plugin of its own"))?;
+    let plugin = conn.spec.plugin.as_ref().ok_or_else(|| Failure::new(Reason::InvalidSpec, "an aggregator has no plugin of its own"))?;
     let wrapper = plugins::resolve(plugin, &schema, data.as_ref(), policy).map_err(|e| match e {
         PluginError::SecretKeyMissing(_) => Failure::new(Reason::SecretKeyMissing, e.to_string()),
         PluginError::Invalid(_) => Failure::new(Reason::InvalidSpec, e.to_string()),

@@ -223,11 +223,7 @@ pub async fn run(
                 .with_config(config.clone())
                 .reconcile_on(att_rx)
                 .graceful_shutdown_on(shutdown.clone())
-                .run(
-                    |o, c| measured("WorkspaceConnection", c.clone(), attachment::reconcile(o, c)),
-                    error_policy,
-                    ctx.clone(),
-                )
+                .run(|o, c| measured("WorkspaceConnection", c.clone(), attachment::reconcile(o, c)), error_policy, ctx.clone())
                 .for_each(|r| log_result("WorkspaceConnection", r)),
         ));
     }

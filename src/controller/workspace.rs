@@ -6,10 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::ResourceExt;
 use tracing::{info, warn};
 
 use super::attachment::{cleanup_database, waited_too_long};
@@ -195,9 +195,8 @@ async fn report(ws: &Workspace, ctx: &Context, outcome: &Failure, seen: Option<S
     let (ns, name) = key(ws);
     let current = ws.status.as_ref();
     let connections = connections(ctx, &ns, &name);
-    let was_superuser = current
-        .and_then(|s| conditions::find(&s.conditions, LEAST_PRIVILEGE))
-        .is_some_and(|c| c.reason == Reason::SuperuserRole.as_str());
+    let was_superuser =
+        current.and_then(|s| conditions::find(&s.conditions, LEAST_PRIVILEGE)).is_some_and(|c| c.reason == Reason::SuperuserRole.as_str());
     extra.extend(seen.iter().map(least_privilege));
     // Each reader, and whether it exists: one that does not is left out,
     // and the others and the attachments are unaffected.
@@ -254,10 +253,9 @@ async fn remove_all(ctx: &Context, ns: &str, name: &str, db: &Database) -> Resul
     for _ in 0..5 {
         let observation = db.observe_all(&[]).await?;
         let live = |attachment: &str| {
-            ctx.stores.attachment(ns, attachment).map(|a| LiveAttachment {
-                workspace: a.spec.workspace.clone(),
-                orphan: a.spec.deletion_policy == DeletionPolicy::Orphan,
-            })
+            ctx.stores
+                .attachment(ns, attachment)
+                .map(|a| LiveAttachment { workspace: a.spec.workspace.clone(), orphan: a.spec.deletion_policy == DeletionPolicy::Orphan })
         };
         let WorkspaceRemoval { drop, orphan } = plan::workspace_removal(ns, name, &observation.catalog, live);
         if drop.is_empty() && orphan.is_empty() {

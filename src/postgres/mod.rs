@@ -82,8 +82,7 @@ pub fn classify(err: &tokio_postgres::Error, secrets: &[&str]) -> Failure {
         Reason::ExtensionMissing
     } else if *code == SqlState::INSUFFICIENT_PRIVILEGE {
         Reason::PermissionDenied
-    } else if (*code == SqlState::FEATURE_NOT_SUPPORTED || *code == SqlState::UNDEFINED_FILE)
-        && lower.contains("extension")
+    } else if (*code == SqlState::FEATURE_NOT_SUPPORTED || *code == SqlState::UNDEFINED_FILE) && lower.contains("extension")
         || *code == SqlState::UNDEFINED_OBJECT && lower.contains("foreign-data wrapper")
     {
         Reason::ExtensionMissing
@@ -309,8 +308,7 @@ impl Database {
         let (uri, mode) = tls::split_sslmode(&target.uri).map_err(|m| invalid(format!("the workspace Secret's URI: {m}")))?;
         let mut config: tokio_postgres::Config =
             uri.parse().map_err(|_| invalid("the workspace Secret's URI is not a valid libpq connection URI".into()))?;
-        let uri_secret: Arc<str> =
-            config.get_password().map(|p| String::from_utf8_lossy(p).into_owned()).unwrap_or_default().into();
+        let uri_secret: Arc<str> = config.get_password().map(|p| String::from_utf8_lossy(p).into_owned()).unwrap_or_default().into();
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(timeouts.connect);
         }
@@ -363,7 +361,11 @@ impl Database {
 
     /// A session of `sessions` for work on a source; a suspect source first
     /// waits, bounded, for its share.
-    async fn source_session(&self, sessions: &Sessions, suspect: bool) -> Result<(Session, Option<tokio::sync::OwnedSemaphorePermit>), Failure> {
+    async fn source_session(
+        &self,
+        sessions: &Sessions,
+        suspect: bool,
+    ) -> Result<(Session, Option<tokio::sync::OwnedSemaphorePermit>), Failure> {
         let permit = if suspect {
             let wait = self.timeouts.deadline(self.timeouts.statement);
             match tokio::time::timeout(wait, sessions.suspects.clone().acquire_owned()).await {
@@ -400,7 +402,12 @@ impl Database {
 
     /// The result of an operation that ran under a deadline. A session
     /// that answered goes back to its pool; one that did not is dropped.
-    fn finish<T>(&self, mut session: Session, result: Result<Result<T, Failure>, tokio::time::error::Elapsed>, deadline: Duration) -> Result<T, Failure> {
+    fn finish<T>(
+        &self,
+        mut session: Session,
+        result: Result<Result<T, Failure>, tokio::time::error::Elapsed>,
+        deadline: Duration,
+    ) -> Result<T, Failure> {
         match result {
             Ok(done) => {
                 session.finished = true;
@@ -487,7 +494,8 @@ impl Database {
             }
             let done = self.execute(&tx, &plan.schema, statements).await.map_err(|e| with_hint(err(e), plan, &locked.role))?;
             // An import that also reads a row proves what a test proves.
-            let proven = if tables_change && done.held.is_empty() { self.read_a_row(&tx, &plan.schema, server).await.map_err(err)? } else { false };
+            let proven =
+                if tables_change && done.held.is_empty() { self.read_a_row(&tx, &plan.schema, server).await.map_err(err)? } else { false };
             for (agg_schema, agg_locked) in aggregates {
                 let joining = joins.iter().any(|(_, s)| *s == agg_schema);
                 self.rebuild_aggregate(&tx, &agg_schema, agg_locked, &member, joining, &plan.readers).await.map_err(err)?;
@@ -562,7 +570,11 @@ impl Database {
         Ok(())
     }
 
-    async fn member_columns(&self, tx: &deadpool_postgres::Transaction<'_>, members: &[Member]) -> Result<Vec<Column>, tokio_postgres::Error> {
+    async fn member_columns(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        members: &[Member],
+    ) -> Result<Vec<Column>, tokio_postgres::Error> {
         let schemas: Vec<&str> = members.iter().map(|m| m.schema.as_str()).collect();
         self.count(1, 0);
         Ok(tx
@@ -590,7 +602,12 @@ impl Database {
     /// unless a minimal re-import needs its steps. A marker that waits for
     /// the table count (and the source's hash) gets them, and is written
     /// last.
-    async fn execute(&self, tx: &deadpool_postgres::Transaction<'_>, schema: &str, statements: Vec<Statement>) -> Result<Executed, tokio_postgres::Error> {
+    async fn execute(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        schema: &str,
+        statements: Vec<Statement>,
+    ) -> Result<Executed, tokio_postgres::Error> {
         let mut batch: Vec<String> = Vec::new();
         let mut pending_marker: Option<Marker> = None;
         let mut executed = Executed::default();
@@ -649,9 +666,16 @@ impl Database {
         filter: &plan::TableFilter,
     ) -> Result<Vec<String>, tokio_postgres::Error> {
         let stage = plan::stage_schema(schema);
-        let import = Statement::Import { remote_schema: remote_schema.to_owned(), filter: filter.clone(), server: server.to_owned(), schema: stage.clone() };
+        let import = Statement::Import {
+            remote_schema: remote_schema.to_owned(),
+            filter: filter.clone(),
+            server: server.to_owned(),
+            schema: stage.clone(),
+        };
         self.flush(tx, &mut vec![sql::render(&Statement::CreateSchema { schema: stage.clone() }), sql::render(&import)]).await?;
-        let defs = |rows: Vec<tokio_postgres::Row>| -> Vec<TableDef> { rows.iter().map(|r| TableDef { name: r.get(0), definition: r.get(1) }).collect() };
+        let defs = |rows: Vec<tokio_postgres::Row>| -> Vec<TableDef> {
+            rows.iter().map(|r| TableDef { name: r.get(0), definition: r.get(1) }).collect()
+        };
         self.count(2, 0);
         let existing = defs(tx.query(sql::TABLE_DEFS, &[&schema, &server]).await?);
         let staged = defs(tx.query(sql::TABLE_DEFS, &[&stage, &server]).await?);
@@ -677,7 +701,8 @@ impl Database {
             .chain(diff.replace.iter().filter(|t| !kept.contains(*t)))
             .map(|t| sql::render(&Statement::MoveForeignTable { from: stage.clone(), name: t.clone(), to: schema.to_owned() }))
             .collect();
-        let moved: std::collections::BTreeSet<&String> = diff.add.iter().chain(diff.replace.iter().filter(|t| !kept.contains(*t))).collect();
+        let moved: std::collections::BTreeSet<&String> =
+            diff.add.iter().chain(diff.replace.iter().filter(|t| !kept.contains(*t))).collect();
         let leftovers: Vec<String> = staged.iter().map(|t| t.name.clone()).filter(|t| !moved.contains(t)).collect();
         if let Some(drop) = sql::drop_foreign_tables(&stage, &leftovers) {
             moves.push(drop);
@@ -734,13 +759,8 @@ impl Database {
             let statements = plan::test(plan, wrapper_state(row.get("wrapper")), &role)?;
             self.execute(&tx, &plan.schema, statements).await.map_err(|e| with_hint(err(e), plan, &role))?;
             self.count(1, 0);
-            let tables: Vec<String> = tx
-                .query(sql::OWNED_FOREIGN_TABLES, &[&plan.schema, &f.server])
-                .await
-                .map_err(err)?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
+            let tables: Vec<String> =
+                tx.query(sql::OWNED_FOREIGN_TABLES, &[&plan.schema, &f.server]).await.map_err(err)?.iter().map(|r| r.get(0)).collect();
             if let Some(first) = tables.first() {
                 self.count(1, 0);
                 tx.simple_query(&sql::read_one_row(&plan.schema, first)).await.map_err(err)?;

@@ -479,40 +479,102 @@ pub enum Change {
 pub enum Statement {
     /// Serializes the creation of an extension across sessions, so that
     /// parallel first attaches do not race on `pg_extension`'s unique index.
-    LockExtension { extension: String },
-    CreateExtension { extension: String, schema: String },
-    CreateServer { server: String, wrapper: String, options: Vec<(String, SecretString)> },
-    CommentOnServer { server: String, marker: Marker },
-    CreateUserMapping { server: String, options: Vec<(String, SecretString)> },
-    DropUserMapping { server: String },
+    LockExtension {
+        extension: String,
+    },
+    CreateExtension {
+        extension: String,
+        schema: String,
+    },
+    CreateServer {
+        server: String,
+        wrapper: String,
+        options: Vec<(String, SecretString)>,
+    },
+    CommentOnServer {
+        server: String,
+        marker: Marker,
+    },
+    CreateUserMapping {
+        server: String,
+        options: Vec<(String, SecretString)>,
+    },
+    DropUserMapping {
+        server: String,
+    },
     /// A reader's own user mapping, with the same credentials.
-    CreateReaderMapping { server: String, role: String, options: Vec<(String, SecretString)> },
-    DropReaderMapping { server: String, role: String },
-    DropServer { server: String },
-    CreateSchema { schema: String },
-    DropSchema { schema: String },
-    DropForeignTables { schema: String, tables: Vec<String> },
-    Import { remote_schema: String, filter: TableFilter, server: String, schema: String },
+    CreateReaderMapping {
+        server: String,
+        role: String,
+        options: Vec<(String, SecretString)>,
+    },
+    DropReaderMapping {
+        server: String,
+        role: String,
+    },
+    DropServer {
+        server: String,
+    },
+    CreateSchema {
+        schema: String,
+    },
+    DropSchema {
+        schema: String,
+    },
+    DropForeignTables {
+        schema: String,
+        tables: Vec<String>,
+    },
+    Import {
+        remote_schema: String,
+        filter: TableFilter,
+        server: String,
+        schema: String,
+    },
     /// A minimal re-import, which the executor carries out in steps, each
     /// decided by `reimport`: import into a staging schema, then add the new
     /// tables, replace the changed ones, drop the ones gone from the source
     /// (each drop RESTRICT, alone, so that a table a user's object depends
     /// on stays and is reported while the rest goes through).
-    Reimport { schema: String, server: String, remote_schema: String, filter: TableFilter },
+    Reimport {
+        schema: String,
+        server: String,
+        remote_schema: String,
+        filter: TableFilter,
+    },
     /// Moves a staged foreign table into the attachment's schema.
-    MoveForeignTable { from: String, name: String, to: String },
+    MoveForeignTable {
+        from: String,
+        name: String,
+        to: String,
+    },
     /// USAGE on the schema and SELECT on everything in it, to the roles.
-    GrantReaders { schema: String, roles: Vec<String> },
+    GrantReaders {
+        schema: String,
+        roles: Vec<String>,
+    },
     /// Takes back what `GrantReaders` gave one role.
-    RevokeReader { schema: String, role: String },
+    RevokeReader {
+        schema: String,
+        role: String,
+    },
     CreateView(View),
-    DropView { schema: String, name: String },
+    DropView {
+        schema: String,
+        name: String,
+    },
     /// Writes the schema's marker. A marker without `tables` gets the count
     /// of foreign tables and views in the schema once the statements before
     /// it ran: the one fact the planner cannot know in advance.
-    MarkSchema { schema: String, marker: Marker },
+    MarkSchema {
+        schema: String,
+        marker: Marker,
+    },
     /// The database's search path (empty: reset it).
-    SetSearchPath { database: String, path: Vec<String> },
+    SetSearchPath {
+        database: String,
+        path: Vec<String>,
+    },
 }
 
 impl Statement {
@@ -665,7 +727,11 @@ fn sync_readers(plan: &AttachPlan, locked: &Locked) -> Vec<Statement> {
     if let Some(f) = plan.foreign() {
         for role in &plan.readers {
             statements.push(Statement::DropReaderMapping { server: f.server.clone(), role: role.clone() });
-            statements.push(Statement::CreateReaderMapping { server: f.server.clone(), role: role.clone(), options: f.mapping_options.clone() });
+            statements.push(Statement::CreateReaderMapping {
+                server: f.server.clone(),
+                role: role.clone(),
+                options: f.mapping_options.clone(),
+            });
         }
     }
     statements
@@ -1213,7 +1279,10 @@ mod tests {
         // A real marker string of that format, as a workspace holds it.
         let real = Marker::parse("manifold.dev/owner=default/analytics-sales uid=0b1f9a52-2c1e-4d0e-9d7c-5b0f3f1e2a11 fingerprint=3f2a9c1b7d4e.a1b2c3d4e5f6.9e8d7c6b5a41 tables=2").unwrap();
         let fp = real.fingerprint.unwrap();
-        assert_eq!((fp.part("server"), fp.part("mapping"), fp.part("import")), (Some("3f2a9c1b7d4e"), Some("a1b2c3d4e5f6"), Some("9e8d7c6b5a41")));
+        assert_eq!(
+            (fp.part("server"), fp.part("mapping"), fp.part("import")),
+            (Some("3f2a9c1b7d4e"), Some("a1b2c3d4e5f6"), Some("9e8d7c6b5a41"))
+        );
         assert_eq!(real.tables, Some(2));
     }
 
@@ -1301,14 +1370,20 @@ mod tests {
             (
                 "an orphaned schema is adopted",
                 p.clone(),
-                locked(Observed { schema_comment: Some(format!("{} orphaned=true", p.schema_marker(Some(20)).render())), ..applied(&p, 20) }, &["a"]),
+                locked(
+                    Observed { schema_comment: Some(format!("{} orphaned=true", p.schema_marker(Some(20)).render())), ..applied(&p, 20) },
+                    &["a"],
+                ),
                 Change::Recomment,
                 vec!["mark"],
             ),
             (
                 "a marker without fingerprint rebuilds",
                 p.clone(),
-                locked(Observed { schema_comment: Some(format!("{MARKER_PREFIX}org/analytics-sales uid=u-1 tables=20")), ..applied(&p, 20) }, &["a"]),
+                locked(
+                    Observed { schema_comment: Some(format!("{MARKER_PREFIX}org/analytics-sales uid=u-1 tables=20")), ..applied(&p, 20) },
+                    &["a"],
+                ),
                 Change::Rebuild,
                 vec!["drop-tables", "drop-mapping", "drop-server", "create-server", "comment-server", "create-mapping", "import", "mark"],
             ),
@@ -1317,7 +1392,16 @@ mod tests {
                 p.clone(),
                 Locked { wrapper: WrapperState::Missing, ..locked(Observed::default(), &[]) },
                 Change::Rebuild,
-                vec!["lock-extension", "create-extension", "create-server", "comment-server", "create-mapping", "create-schema", "import", "mark"],
+                vec![
+                    "lock-extension",
+                    "create-extension",
+                    "create-server",
+                    "comment-server",
+                    "create-mapping",
+                    "create-schema",
+                    "import",
+                    "mark",
+                ],
             ),
         ];
         for (what, desired, observed, change, statements) in rows {
@@ -1356,9 +1440,14 @@ mod tests {
         assert_eq!(decide(&with_source(None), &imported("h1")), Ok(Change::None), "no test yet: nothing to compare");
         assert_eq!(decide(&with_source(Some("h1")), &imported("h1")), Ok(Change::None));
         assert_eq!(decide(&with_source(Some("h2")), &imported("h1")), Ok(Change::Update { remap: false, reimport: true, regrant: false }));
-        let source_hash_of = |rows: &[(&str, &str, &str)]| source_hash(&rows.iter().map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())).collect::<Vec<_>>());
+        let source_hash_of = |rows: &[(&str, &str, &str)]| {
+            source_hash(&rows.iter().map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())).collect::<Vec<_>>())
+        };
         assert_ne!(source_hash_of(&[("t", "a", "integer")]), source_hash_of(&[("t", "a", "text")]));
-        assert_eq!(source_hash_of(&[("t", "a", "integer"), ("u", "b", "text")]), source_hash_of(&[("u", "b", "text"), ("t", "a", "integer")]));
+        assert_eq!(
+            source_hash_of(&[("t", "a", "integer"), ("u", "b", "text")]),
+            source_hash_of(&[("u", "b", "text"), ("t", "a", "integer")])
+        );
     }
 
     #[test]
@@ -1378,7 +1467,10 @@ mod tests {
         let manual = refused(Observed { schema_comment: Some(String::new()), ..Default::default() });
         assert_eq!(manual.reason, Reason::SchemaConflict);
         assert!(manual.message.contains("not created by Manifold"));
-        let other = refused(Observed { schema_comment: Some(applied(&p, 20).schema_comment.unwrap().replace("analytics-sales", "other")), ..applied(&p, 20) });
+        let other = refused(Observed {
+            schema_comment: Some(applied(&p, 20).schema_comment.unwrap().replace("analytics-sales", "other")),
+            ..applied(&p, 20)
+        });
         assert!(other.message.contains("org/other"));
         let server_only = refused(Observed { server_comment: Some("theirs".into()), ..Default::default() });
         assert!(server_only.message.contains("foreign server"));
@@ -1393,8 +1485,12 @@ mod tests {
         let ours = locked(applied(&p, 2), &["a", "b"]);
         assert_eq!(kinds(&detach(&p.owner, "sales", &ours)), ["drop-tables", "drop-schema", "drop-mapping", "drop-server"]);
         let read = Locked { readers: vec!["analyst".into()], ..locked(applied(&p, 2), &["a"]) };
-        assert_eq!(kinds(&detach(&p.owner, "sales", &read)), ["drop-tables", "drop-schema", "drop-reader-mapping", "drop-mapping", "drop-server"]);
-        let theirs = locked(Observed { schema_comment: Some("x".into()), server_comment: Some(String::new()), ..Default::default() }, &["a"]);
+        assert_eq!(
+            kinds(&detach(&p.owner, "sales", &read)),
+            ["drop-tables", "drop-schema", "drop-reader-mapping", "drop-mapping", "drop-server"]
+        );
+        let theirs =
+            locked(Observed { schema_comment: Some("x".into()), server_comment: Some(String::new()), ..Default::default() }, &["a"]);
         assert!(detach(&p.owner, "sales", &theirs).is_empty());
         let schema_only = locked(Observed { server_comment: None, ..applied(&p, 2) }, &[]);
         assert_eq!(kinds(&detach(&p.owner, "sales", &schema_only)), ["drop-schema"]);

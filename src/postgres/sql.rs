@@ -90,11 +90,7 @@ fn create_view(view: &View) -> String {
         })
         .collect();
     let name = qualified(&view.schema, &view.name);
-    format!(
-        "CREATE VIEW {name} AS {}; COMMENT ON VIEW {name} IS {}",
-        branches.join(" UNION ALL "),
-        literal(&view.marker.render())
-    )
+    format!("CREATE VIEW {name} AS {}; COMMENT ON VIEW {name} IS {}", branches.join(" UNION ALL "), literal(&view.marker.render()))
 }
 
 fn options(options: &[(String, SecretString)]) -> String {
@@ -117,10 +113,7 @@ pub fn create_extension(extension: &str, schema: &str) -> String {
 
 /// A transaction-scoped lock on an extension's name.
 pub fn lock_extension(extension: &str) -> String {
-    format!(
-        "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext({}))",
-        literal(&format!("manifold.dev/extension/{extension}"))
-    )
+    format!("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext({}))", literal(&format!("manifold.dev/extension/{extension}")))
 }
 
 pub fn create_server(server: &str, wrapper: &str, server_options: &[(String, SecretString)]) -> String {
@@ -167,13 +160,7 @@ pub fn import_foreign_schema(remote_schema: &str, filter: &TableFilter, server: 
         TableFilter::LimitTo(t) => format!(" LIMIT TO ({})", list(t)),
         TableFilter::Except(t) => format!(" EXCEPT ({})", list(t)),
     };
-    format!(
-        "IMPORT FOREIGN SCHEMA {}{} FROM SERVER {} INTO {}",
-        ident(remote_schema),
-        filter,
-        ident(server),
-        ident(schema)
-    )
+    format!("IMPORT FOREIGN SCHEMA {}{} FROM SERVER {} INTO {}", ident(remote_schema), filter, ident(server), ident(schema))
 }
 
 /// Reads one row of a foreign table: proves access, not only syntax.
@@ -203,8 +190,7 @@ pub fn set_timeouts(statement_ms: u64, lock_ms: u64) -> String {
 
 /// Serializes work on one schema across operator replicas and workers, for
 /// the rest of the transaction. Parameter: the schema name.
-pub const LOCK_SCHEMA: &str =
-    "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext(pg_catalog.concat('manifold.dev/', $1::text)))";
+pub const LOCK_SCHEMA: &str = "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext(pg_catalog.concat('manifold.dev/', $1::text)))";
 
 /// What the catalog shows of one schema and its server, for the current
 /// user, under the schema's lock. Parameters: schema name, server name,
@@ -458,10 +444,8 @@ mod tests {
 
     #[test]
     fn identifiers_and_literals_are_quoted() {
-        let opts = vec![
-            ("user".to_owned(), SecretString::new("o'brien".into())),
-            ("pass\"word".to_owned(), SecretString::new("a\\b".into())),
-        ];
+        let opts =
+            vec![("user".to_owned(), SecretString::new("o'brien".into())), ("pass\"word".to_owned(), SecretString::new("a\\b".into()))];
         assert_eq!(
             create_user_mapping("sa\"les", &opts),
             r#"CREATE USER MAPPING FOR CURRENT_USER SERVER "sa""les" OPTIONS ("user" 'o''brien', "pass""word"  E'a\\b')"#
@@ -529,11 +513,41 @@ mod tests {
     /// second.
     #[test]
     fn catalog_queries_qualify_every_function() {
-        let calls = ["obj_description(", "count(", "has_foreign_data_wrapper_privilege(", "pg_advisory_xact_lock(",
-                     "hashtext(", "starts_with(", "json_agg(", "json_build_object(", "jsonb_object_agg(", "current_setting(", "concat(",
-                     "aclexplode(", "current_database(", "strpos(", "to_jsonb(", "row_to_json(",
-                     "concat_ws(", "array_to_string(", "format_type(", "string_agg("];
-        for query in [OBSERVE_ONE, OBSERVE_WRAPPER, OWNED_FOREIGN_TABLES, OBSERVE_ALL, COUNT_FOREIGN_TABLES, LOCK_SCHEMA, MEMBER_COLUMNS, AGGREGATES_OF, TABLE_DEFS, SOURCE_COLUMNS, &lock_extension("x")] {
+        let calls = [
+            "obj_description(",
+            "count(",
+            "has_foreign_data_wrapper_privilege(",
+            "pg_advisory_xact_lock(",
+            "hashtext(",
+            "starts_with(",
+            "json_agg(",
+            "json_build_object(",
+            "jsonb_object_agg(",
+            "current_setting(",
+            "concat(",
+            "aclexplode(",
+            "current_database(",
+            "strpos(",
+            "to_jsonb(",
+            "row_to_json(",
+            "concat_ws(",
+            "array_to_string(",
+            "format_type(",
+            "string_agg(",
+        ];
+        for query in [
+            OBSERVE_ONE,
+            OBSERVE_WRAPPER,
+            OWNED_FOREIGN_TABLES,
+            OBSERVE_ALL,
+            COUNT_FOREIGN_TABLES,
+            LOCK_SCHEMA,
+            MEMBER_COLUMNS,
+            AGGREGATES_OF,
+            TABLE_DEFS,
+            SOURCE_COLUMNS,
+            &lock_extension("x"),
+        ] {
             for call in calls {
                 for (i, _) in query.match_indices(call) {
                     assert!(query[..i].ends_with("pg_catalog."), "unqualified {call} in {query}");

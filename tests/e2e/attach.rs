@@ -34,11 +34,7 @@ pub async fn attach_imports_the_source_tables_and_queries_return_its_rows() {
     assert_eq!(count(&ws, "SELECT count(*) FROM sales_db.orders").await, 3);
     let total: String = ws.query_one("SELECT sum(amount)::text FROM sales_db.orders", &[]).await.unwrap().get(0);
     assert_eq!(total, "37.75");
-    let comment: String = ws
-        .query_one("SELECT obj_description('sales_db'::regnamespace, 'pg_namespace')", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let comment: String = ws.query_one("SELECT obj_description('sales_db'::regnamespace, 'pg_namespace')", &[]).await.unwrap().get(0);
     assert!(comment.starts_with(&format!("manifold.dev/owner={}/analytics-sales uid=", w.t.ns)), "{comment}");
 
     // Both ends list the attachment.
@@ -169,11 +165,7 @@ pub async fn changes_to_the_connection_reach_the_workspace() {
 
     // A rotated password: the source role gets a new one, then the Secret.
     let new_password = "rotated-Pa55";
-    w.pg.connect("postgres")
-        .await
-        .batch_execute(&format!("ALTER ROLE {} PASSWORD '{new_password}'", w.src.user))
-        .await
-        .unwrap();
+    w.pg.connect("postgres").await.batch_execute(&format!("ALTER ROLE {} PASSWORD '{new_password}'", w.src.user)).await.unwrap();
     w.credentials("src", new_password);
     let mapping_sql = "SELECT umoptions::text[] FROM pg_user_mappings WHERE srvname = 'src'";
     wait_for("the user mapping holds the new password", WAIT, || async {
@@ -409,7 +401,11 @@ pub async fn deleting_a_workspace_removes_its_schemas() {
 
     // Status is written by one field manager, with server-side apply.
     let managers = stdout_ok(&w.t.kubectl(&[
-        "get", "wsconn", "ws-gone", "--show-managed-fields", "-o",
+        "get",
+        "wsconn",
+        "ws-gone",
+        "--show-managed-fields",
+        "-o",
         "jsonpath={range .metadata.managedFields[?(@.subresource==\"status\")]}{.manager}/{.operation} {end}",
     ]));
     assert_eq!(managers.trim(), "manifold/Apply");

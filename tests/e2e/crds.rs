@@ -57,12 +57,8 @@ pub async fn crds_install_and_become_established() {
     let crds: Api<CustomResourceDefinition> = Api::all(cp.client().await);
     for name in ["workspaces.manifold.dev", "connections.manifold.dev", "workspaceconnections.manifold.dev"] {
         let crd = crds.get(name).await.unwrap();
-        let established = crd
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .into_iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
+        let established =
+            crd.status.and_then(|s| s.conditions).unwrap_or_default().into_iter().any(|c| c.type_ == "Established" && c.status == "True");
         assert!(established, "{name} is not Established");
     }
 }
@@ -107,7 +103,13 @@ pub async fn valid_objects_are_accepted_and_listed_with_their_columns() {
     );
 
     // Defaults are applied by the apiserver.
-    let conn = stdout_ok(&t.kubectl(&["get", "conn", "sales-db", "-o", "jsonpath={.spec.plugin.postgres.port} {.spec.plugin.postgres.remoteSchema}"]));
+    let conn = stdout_ok(&t.kubectl(&[
+        "get",
+        "conn",
+        "sales-db",
+        "-o",
+        "jsonpath={.spec.plugin.postgres.port} {.spec.plugin.postgres.remoteSchema}",
+    ]));
     assert_eq!(conn, "5432 public");
     let ws = stdout_ok(&t.kubectl(&["get", "mws", "analytics", "-o", "jsonpath={.spec.database.secretRef.key}"]));
     assert_eq!(ws, "uri");
@@ -120,7 +122,10 @@ fn connection(name: &str, spec: &str) -> String {
 }
 
 fn pg_connection(name: &str, extra: &str) -> String {
-    connection(name, &format!("{{ plugin: {{ postgres: {{ host: h, database: d }} }}, credentials: {{ secretRef: {{ name: s }} }}{extra} }}"))
+    connection(
+        name,
+        &format!("{{ plugin: {{ postgres: {{ host: h, database: d }} }}, credentials: {{ secretRef: {{ name: s }} }}{extra} }}"),
+    )
 }
 
 /// One bad object per rule. Each must be refused, with a message that says
@@ -217,7 +222,10 @@ pub async fn each_validation_rule_rejects_a_bad_object() {
 pub async fn attachment_references_are_immutable() {
     let t = namespace("crd-immutable").await;
     stdout_ok(&t.apply(ATTACHMENT));
-    for (field, message) in [("workspace: other\n  connection: sales-db", "workspace is immutable"), ("workspace: analytics\n  connection: other", "connection is immutable")] {
+    for (field, message) in [
+        ("workspace: other\n  connection: sales-db", "workspace is immutable"),
+        ("workspace: analytics\n  connection: other", "connection is immutable"),
+    ] {
         let changed = format!(
             "apiVersion: manifold.dev/v1alpha1\nkind: WorkspaceConnection\nmetadata: {{ name: analytics-sales }}\nspec:\n  {field}\n"
         );

@@ -8,9 +8,9 @@ use manifold::api::TestOutcome;
 use serde_json::Value;
 
 use crate::attach::{World, world};
-use crate::support::{control_plane, repo_root, secret_yaml, stdout_ok, wait_for};
 use crate::support::world::WAIT;
-use crate::support::world::{as_is};
+use crate::support::world::as_is;
+use crate::support::{control_plane, repo_root, secret_yaml, stdout_ok, wait_for};
 
 /// kstatus's computation for a resource with standard conditions.
 fn kstatus(obj: &Value) -> &'static str {
@@ -109,11 +109,7 @@ pub async fn status_objects_follow_kstatus_and_argo_health() {
 
     // A real change: the new generation is observed, then Current again.
     w.attachments()
-        .patch(
-            "ws-good",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({ "spec": { "deletionPolicy": "Orphan" } })),
-        )
+        .patch("ws-good", &PatchParams::default(), &Patch::Merge(serde_json::json!({ "spec": { "deletionPolicy": "Orphan" } })))
         .await
         .unwrap();
     let obj = wait_for("generation 2 observed", WAIT, || async {
@@ -147,6 +143,14 @@ pub async fn the_overlays_apply_to_a_real_apiserver() {
     assert_eq!(a.lines().count(), 3, "{a}");
     let b = stdout_ok(&cp.kubectl(&["get", "manifold", "-n", "org-b", "-o", "name"]));
     assert_eq!(b.lines().count(), 5, "{b}");
-    let host = stdout_ok(&cp.kubectl(&["get", "conn", "sales", "-n", "org-b", "-o", "jsonpath={.spec.plugin.postgres.host} {.spec.tables.include}"]));
+    let host = stdout_ok(&cp.kubectl(&[
+        "get",
+        "conn",
+        "sales",
+        "-n",
+        "org-b",
+        "-o",
+        "jsonpath={.spec.plugin.postgres.host} {.spec.tables.include}",
+    ]));
     assert_eq!(host, "sales-rw.org-b-data.svc [\"orders\",\"customers\"]");
 }

@@ -7,9 +7,9 @@ use manifold::api::conditions;
 use postgres_protocol::escape::escape_literal;
 
 use crate::attach::world;
+use crate::support::world::{as_is, include};
 use crate::support::world::{count, foreign_tables, schema_exists};
 use crate::support::{secret_yaml, stdout_ok};
-use crate::support::world::{as_is, include};
 
 /// Values that break naive quoting, each as an option value and as a
 /// password. (Schema names are refused by the CRD itself: see
@@ -42,7 +42,10 @@ pub async fn hostile_values_are_stored_literally_and_harmlessly() {
         // (which logs in with it) really succeeds.
         let role = format!("{}_h{i}", w.src.user);
         admin.batch_execute(&format!("CREATE ROLE {role} LOGIN PASSWORD {}", escape_literal(&value))).await.unwrap();
-        source.batch_execute(&format!("GRANT USAGE ON SCHEMA public TO {role}; GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")).await.unwrap();
+        source
+            .batch_execute(&format!("GRANT USAGE ON SCHEMA public TO {role}; GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"))
+            .await
+            .unwrap();
         let name = format!("h{i}");
         w.apply(&secret_yaml(&format!("{name}-creds"), &[("user", &role), ("password", &value)]));
         w.apply(&format!(

@@ -16,13 +16,28 @@ use crate::support::postgres;
 /// store), plus the characters and sequences that break naive quoting.
 fn hostile() -> impl Strategy<Value = String> {
     let pieces = prop::sample::select(vec![
-        "'", "\"", "\\", ";", "--", "$$", "$x$", "\n", "\r\n", "\t", "E'", "/*", "*/", "%s", "${x}", " ", "é", "😀",
-        "DROP TABLE canary", "'); DROP TABLE canary; --",
+        "'",
+        "\"",
+        "\\",
+        ";",
+        "--",
+        "$$",
+        "$x$",
+        "\n",
+        "\r\n",
+        "\t",
+        "E'",
+        "/*",
+        "*/",
+        "%s",
+        "${x}",
+        " ",
+        "é",
+        "😀",
+        "DROP TABLE canary",
+        "'); DROP TABLE canary; --",
     ]);
-    prop_oneof![
-        any::<String>().prop_map(|s| s.replace('\0', "")),
-        prop::collection::vec(pieces, 0..12).prop_map(|p| p.concat()),
-    ]
+    prop_oneof![any::<String>().prop_map(|s| s.replace('\0', "")), prop::collection::vec(pieces, 0..12).prop_map(|p| p.concat()),]
 }
 
 /// Runs one statement with the simple protocol; returns its rows and the

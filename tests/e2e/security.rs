@@ -8,9 +8,9 @@ use kube::api::DeleteParams;
 use manifold::api::{Workspace, conditions};
 
 use crate::attach::{World, world};
+use crate::support::world::{as_is, interval};
 use crate::support::world::{count, schema_exists};
 use crate::support::{Postgres, operator, secret_yaml, stdout_ok, wait_for};
-use crate::support::world::{as_is, interval};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -41,7 +41,12 @@ fn ready_message(att: &manifold::api::WorkspaceConnection) -> String {
 
 fn warnings(w: &World) -> Vec<String> {
     let printed = stdout_ok(&w.t.kubectl(&[
-        "get", "events", "--field-selector", "type=Warning", "-o", "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
+        "get",
+        "events",
+        "--field-selector",
+        "type=Warning",
+        "-o",
+        "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
     ]));
     printed.lines().map(str::to_owned).collect()
 }
@@ -264,10 +269,12 @@ pub async fn credentials_stay_out_of_what_other_roles_can_read() {
     w.pg.connect("postgres").await.batch_execute(&format!("CREATE ROLE {nosy} LOGIN PASSWORD 'nosy'")).await.unwrap();
     let (client, connection) = tokio_postgres::connect(&w.pg.uri(&nosy, "nosy", &w.ws_db), tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
-    let options: Vec<String> = client.query_one("SELECT srvoptions::text[] FROM pg_foreign_server WHERE srvname = 'src'", &[]).await.unwrap().get(0);
+    let options: Vec<String> =
+        client.query_one("SELECT srvoptions::text[] FROM pg_foreign_server WHERE srvname = 'src'", &[]).await.unwrap().get(0);
     assert!(options.iter().any(|o| o.starts_with("host=")), "{options:?}");
     assert!(!options.iter().any(|o| o.contains(&w.src.password) || o.starts_with("password")), "{options:?}");
-    let mapping: Option<Vec<String>> = client.query_one("SELECT umoptions::text[] FROM pg_user_mappings WHERE srvname = 'src'", &[]).await.unwrap().get(0);
+    let mapping: Option<Vec<String>> =
+        client.query_one("SELECT umoptions::text[] FROM pg_user_mappings WHERE srvname = 'src'", &[]).await.unwrap().get(0);
     assert_eq!(mapping, None, "another role sees no mapping options");
     assert!(client.query("SELECT umoptions FROM pg_user_mapping", &[]).await.is_err(), "the raw catalog is not readable");
 }
@@ -290,13 +297,8 @@ pub async fn the_longest_accepted_durations_do_not_crash_the_operator() {
     w.wait_ready("ws-long").await;
     w.wait_ready("ws-slow").await;
     w.wait_test_reason("long", "Passed").await;
-    let options: Vec<String> = w
-        .ws_admin()
-        .await
-        .query_one("SELECT srvoptions::text[] FROM pg_foreign_server WHERE srvname = 'slow'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let options: Vec<String> =
+        w.ws_admin().await.query_one("SELECT srvoptions::text[] FROM pg_foreign_server WHERE srvname = 'slow'", &[]).await.unwrap().get(0);
     assert!(options.contains(&"connect_timeout=10".to_owned()), "clamped to the operator's bound: {options:?}");
     assert_eq!(operator().admin_get("/healthz").0, 200, "the operator is alive");
     assert!(!operator().logs().contains("panicked"), "no panic in the operator's log");

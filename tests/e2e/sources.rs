@@ -71,7 +71,10 @@ pub async fn a_sources_schema_changes_reach_every_workspace() {
     assert_ne!(source_schema.hash, first_hash, "the hash follows the source");
 
     // A changed column.
-    source.batch_execute("ALTER TABLE customers ADD COLUMN email text; UPDATE customers SET email = 'ada@example.com' WHERE id = 1").await.unwrap();
+    source
+        .batch_execute("ALTER TABLE customers ADD COLUMN email text; UPDATE customers SET email = 'ada@example.com' WHERE id = 1")
+        .await
+        .unwrap();
     refresh(&w, "src", "2");
     for c in [&one, &two] {
         wait_for("the new column", WAIT, || async {

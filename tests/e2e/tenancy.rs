@@ -10,8 +10,8 @@ use std::time::Duration;
 use manifold::api::{Workspace, conditions};
 
 use crate::attach::{World, world};
+use crate::support::world::as_is;
 use crate::support::{FakeSource, control_plane, secret_marker, secret_yaml, stdout_ok, unlabelled_secret_yaml, wait_for};
-use crate::support::world::{as_is};
 
 /// A ServiceAccount that may write the three kinds, and nothing else.
 fn tenant_rbac(name: &str) -> String {

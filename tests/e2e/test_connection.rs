@@ -9,9 +9,8 @@ use kube::api::DeleteParams;
 use manifold::api::{Connection, TestOutcome, conditions};
 
 use crate::attach::{World, world};
-use crate::support::{control_plane, operator, secret_yaml, stdout_ok};
 use crate::support::world::{as_is, interval};
-
+use crate::support::{control_plane, operator, secret_yaml, stdout_ok};
 
 /// No leftover of a test in the workspace database.
 async fn assert_no_leftovers(w: &World) {

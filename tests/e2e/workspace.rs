@@ -36,7 +36,9 @@ pub async fn readers_query_as_themselves_without_naming_a_schema() {
     w.attach("ws-sales", "ws", "sales", as_is);
     w.wait_ready("ws-sales").await;
     let ws = w
-        .wait_workspace("ws", "its search path set", |ws| ws.status.as_ref().and_then(|s| s.search_path.as_deref()) == Some("public, sales"))
+        .wait_workspace("ws", "its search path set", |ws| {
+            ws.status.as_ref().and_then(|s| s.search_path.as_deref()) == Some("public, sales")
+        })
         .await;
     let status = ws.status.unwrap();
     let states: Vec<(&str, &str)> = status.readers.iter().map(|r| (r.name.as_str(), r.state.as_str())).collect();
@@ -131,7 +133,10 @@ pub async fn an_aggregator_unions_its_members_as_steampipe_does() {
         "SELECT attname || ':' || format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'all_aws.orders'::regclass AND attnum > 0 ORDER BY attnum",
     );
     assert_eq!(columns, ["_manifold_connection:text", "id:integer", "customer_id:integer", "amount:jsonb", "region:text"]);
-    assert_eq!(rows(&w, &as_analyst, "SELECT DISTINCT _manifold_connection || ':' || coalesce(region, 'null') FROM all_aws.orders ORDER BY 1"), ["aws-a:null", "aws-b:eu", "aws-c:null"]);
+    assert_eq!(
+        rows(&w, &as_analyst, "SELECT DISTINCT _manifold_connection || ':' || coalesce(region, 'null') FROM all_aws.orders ORDER BY 1"),
+        ["aws-a:null", "aws-b:eu", "aws-c:null"]
+    );
     assert_eq!(rows(&w, &as_analyst, "SELECT amount FROM all_aws.orders WHERE _manifold_connection = 'aws-c' AND id = 3"), ["\"7.25\""]);
 
     // A fourth member, attached later, appears.
@@ -147,7 +152,10 @@ pub async fn an_aggregator_unions_its_members_as_steampipe_does() {
     let rotated = format!("rotated-{}", crate::support::secret_marker());
     w.pg.connect("postgres").await.batch_execute(&format!("ALTER ROLE {} PASSWORD '{rotated}'", c.user)).await.unwrap();
     w.apply_object(&objects::secret("aws-c-creds", &[("user", &c.user), ("password", &rotated)]));
-    w.wait_test("aws-c", "passed with the new password", |t| t.result == manifold::api::TestOutcome::Passed && t.credentials.as_deref().is_some_and(|v| !v.is_empty())).await;
+    w.wait_test("aws-c", "passed with the new password", |t| {
+        t.result == manifold::api::TestOutcome::Passed && t.credentials.as_deref().is_some_and(|v| !v.is_empty())
+    })
+    .await;
     count("aws-a=3,aws-b=3,aws-c=3,aws-d=3").await;
 
     // A detached member goes, and is not held by the aggregator's views.
@@ -160,19 +168,21 @@ pub async fn an_aggregator_unions_its_members_as_steampipe_does() {
     w.apply_object(&objects::postgres_connection("aws-e", "127.0.0.1", w.pg.port, &w.src.db, "aws-e-creds"));
     w.attach("ws-aws-e", "ws", "aws-e", as_is);
     w.wait_attachment("ws-aws-e", "failing", |a| matches!(ready_reason(a), Some(r) if r != "Attached")).await;
-    let agg = w.wait_test_or_status("all-aws", |c| {
-        c.status.as_ref().is_some_and(|s| s.members.iter().any(|m| m.name == "aws-e" && m.state != "Ready"))
-    })
-    .await;
+    let agg = w
+        .wait_test_or_status("all-aws", |c| {
+            c.status.as_ref().is_some_and(|s| s.members.iter().any(|m| m.name == "aws-e" && m.state != "Ready"))
+        })
+        .await;
     let members: Vec<(String, String)> = agg.status.unwrap().members.into_iter().map(|m| (m.name, m.state)).collect();
     assert!(members.iter().any(|(n, s)| n == "aws-a" && s == "Ready"), "{members:?}");
     count("aws-a=3,aws-c=3,aws-d=3").await;
 
     // A glob that matches nothing: a warning, not a failure.
-    let none = w.wait_test_or_status("none", |c| {
-        c.status.as_ref().is_some_and(|s| conditions::find(&s.conditions, "Members").is_some_and(|m| m.reason == "NoMembers"))
-    })
-    .await;
+    let none = w
+        .wait_test_or_status("none", |c| {
+            c.status.as_ref().is_some_and(|s| conditions::find(&s.conditions, "Members").is_some_and(|m| m.reason == "NoMembers"))
+        })
+        .await;
     assert!(conditions::is_ready(&none.status.unwrap().conditions));
 }
 

@@ -3,10 +3,10 @@ use std::time::{Duration, Instant};
 
 use manifold::api::TestOutcome;
 
-use crate::support::world::{World, WAIT, count, foreign_tables, schema_exists, server_exists, world_without_operator};
 use crate::support::objects;
-use crate::support::{Operator, Postgres, Proxy, control_plane, wait_for};
+use crate::support::world::{WAIT, World, count, foreign_tables, schema_exists, server_exists, world_without_operator};
 use crate::support::world::{as_is, include, interval};
+use crate::support::{Operator, Postgres, Proxy, control_plane, wait_for};
 
 /// One fault at a time: some of them disturb everything around them.
 pub static SERIAL: Mutex<()> = Mutex::new(());
@@ -79,7 +79,11 @@ pub async fn operator_killed_mid_batch_converges_without_duplicates() {
     w.credentials("shared", &w.src.password);
     w.apply(&yaml);
     let ready = || w.ready_count();
-    wait_for("a few attached", WAIT, || async { let r = ready().await; if r >= 3 { Ok(()) } else { Err(r.to_string()) } }).await;
+    wait_for("a few attached", WAIT, || async {
+        let r = ready().await;
+        if r >= 3 { Ok(()) } else { Err(r.to_string()) }
+    })
+    .await;
     op.kill();
     let at_kill = ready().await;
     println!("killed with {at_kill} of {n} attached");
@@ -92,12 +96,15 @@ pub async fn operator_killed_mid_batch_converges_without_duplicates() {
     .await;
 
     let ws = w.ws().await;
-    let schemas = count(&ws, "SELECT count(*) FROM pg_namespace WHERE obj_description(oid, 'pg_namespace') LIKE 'manifold.dev/owner=%'").await;
+    let schemas =
+        count(&ws, "SELECT count(*) FROM pg_namespace WHERE obj_description(oid, 'pg_namespace') LIKE 'manifold.dev/owner=%'").await;
     let servers = count(&ws, "SELECT count(*) FROM pg_foreign_server").await;
     let mappings = count(&ws, "SELECT count(*) FROM pg_user_mappings").await;
     let tables = count(&ws, "SELECT count(*) FROM pg_foreign_table").await;
     assert_eq!((schemas, servers, mappings, tables), (n as i64, n as i64, n as i64, 2 * n as i64));
-    let orphans = count(&ws, "SELECT count(*) FROM pg_foreign_server s WHERE NOT EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = s.srvname)").await;
+    let orphans =
+        count(&ws, "SELECT count(*) FROM pg_foreign_server s WHERE NOT EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = s.srvname)")
+            .await;
     assert_eq!(orphans, 0, "no server without its schema");
 }
 

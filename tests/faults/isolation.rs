@@ -6,9 +6,9 @@
 use std::time::{Duration, Instant};
 
 use super::faults::{SERIAL, connection_via, operator_for};
+use crate::support::world::as_is;
 use crate::support::world::{WAIT, count, world_without_operator};
 use crate::support::{Operator, Postgres, control_plane, postgres, secret_yaml, silent_source, stdout_ok, unique, wait_for};
-use crate::support::world::{as_is};
 
 /// Six sources that accept TCP and never answer, attached to one workspace:
 /// each reports Timeout or HostUnreachable within its connect timeout (10 s
@@ -102,7 +102,12 @@ pub async fn a_deleted_namespace_leaves_nothing_behind() {
         stdout_ok(&cp.kubectl_stdin(&["-n", ns, "apply", "-f", "-"], &yaml));
         wait_for(&format!("round {round}: 51 attachments Ready"), Duration::from_secs(120), || async {
             let ready = stdout_ok(&cp.kubectl(&[
-                "-n", ns, "get", "wsconn", "-o", "jsonpath={range .items[*]}{.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}",
+                "-n",
+                ns,
+                "get",
+                "wsconn",
+                "-o",
+                "jsonpath={range .items[*]}{.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}",
             ]));
             let n = ready.lines().filter(|l| *l == "True").count();
             if n == 51 { Ok(()) } else { Err(format!("{n} Ready")) }
@@ -132,7 +137,10 @@ pub async fn a_deleted_namespace_leaves_nothing_behind() {
             panic!("round {round}: {unmarked} remain besides the orphaned schemas: {left:#?}\nthe operator said:\n{}", log.join("\n"));
         }
         assert_eq!(marked("").await, 3 * kept, "round {round}: every kept schema is marked orphaned");
-        println!("round {round}: 51 attached in {attached:?}, namespace deleted after {:?}, nothing else left", started.elapsed() - attached);
+        println!(
+            "round {round}: 51 attached in {attached:?}, namespace deleted after {:?}, nothing else left",
+            started.elapsed() - attached
+        );
     }
 }
 

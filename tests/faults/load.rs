@@ -4,18 +4,13 @@
 use std::time::{Duration, Instant};
 
 use super::faults::SERIAL;
+use crate::support::world::as_is;
 use crate::support::world::{count, world_without_operator};
 use crate::support::{Operator, control_plane, secret_yaml, wait_for};
-use crate::support::world::{as_is};
 
 fn rss_kib(pid: u64, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    status.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 pub async fn two_hundred_attachments_changed_at_once() {
@@ -51,11 +46,7 @@ pub async fn two_hundred_attachments_changed_at_once() {
 
     // Rotate: the role gets a new password, then the shared Secret.
     let new_password = format!("rotated-{}-{}", crate::support::secret_marker(), std::process::id());
-    w.pg.connect("postgres")
-        .await
-        .batch_execute(&format!("ALTER ROLE {} PASSWORD '{new_password}'", w.src.user))
-        .await
-        .unwrap();
+    w.pg.connect("postgres").await.batch_execute(&format!("ALTER ROLE {} PASSWORD '{new_password}'", w.src.user)).await.unwrap();
     let rotated = Instant::now();
     w.apply(&secret_yaml("shared-creds", &[("user", &w.src.user), ("password", &new_password)]));
 
@@ -77,10 +68,8 @@ pub async fn two_hundred_attachments_changed_at_once() {
         let mut updated = 0;
         for db in &dbs {
             let c = w.pg.connect(db).await;
-            updated += count(&c, &format!(
-                "SELECT count(*) FROM pg_user_mappings WHERE umoptions @> ARRAY['password={new_password}']"
-            ))
-            .await;
+            updated +=
+                count(&c, &format!("SELECT count(*) FROM pg_user_mappings WHERE umoptions @> ARRAY['password={new_password}']")).await;
         }
         if updated == n as i64 && ready().await == n {
             converged = Some(rotated.elapsed());

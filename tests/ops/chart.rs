@@ -49,7 +49,8 @@ pub async fn chart_admission_policy_is_the_one_in_admission() {
     assert_eq!(chart_docs[1]["spec"]["validationActions"], file_docs[1]["spec"]["validationActions"]);
     assert_eq!(chart_docs[1]["spec"]["policyName"], "mf-manifold-secret-references");
     // It can be turned off, and nothing else renders then.
-    let off = cp.helm(&["template", "mf", &chart(), "--show-only", "templates/admission-policy.yaml", "--set", "admissionPolicy.enabled=false"]);
+    let off =
+        cp.helm(&["template", "mf", &chart(), "--show-only", "templates/admission-policy.yaml", "--set", "admissionPolicy.enabled=false"]);
     assert!(!off.status.success() || !String::from_utf8_lossy(&off.stdout).contains("ValidatingAdmissionPolicy"));
 }
 
@@ -73,7 +74,12 @@ pub async fn helm_install_creates_the_release() {
     assert_eq!(replicas, "2");
     // The pod is hardened.
     let sc = stdout_ok(&cp.kubectl(&[
-        "get", "deploy", "mf-manifold", "-n", &ns, "-o",
+        "get",
+        "deploy",
+        "mf-manifold",
+        "-n",
+        &ns,
+        "-o",
         "jsonpath={.spec.template.spec.securityContext.runAsNonRoot} {.spec.template.spec.securityContext.seccompProfile.type} \
          {.spec.template.spec.containers[0].securityContext.readOnlyRootFilesystem} \
          {.spec.template.spec.containers[0].securityContext.capabilities.drop[0]}",
@@ -91,14 +97,13 @@ pub async fn helm_template_applies_server_side() {
     for n in [&ns, &org] {
         stdout_ok(&cp.kubectl(&["create", "namespace", n]));
     }
-    let rendered = stdout_ok(&cp.helm(&[
-        "template", "gitops", &chart(), "-n", &ns, "--set", &format!("watchNamespaces={{{org}}}"),
-    ]));
+    let rendered = stdout_ok(&cp.helm(&["template", "gitops", &chart(), "-n", &ns, "--set", &format!("watchNamespaces={{{org}}}")]));
     let applied = cp.kubectl_stdin(&["apply", "--server-side", "-f", "-"], &rendered);
     stdout_ok(&applied);
     stdout_ok(&cp.kubectl(&["get", "role,rolebinding", "gitops-manifold", "-n", &org]));
     let cluster_role = cp.kubectl(&["get", "clusterrole", "gitops-manifold"]);
     assert!(!cluster_role.status.success(), "namespaced mode makes no ClusterRole");
-    let args = stdout_ok(&cp.kubectl(&["get", "deploy", "gitops-manifold", "-n", &ns, "-o", "jsonpath={.spec.template.spec.containers[0].args}"]));
+    let args =
+        stdout_ok(&cp.kubectl(&["get", "deploy", "gitops-manifold", "-n", &ns, "-o", "jsonpath={.spec.template.spec.containers[0].args}"]));
     assert!(args.contains(&format!("--namespaces={org}")), "{args}");
 }

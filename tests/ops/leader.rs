@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
+use crate::support::world::as_is;
 use crate::support::world::{WAIT, world_without_operator};
 use crate::support::{Operator, control_plane, stdout_ok, wait_for};
-use crate::support::world::{as_is};
 
 fn leading(op: &Operator) -> bool {
     op.logs().contains("leading: controllers starting")

@@ -6,9 +6,9 @@
 use kube::api::DeleteParams;
 use manifold::api::TestOutcome;
 
+use crate::support::world::as_is;
 use crate::support::world::{WAIT, schema_exists, world_without_operator};
 use crate::support::{Operator, control_plane, namespace, repo_root, stdout_ok, wait_for};
-use crate::support::world::{as_is};
 
 pub async fn the_chart_rbac_is_enough_and_no_more() {
     let cp = control_plane();
@@ -17,10 +17,17 @@ pub async fn the_chart_rbac_is_enough_and_no_more() {
     let other = namespace("rbac-other").await;
     let chart = repo_root().join("charts/manifold");
     let rendered = stdout_ok(&cp.helm(&[
-        "template", "mf", &chart.to_string_lossy(), "-n", &sys.ns, "--set", &format!("watchNamespaces={{{}}}", w.t.ns),
+        "template",
+        "mf",
+        &chart.to_string_lossy(),
+        "-n",
+        &sys.ns,
+        "--set",
+        &format!("watchNamespaces={{{}}}", w.t.ns),
         // The cluster has the policy from admission/ already; a second copy
         // under this release's name would collide with helm_install's.
-        "--set", "admissionPolicy.enabled=false",
+        "--set",
+        "admissionPolicy.enabled=false",
     ]));
     stdout_ok(&cp.kubectl_stdin(&["apply", "--server-side", "-f", "-"], &rendered));
     let kubeconfig = cp.token_kubeconfig(&sys.ns, "mf-manifold");

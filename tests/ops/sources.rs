@@ -5,9 +5,9 @@
 
 use manifold::api::conditions;
 
+use crate::support::world::as_is;
 use crate::support::world::{count, world_without_operator};
 use crate::support::{Operator, control_plane};
-use crate::support::world::{as_is};
 
 pub async fn the_admin_fences_sources_and_allows_wrappers() {
     let w = world_without_operator("fence").await;
