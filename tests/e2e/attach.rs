@@ -399,7 +399,7 @@ pub async fn deleting_a_workspace_removes_its_schemas() {
     w.wait_ready("ws-gone").await;
     w.wait_ready("ws-stays").await;
 
-    // Status is written by one field manager, with server-side apply.
+    // Status is written by one field manager, whole, in one JSON patch.
     let managers = stdout_ok(&w.t.kubectl(&[
         "get",
         "wsconn",
@@ -408,7 +408,7 @@ pub async fn deleting_a_workspace_removes_its_schemas() {
         "-o",
         "jsonpath={range .metadata.managedFields[?(@.subresource==\"status\")]}{.manager}/{.operation} {end}",
     ]));
-    assert_eq!(managers.trim(), "manifold/Apply");
+    assert_eq!(managers.trim(), "manifold/Update");
 
     let workspaces: Api<Workspace> = w.t.api();
     workspaces.delete("ws", &DeleteParams::default()).await.unwrap();
