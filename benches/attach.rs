@@ -59,6 +59,32 @@ fn cpu_seconds(pid: u64) -> f64 {
     ticks / 100.0
 }
 
+/// CPU seconds of a process and of its reaped and live children: a
+/// postmaster with its backends.
+fn tree_cpu_seconds(pid: u64) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<f64> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().map(|f| f.parse().unwrap_or(0.0)).collect()).unwrap_or_default();
+    // utime, stime, cutime, cstime
+    let own: f64 = fields.get(11..15).map(|f| f.iter().sum()).unwrap_or(0.0) / 100.0;
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    own + children.split_whitespace().filter_map(|c| c.parse().ok()).map(cpu_seconds).sum::<f64>()
+}
+
+/// CPU seconds so far of the parts the bulk attach runs on.
+fn parts_cpu(operator: u64, postmaster: u64) -> [(&'static str, f64); 4] {
+    let by_name = |name: &str| {
+        let out = std::process::Command::new("pgrep").args(["-x", name]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        out.unwrap_or_default().split_whitespace().filter_map(|p| p.parse().ok()).map(cpu_seconds).sum::<f64>()
+    };
+    [
+        ("kube-apiserver", by_name("kube-apiserver")),
+        ("etcd", by_name("etcd")),
+        ("postgres", tree_cpu_seconds(postmaster)),
+        ("operator", cpu_seconds(operator)),
+    ]
+}
+
 fn status_kib(pid: u64, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -72,17 +98,35 @@ fn status_kib(pid: u64, field: &str) -> u64 {
 /// Writes the apiserver has served so far, by resource: every request that
 /// is not a read (the apiserver's own `apiserver_request_total`).
 fn apiserver_writes() -> BTreeMap<String, f64> {
+    apiserver_requests("apiserver_request_total{", true)
+}
+
+/// Seconds the apiserver spent serving requests so far, by verb and
+/// resource (watches left out): where its time goes.
+fn apiserver_seconds() -> BTreeMap<String, f64> {
+    apiserver_requests("apiserver_request_duration_seconds_sum{", false)
+}
+
+fn apiserver_requests(metric: &str, writes_only: bool) -> BTreeMap<String, f64> {
     let text = stdout_ok(&control_plane().kubectl(&["get", "--raw", "/metrics"]));
     let mut writes = BTreeMap::new();
-    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+    for line in text.lines().filter(|l| l.starts_with(metric)) {
         let label = |name: &str| line.split(&format!("{name}=\"")).nth(1).and_then(|r| r.split('"').next()).unwrap_or("").to_owned();
         let verb = label("verb");
-        if ["GET", "LIST", "WATCH", "CONNECT"].contains(&verb.as_str()) {
+        let read = ["GET", "LIST", "WATCH", "CONNECT"].contains(&verb.as_str());
+        if (writes_only && read) || verb == "WATCH" {
             continue;
         }
         let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
         let sub = label("subresource");
-        let key = if sub.is_empty() { label("resource") } else { format!("{}/{sub}", label("resource")) };
+        let mut key = if sub.is_empty() { label("resource") } else { format!("{}/{sub}", label("resource")) };
+        if !writes_only {
+            key = format!("{verb} {key}");
+        }
+        let code = label("code");
+        if writes_only && !code.starts_with('2') {
+            key = format!("{key} [{code}]");
+        }
         *writes.entry(key).or_default() += value;
     }
     writes
@@ -100,8 +144,95 @@ fn connection(w: &World, name: &str, creds: &str, include: &[String]) -> manifol
     conn
 }
 
-async fn ready(w: &World) -> usize {
-    w.ready_count().await
+/// Waits until `n` attachments are Ready, through one watch: polling with
+/// lists of thousands of objects would load the apiserver that the
+/// operator is measured against.
+async fn all_ready(w: &World, n: usize, limit: Duration) {
+    use futures::StreamExt;
+    use kube::runtime::watcher;
+    let mut ready = std::collections::HashSet::new();
+    let stream = watcher(w.attachments(), watcher::Config::default());
+    let mut stream = std::pin::pin!(stream);
+    let deadline = tokio::time::Instant::now() + limit;
+    while ready.len() < n {
+        let event = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("{} of {n} Ready after {limit:?}", ready.len()));
+        let mut note = |a: manifold::api::WorkspaceConnection| {
+            let name = kube::ResourceExt::name_any(&a);
+            if a.status.as_ref().is_some_and(|s| conditions::is_ready(&s.conditions)) {
+                ready.insert(name);
+            } else {
+                ready.remove(&name);
+            }
+        };
+        match event {
+            Some(Ok(watcher::Event::Apply(a) | watcher::Event::InitApply(a))) => note(a),
+            Some(Ok(watcher::Event::Delete(a))) => {
+                ready.remove(&kube::ResourceExt::name_any(&a));
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => eprintln!("watch: {e}"),
+            None => panic!("the watch ended"),
+        }
+    }
+}
+
+/// Times the three writes per attachment of step 1b; returns the time and
+/// the CPU seconds the apiserver and etcd spent.
+async fn apiserver_floor(w: &World, n: usize) -> (Duration, f64) {
+    use futures::StreamExt;
+    use kube::api::{Api, Patch, PatchParams};
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let floor = support::namespace("bench-floor").await;
+    let mut yaml = String::new();
+    for i in 0..n {
+        yaml.push_str("---\n");
+        yaml.push_str(&objects::yaml(&objects::attachment(&format!("a{i}"), "ws", &format!("c{i}"))));
+    }
+    stdout_ok(&control_plane().kubectl_stdin(&["-n", &floor.ns, "apply", "--server-side", "-f", "-"], &yaml));
+    let api: Api<manifold::api::WorkspaceConnection> = floor.api();
+    let recorder = Recorder::new(w.t.client.clone(), Reporter { controller: "bench".into(), instance: None });
+    let cpu = || parts_cpu(0, 0)[..2].iter().map(|(_, s)| s).sum::<f64>();
+    let before = cpu();
+    let started = Instant::now();
+    futures::stream::iter(0..n)
+        .for_each_concurrent(64, |i| {
+            let (api, recorder) = (api.clone(), recorder.clone());
+            async move {
+                let name = format!("a{i}");
+                let meta = serde_json::json!({ "metadata": { "annotations": { "bench.manifold.dev/floor": "1" } } });
+                let obj = api.patch(&name, &PatchParams::default(), &Patch::Merge(&meta)).await.unwrap();
+                let status = serde_json::json!({
+                    "apiVersion": <manifold::api::WorkspaceConnection as kube::Resource>::api_version(&()),
+                    "kind": "WorkspaceConnection",
+                    "status": {
+                        "observedGeneration": 1,
+                        "schema": format!("c{i}"),
+                        "tables": 20,
+                        "conditions": [{
+                            "type": "Ready", "status": "True", "reason": "Attached", "observedGeneration": 1,
+                            "message": format!("schema \"c{i}\" holds 20 tables"), "lastTransitionTime": "2026-01-01T00:00:00Z",
+                        }],
+                    },
+                });
+                api.patch_status(&name, &PatchParams::apply("bench").force(), &Patch::Apply(&status)).await.unwrap();
+                let event = Event {
+                    type_: EventType::Normal,
+                    reason: "Attached".into(),
+                    note: Some(format!("schema \"c{i}\" holds 20 tables")),
+                    action: "Reconcile".into(),
+                    secondary: None,
+                };
+                recorder.publish(&event, &kube::Resource::object_ref(&obj, &())).await.unwrap();
+            }
+        })
+        .await;
+    let elapsed = started.elapsed();
+    let spent = cpu() - before;
+    // Gone before the operator starts, so that its deletion is not measured with it.
+    floor.kubectl(&["delete", "namespace", &floor.ns, "--timeout=300s"]);
+    (elapsed, spent)
 }
 
 async fn bench(c: usize, ws_count: usize) {
@@ -126,6 +257,11 @@ async fn bench(c: usize, ws_count: usize) {
     for i in 0..ws_count {
         raw_dbs.push(w.pg.database(&format!("bench-raw{i}")).await);
     }
+    let postmaster: u64 = std::fs::read_to_string(w.pg.data_dir().join("postmaster.pid"))
+        .ok()
+        .and_then(|s| s.lines().next().and_then(|l| l.trim().parse().ok()))
+        .expect("the postmaster's pid");
+    let raw_pg_before = tree_cpu_seconds(postmaster);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for db in &raw_dbs {
@@ -157,12 +293,20 @@ async fn bench(c: usize, ws_count: usize) {
         t.await.unwrap();
     }
     let raw = started.elapsed();
+    let raw_pg = tree_cpu_seconds(postmaster) - raw_pg_before;
     let raw_rate = n as f64 / raw.as_secs_f64();
     for db in &raw_dbs {
         admin.batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)")).await.unwrap();
     }
 
-    // 1b. The operator, for the same attachments. Everything is applied
+    // 1b. The apiserver alone: the same number of attachments, each given
+    // the three writes that an attach needs at the least (a metadata patch,
+    // as the finalizer is; a status patch; an Event) by 64 clients at once,
+    // with nothing else running. What it costs is what Kubernetes adds to
+    // the raw DDL, whoever makes the writes.
+    let (floor, floor_cpu) = apiserver_floor(&w, n).await;
+
+    // 1c. The operator, for the same attachments. Everything is applied
     // first, with no operator running, so that what is timed is the
     // operator and not kubectl: from its start to all Ready.
     let mut workspaces = Vec::new();
@@ -185,44 +329,64 @@ async fn bench(c: usize, ws_count: usize) {
     assert!(apply.lines().count() >= c * (ws_count + 1));
     let _ = admin.batch_execute("SELECT pg_stat_statements_reset()").await;
     let resync = Duration::from_secs(15);
+    let writes_before_bulk = apiserver_writes();
+    let seconds_before_bulk = apiserver_seconds();
     let started = Instant::now();
     let op = Operator::start(
         &control_plane().kubeconfig,
         &["--namespaces", &w.t.ns, "--pool-size", &POOL.to_string(), "--resync", "15s", "--concurrency", "64"],
     );
-    loop {
-        let r = ready(&w).await;
-        if r == n {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(3600), "{r} of {n} after an hour");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let cpu_before = parts_cpu(op.pid(), postmaster);
+    // MANIFOLD_BENCH_PPROF=<file>: a 20 s CPU profile of the apiserver
+    // during the bulk attach (go tool pprof -top <file>).
+    let pprof = std::env::var("MANIFOLD_BENCH_PPROF").ok().map(|file| {
+        std::thread::spawn(move || {
+            let out = control_plane().kubectl(&["get", "--raw", "/debug/pprof/profile?seconds=20"]);
+            std::fs::write(&file, &out.stdout).unwrap();
+        })
+    });
+    all_ready(&w, n, Duration::from_secs(3600)).await;
     let operator = started.elapsed();
     let operator_rate = n as f64 / operator.as_secs_f64();
     let bulk_cpu = cpu_seconds(op.pid());
+    let cpu_after = parts_cpu(op.pid(), postmaster);
+    if let Some(profile) = pprof {
+        profile.join().unwrap();
+    }
+    let parts: Vec<String> = cpu_before.iter().zip(&cpu_after).map(|((name, b), (_, a))| format!("{name} {:.1} s", a - b)).collect();
+    let bulk_writes = delta(&apiserver_writes(), &writes_before_bulk);
+    let mut bulk_seconds: Vec<(String, f64)> = delta(&apiserver_seconds(), &seconds_before_bulk).into_iter().collect();
+    bulk_seconds.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let bulk_seconds: Vec<String> = bulk_seconds.iter().take(8).map(|(k, v)| format!("{k} {v:.1} s")).collect();
     let bulk_rss = status_kib(op.pid(), "VmHWM:");
-    let tested = wait_for("every connection tested", Duration::from_secs(600), || async {
+    let mut events: BTreeMap<String, usize> = BTreeMap::new();
+    let event_api: kube::Api<k8s_openapi::api::core::v1::Event> = kube::Api::namespaced(w.t.client.clone(), &w.t.ns);
+    for e in event_api.list(&Default::default()).await.unwrap().items {
+        let kind = e.involved_object.kind.unwrap_or_default();
+        *events.entry(format!("{kind}/{}", e.reason.unwrap_or_default())).or_default() += e.count.unwrap_or(1).max(1) as usize;
+    }
+    wait_for("every connection tested", Duration::from_secs(600), || async {
         let list = w.connections().list(&Default::default()).await.map_err(|e| e.to_string())?;
         let passed =
             list.items.iter().filter(|c| c.status.as_ref().and_then(|s| s.test.as_ref()).is_some_and(|t| t.reason == "Passed")).count();
         if passed == c { Ok(passed) } else { Err(format!("{passed} of {c}")) }
     })
     .await;
-    let imports: Vec<(String, i64, String)> = admin
-        .query(
-            "SELECT d.datname::text, sum(s.calls)::bigint, round(avg(s.mean_exec_time)::numeric, 1)::text FROM pg_stat_statements s
-               JOIN pg_database d ON d.oid = s.dbid WHERE s.query LIKE 'IMPORT FOREIGN SCHEMA%' GROUP BY 1 ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
-    let import_calls: i64 = imports.iter().map(|(_, n, _)| n).sum();
     let (_, metrics) = op.admin_get("/metrics");
-    let reconciles: Vec<String> = metrics.lines().filter(|l| l.starts_with("manifold_reconciles_total")).map(str::to_owned).collect();
+    let reconciles: Vec<String> = metrics
+        .lines()
+        .filter(|l| {
+            [
+                "manifold_reconciles_total",
+                "manifold_connection_tests_total",
+                "manifold_sql_statements_total",
+                "manifold_reconcile_errors_total",
+            ]
+            .iter()
+            .any(|m| l.starts_with(m))
+        })
+        .map(str::to_owned)
+        .collect();
 
     // 2a. One new attachment among the idle ones, 50 times: its connection
     // exists and is tested first, then the attachment is created and its
@@ -274,11 +438,7 @@ async fn bench(c: usize, ws_count: usize) {
         rot.push_str(&objects::yaml(&objects::attachment(&format!("rot{k}"), "ws1", &format!("rot{k}"))));
     }
     stdout_ok(&control_plane().kubectl_stdin(&["-n", &w.t.ns, "apply", "--server-side", "-f", "-"], &rot));
-    wait_for("the 100 rotation attachments Ready", Duration::from_secs(300), || async {
-        let r = ready(&w).await;
-        if r == n + 50 + 100 { Ok(()) } else { Err(format!("{r}")) }
-    })
-    .await;
+    all_ready(&w, n + 50 + 100, Duration::from_secs(300)).await;
     let new = format!("new-{}", support::secret_marker());
     admin.batch_execute(&format!("ALTER ROLE {rotator} PASSWORD '{new}'")).await.unwrap();
     let ws1 = w.pg.connect(&workspaces[1]).await;
@@ -353,10 +513,29 @@ async fn bench(c: usize, ws_count: usize) {
 
     println!("bench: {c} connections × {ws_count} workspaces = {n} attachments of a {TABLES}-table source, 2 cores");
     println!("raw DDL, {POOL} clients per database:     {raw:>10.2?}  {raw_rate:>7.1} attaches/s");
+    println!("  Postgres CPU for the raw DDL:      {raw_pg:.1} s");
+    println!(
+        "apiserver alone, 3 writes each:     {floor:>10.2?}  {:>7.1} attachments/s; kube-apiserver and etcd CPU {floor_cpu:.1} s",
+        n as f64 / floor.as_secs_f64()
+    );
+    let bound = (raw_pg + floor_cpu) / 2.0;
+    println!(
+        "  the two together on 2 cores need at least {bound:.1} s of CPU time each: at most {:.1} attaches/s, {:.2} of raw",
+        n as f64 / bound,
+        n as f64 / bound / raw_rate
+    );
     println!("operator, start to all Ready:        {operator:>10.2?}  {operator_rate:>7.1} attaches/s");
     println!("ratio operator/raw:                  {:.2}", operator_rate / raw_rate);
     println!("operator CPU for the bulk attach:    {bulk_cpu:.1} s; peak RSS {} MiB", bulk_rss / 1024);
-    println!("IMPORT FOREIGN SCHEMA run by the operator: {import_calls} for {n} attachments and {tested} connection tests ({imports:?})");
+    println!("CPU during the bulk attach (2 cores, {:.0} s available): {}", 2.0 * operator.as_secs_f64(), parts.join(", "));
+    println!(
+        "apiserver writes during the bulk attach: {:.0} ({:.2} per attachment): {bulk_writes:?}",
+        bulk_writes.values().sum::<f64>(),
+        bulk_writes.values().sum::<f64>() / n as f64
+    );
+    println!("apiserver time serving requests during the bulk attach, the largest: {}", bulk_seconds.join(", "));
+    println!("Events during the bulk attach, by object and reason: {events:?}");
+    println!("the operator's counters after the bulk attach and the connections' first tests:");
     for line in &reconciles {
         println!("  {line}");
     }

@@ -374,7 +374,7 @@ func (c *controlPlane) startAPIServer() error {
 			"--endpoint-reconciler-type=none",
 			"--disable-admission-plugins=ServiceAccount",
 			"--allow-privileged=true",
-			"--profiling=false",
+			"--profiling=true", // pprof for the benchmarks, behind the apiserver's authentication
 			"--event-ttl=1h",
 		)
 	}
