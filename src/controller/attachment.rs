@@ -38,9 +38,15 @@ struct Step {
     detached: Vec<String>,
     /// What this reconcile's import proved, if it imported.
     proof: Option<crate::api::ImportProof>,
+    /// No ticket for the workspace: nothing ran, nothing is reported.
+    parked: bool,
 }
 
 impl Step {
+    fn parked() -> Self {
+        Step { parked: true, ..Step::from(Failure::new(Reason::Progressing, "waiting for a session of the workspace")) }
+    }
+
     fn with_schema(mut self, schema: &str) -> Self {
         self.schema = Some(schema.to_owned());
         self
@@ -49,7 +55,7 @@ impl Step {
 
 impl From<Failure> for Step {
     fn from(outcome: Failure) -> Self {
-        Step { outcome, schema: None, tables: None, change: None, detached: Vec::new(), proof: None }
+        Step { outcome, schema: None, tables: None, change: None, detached: Vec::new(), proof: None, parked: false }
     }
 }
 
@@ -67,8 +73,18 @@ pub async fn reconcile(att: Arc<WorkspaceConnection>, ctx: Arc<Context>) -> Resu
 
 async fn apply(att: &WorkspaceConnection, ctx: &Context) -> Result<Action, Error> {
     let step = attach(att, ctx).await;
+    if step.parked {
+        // Woken when a ticket comes back; the retry covers a lost wake.
+        return Ok(Action::requeue(super::admission::PARKED_RETRY));
+    }
     report(att, ctx, &step).await?;
     let key = BackoffKey::of(att);
+    // A new reason is progress (someone fixed what the last one named):
+    // the backoff starts again from its shortest delay.
+    let previous = att.status.as_ref().and_then(|s| crate::api::conditions::find(&s.conditions, crate::api::conditions::READY));
+    if previous.is_some_and(|c| c.reason != step.outcome.reason.as_str()) {
+        ctx.backoff.succeeded(&key);
+    }
     Ok(match step.outcome.reason.retry() {
         Retry::Never => {
             ctx.backoff.succeeded(&key);
@@ -141,8 +157,12 @@ async fn attach(att: &WorkspaceConnection, ctx: &Context) -> Step {
             .is_some_and(|c| c.reason == Reason::Timeout.as_str() || c.reason == Reason::HostUnreachable.as_str())
     });
     let joins = aggregates::joined_by(&ctx.stores, &ns, &att.spec.workspace, &conn);
+    let Some(ticket) = ctx.admission.enter(&ws_key, &att.name_any(), suspect) else {
+        return Step::parked();
+    };
     let started = std::time::Instant::now();
     let attached = db.attach(&plan, suspect, &joins).await;
+    drop(ticket);
     let proof = attached.as_ref().ok().filter(|done| done.proven).map(|done| crate::api::ImportProof {
         connection_generation: conn.metadata.generation.unwrap_or_default(),
         credentials: resolve::credentials(&ctx.stores, &conn).ok().flatten().map(|s| resolve::secret_version(&s)),
@@ -332,6 +352,11 @@ async fn report(att: &WorkspaceConnection, ctx: &Context, step: &Step) -> Result
         Reason::ConnectionNotFound | Reason::WorkspaceNotFound => Announce::Normal,
         _ => Announce::Warning,
     };
+    if applied {
+        // Logged before the status says Ready, so that the log leads what a
+        // watcher sees.
+        info!(attachment = %att.name_any(), namespace = %att.namespace().unwrap_or_default(), change = ?step.change, "attached");
+    }
     status::report(ctx, att, current, status, &step.outcome, Vec::new(), quiet_when_missing).await?;
 
     if !step.detached.is_empty() {
@@ -339,7 +364,6 @@ async fn report(att: &WorkspaceConnection, ctx: &Context, step: &Step) -> Result
         status::event(ctx, att, false, Reason::Detached.as_str(), "Detach", note).await;
     }
     if applied {
-        info!(attachment = %att.name_any(), namespace = %att.namespace().unwrap_or_default(), change = ?step.change, "attached");
         status::event(ctx, att, false, Reason::Attached.as_str(), "Attach", step.outcome.message.clone()).await;
     } else if !ready && previous.as_deref() != Some(step.outcome.reason.as_str()) {
         info!(attachment = %att.name_any(), namespace = %att.namespace().unwrap_or_default(), reason = %step.outcome.reason, message = %step.outcome.message, "not attached");

@@ -218,6 +218,44 @@ async fn run_test(
     (result, tested)
 }
 
+/// The test results this process wrote, until its store shows them. A
+/// reconcile that runs before the watch delivers the write (another
+/// attachment turned Ready meanwhile) must neither test again nor take the
+/// result back.
+#[derive(Default)]
+pub struct RecentTests(std::sync::Mutex<std::collections::HashMap<String, (TestResult, Option<SourceSchema>)>>);
+
+impl RecentTests {
+    fn remember(&self, conn: &Connection, test: &TestResult, source: &Option<SourceSchema>) {
+        // As the store will hold it: timestamps to the second.
+        let as_stored = |v| serde_json::to_value(v).ok().and_then(|v| serde_json::from_value(v).ok());
+        if let (Some(uid), Some(test)) = (conn.uid(), as_stored((test, source))) {
+            self.0.lock().unwrap().insert(uid, test);
+        }
+    }
+
+    /// `conn` as this process last wrote its test, if the store has not
+    /// caught up yet.
+    fn apply(&self, conn: Arc<Connection>) -> Arc<Connection> {
+        let Some(uid) = conn.uid() else { return conn };
+        let mut recent = self.0.lock().unwrap();
+        let Some((test, source)) = recent.get(&uid) else {
+            return conn;
+        };
+        let stored = conn.status.as_ref().and_then(|s| s.test.as_ref());
+        if stored.is_some_and(|s| s == test || s.tested_at > test.tested_at) {
+            // The store shows this write, or a later one.
+            recent.remove(&uid);
+            return conn;
+        }
+        let mut fresher = (*conn).clone();
+        let status = fresher.status.get_or_insert_with(Default::default);
+        status.test = Some(test.clone());
+        status.source_schema = source.clone();
+        Arc::new(fresher)
+    }
+}
+
 /// How a new connection's first test is answered.
 enum ByAttach {
     /// An attach imported and read a row with this spec and credentials.
@@ -281,6 +319,7 @@ fn source_schema(conn: &Connection, tested: Option<&Tested>) -> Option<SourceSch
 }
 
 pub async fn reconcile(conn: Arc<Connection>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let conn = ctx.recent_tests.apply(conn);
     let ns = conn.namespace().unwrap_or_default();
     if let Some(aggregator) = &conn.spec.aggregator {
         report_aggregator(&conn, &ctx, &aggregates::states(&ctx.stores, &ns, aggregator)).await?;
@@ -370,6 +409,11 @@ pub async fn reconcile(conn: Arc<Connection>, ctx: Arc<Context>) -> Result<Actio
         (Ok(_), Some(t)) if t.result == TestOutcome::Passed => Failure::new(Reason::Passed, "the last test passed"),
         (Ok(_), _) => Failure::new(Reason::Valid, "the plugin, schema and credentials resolve; not tested yet"),
     };
+    if let Some(t) = &test
+        && last != Some(t)
+    {
+        ctx.recent_tests.remember(&conn, t, &source);
+    }
     report(&conn, &ctx, &outcome, test.clone(), source).await?;
 
     let since_now = test.as_ref().map(|t| since(&t.tested_at)).unwrap_or_default();
@@ -503,6 +547,30 @@ mod tests {
     }
 
     const MIN: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn a_written_test_counts_until_the_store_shows_it() {
+        let recent = RecentTests::default();
+        let mut stale = conn(1, None, None, None);
+        stale.metadata.uid = Some("u1".into());
+        let source = Some(SourceSchema { hash: "h".into(), tables: 2, changed_at: status::now(), request: None });
+        let written = result(TestOutcome::Passed, 1, None, None);
+        recent.remember(&stale, &written, &source);
+        // Before the watch delivers the write: the store's copy is stale,
+        // so it is not tested again.
+        let seen = recent.apply(Arc::new(stale.clone()));
+        let test = seen.status.as_ref().and_then(|s| s.test.clone()).unwrap();
+        assert_eq!(test.result, TestOutcome::Passed);
+        assert_eq!(seen.status.as_ref().and_then(|s| s.source_schema.as_ref()).map(|s| s.hash.as_str()), Some("h"));
+        assert_eq!(due(&seen, None, Some(Duration::ZERO), MIN, true), None);
+        // Once the store holds it (to the second, as the apiserver keeps
+        // it), the store's copy is used and the entry goes.
+        let mut caught_up = stale.clone();
+        caught_up.status.as_mut().unwrap().test = Some(test);
+        let seen = recent.apply(Arc::new(caught_up));
+        assert!(recent.0.lock().unwrap().is_empty());
+        assert!(seen.status.as_ref().unwrap().source_schema.is_none(), "the store's own copy");
+    }
 
     #[test]
     fn a_new_or_changed_connection_is_tested() {

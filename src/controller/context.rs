@@ -107,15 +107,74 @@ impl Stores {
     }
 }
 
+/// How long a change to an attachment waits before it reaches the lists
+/// on its Workspace and Connection, so that the attachments that turn
+/// Ready together in a bulk apply are listed in one status write.
+pub const LIST_DELAY: Duration = Duration::from_millis(500);
+
+/// How often, at most, one object's list is rewritten while its
+/// attachments keep changing (a bulk apply): the first change waits
+/// `LIST_DELAY`, and later ones are gathered until this much time has
+/// passed since the last write.
+pub const LIST_INTERVAL: Duration = Duration::from_secs(3);
+
+/// The list updates on their way, and when each object's last went out.
+#[derive(Default)]
+pub struct Delayed {
+    pending: std::collections::HashSet<(bool, String, String)>,
+    fired: HashMap<(bool, String, String), tokio::time::Instant>,
+}
+
 /// Queues reconciles on the controllers from outside their own watches.
 #[derive(Clone)]
 pub struct Triggers {
     pub workspaces: UnboundedSender<ObjectRef<Workspace>>,
     pub connections: UnboundedSender<ObjectRef<Connection>>,
     pub attachments: UnboundedSender<ObjectRef<WorkspaceConnection>>,
+    /// Workspaces and connections whose list update is on its way.
+    pub delayed: Arc<Mutex<Delayed>>,
 }
 
 impl Triggers {
+    pub fn new(
+        workspaces: UnboundedSender<ObjectRef<Workspace>>,
+        connections: UnboundedSender<ObjectRef<Connection>>,
+        attachments: UnboundedSender<ObjectRef<WorkspaceConnection>>,
+    ) -> Self {
+        Triggers { workspaces, connections, attachments, delayed: Arc::default() }
+    }
+
+    /// Queues the workspace (or the connection) after `LIST_DELAY`, or
+    /// `LIST_INTERVAL` after its last list update if that is later, once
+    /// for all the requests made meanwhile.
+    pub fn list_changed(&self, workspace: bool, ns: &str, name: &str) {
+        let key = (workspace, ns.to_owned(), name.to_owned());
+        let now = tokio::time::Instant::now();
+        let at = {
+            let mut delayed = self.delayed.lock().unwrap();
+            if !delayed.pending.insert(key.clone()) {
+                return;
+            }
+            let after_last = delayed.fired.get(&key).map(|t| *t + LIST_INTERVAL);
+            // Forget what is long past, now and then.
+            if delayed.fired.len() > 4096 {
+                delayed.fired.retain(|_, t| now.duration_since(*t) < LIST_INTERVAL);
+            }
+            after_last.map_or(now + LIST_DELAY, |t| t.max(now + LIST_DELAY))
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            {
+                let mut delayed = this.delayed.lock().unwrap();
+                delayed.pending.remove(&key);
+                delayed.fired.insert(key.clone(), tokio::time::Instant::now());
+            }
+            let (workspace, ns, name) = key;
+            if workspace { this.workspace(&ns, &name) } else { this.connection(&ns, &name) }
+        });
+    }
+
     pub fn attachment(&self, ns: &str, name: &str) {
         let _ = self.attachments.unbounded_send(ObjectRef::new(name).within(ns));
     }
@@ -207,6 +266,7 @@ pub struct Shared {
     pub backoff: Backoff,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    pub recent_tests: super::connection::RecentTests,
 }
 
 impl Shared {
@@ -224,6 +284,7 @@ impl Shared {
             client,
             settings,
             metrics,
+            recent_tests: Default::default(),
         }
     }
 }
@@ -234,6 +295,8 @@ pub struct Context {
     pub shared: Arc<Shared>,
     pub stores: Stores,
     pub triggers: Triggers,
+    /// Tickets for attaches, per workspace database.
+    pub admission: super::admission::Admission,
 }
 
 impl Deref for Context {
@@ -281,4 +344,39 @@ pub fn error_policy<K: Resource<DynamicType = ()>>(obj: Arc<K>, err: &Error, ctx
     let delay = ctx.backoff.failed(&key);
     warn!(object = %key, error = %err, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+    use futures::channel::mpsc::unbounded;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn list_updates_are_gathered_and_spaced() {
+        let (ws_tx, mut ws_rx) = unbounded();
+        let (conn_tx, _conn_rx) = unbounded();
+        let (att_tx, _att_rx) = unbounded();
+        let triggers = Triggers::new(ws_tx, conn_tx, att_tx);
+        let start = tokio::time::Instant::now();
+        // Three changes at once: one update, after LIST_DELAY.
+        for _ in 0..3 {
+            triggers.list_changed(true, "ns", "ws");
+        }
+        assert_eq!(ws_rx.next().await.unwrap().name, "ws");
+        assert_eq!(start.elapsed(), LIST_DELAY);
+        // More right after: gathered until LIST_INTERVAL after that one.
+        triggers.list_changed(true, "ns", "ws");
+        triggers.list_changed(true, "ns", "ws");
+        ws_rx.next().await.unwrap();
+        assert_eq!(start.elapsed(), LIST_DELAY + LIST_INTERVAL);
+        // Once it is quiet, a change waits LIST_DELAY again.
+        tokio::time::sleep(LIST_INTERVAL * 2).await;
+        let quiet = tokio::time::Instant::now();
+        triggers.list_changed(true, "ns", "ws");
+        ws_rx.next().await.unwrap();
+        assert_eq!(quiet.elapsed(), LIST_DELAY);
+        assert!(ws_rx.try_recv().is_err(), "nothing else queued");
+    }
 }

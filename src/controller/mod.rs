@@ -11,6 +11,7 @@
 //!   reconciler owns tests and the connection's status.
 //! - `status`: conditions, status writes and Events, for all three.
 
+mod admission;
 mod aggregates;
 mod attachment;
 mod connection;

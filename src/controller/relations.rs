@@ -118,11 +118,12 @@ pub fn attachment_changed(stores: &Stores, triggers: &Triggers, event: &Event<Wo
     };
     let ns = att.namespace().unwrap_or_default();
     // Their lists show the attachment; those that are gone list nothing.
+    // The lists of a bulk apply's attachments are written together.
     if stores.workspace(&ns, &att.spec.workspace).is_some() {
-        triggers.workspace(&ns, &att.spec.workspace);
+        triggers.list_changed(true, &ns, &att.spec.workspace);
     }
     if stores.connection(&ns, &att.spec.connection).is_some() {
-        triggers.connection(&ns, &att.spec.connection);
+        triggers.list_changed(false, &ns, &att.spec.connection);
     }
     // An attachment that comes, goes, or turns Ready or not changes the
     // members of the aggregators attached to the same workspace, and what

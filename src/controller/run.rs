@@ -25,6 +25,7 @@ use kube::runtime::{Controller, WatchStreamExt};
 use kube::{Client, Resource};
 use tracing::{info, warn};
 
+use super::admission::Admission;
 use super::context::{Context, Error, Shared, Stores, Triggers, error_policy};
 use super::{attachment, connection, relations, status, workspace};
 use crate::api::{Connection, Workspace, WorkspaceConnection};
@@ -82,6 +83,31 @@ where
     (reader, subscriber, driver)
 }
 
+/// The events of a controller's own kind that ask it to reconcile: those
+/// that changed what it acts on (the spec, labels, annotations,
+/// finalizers, deletion), not its own status writes, which would each wake
+/// it for nothing. Other kinds' changes reach it through the relations.
+fn own_changes<K>(objects: BoxStream<'static, Arc<K>>, store: Store<K>) -> BoxStream<'static, Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    use std::hash::{Hash, Hasher};
+    let mut seen: HashMap<ObjectRef<K>, u64> = HashMap::new();
+    objects
+        .filter(move |obj| {
+            let meta = obj.meta();
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (&meta.uid, meta.generation, meta.deletion_timestamp.is_some(), &meta.finalizers, &meta.labels, &meta.annotations).hash(&mut h);
+            let fresh = seen.insert(ObjectRef::from_obj(obj), h.finish()) != Some(h.finish());
+            // Forget objects that are gone, now and then.
+            if seen.len() > 2 * store.len() + 1024 {
+                seen.retain(|key, _| store.get(key).is_some());
+            }
+            future::ready(fresh)
+        })
+        .boxed()
+}
+
 type RunResult<K> = Result<(ObjectRef<K>, Action), controller::Error<Error, watcher::Error>>;
 
 fn log_result<K: Resource>(kind: &'static str, result: RunResult<K>) -> future::Ready<()> {
@@ -118,7 +144,7 @@ fn watch_scope(shared: &Arc<Shared>, namespace: Option<&str>, tasks: &mut Vec<to
     let (ws_tx, ws_rx) = unbounded();
     let (conn_tx, conn_rx) = unbounded();
     let (att_tx, att_rx) = unbounded();
-    let triggers = Triggers { workspaces: ws_tx, connections: conn_tx, attachments: att_tx };
+    let triggers = Triggers::new(ws_tx, conn_tx, att_tx);
     // The relations need the stores of other kinds, which exist only once
     // every reflector is made; the cell is filled right after.
     let cell: Arc<OnceLock<Stores>> = Arc::default();
@@ -142,7 +168,12 @@ fn watch_scope(shared: &Arc<Shared>, namespace: Option<&str>, tasks: &mut Vec<to
     // Secrets have no controller of their own; their subscriber is drained.
     tasks.push(tokio::spawn(secret_sub.for_each(|_| future::ready(()))));
     Scope {
-        ctx: Arc::new(Context { shared: shared.clone(), stores, triggers }),
+        ctx: Arc::new(Context {
+            shared: shared.clone(),
+            admission: Admission::for_scope(shared.settings.pool_sizes.work, stores.clone(), triggers.clone()),
+            stores,
+            triggers,
+        }),
         subscribers: (ws_sub.boxed(), conn_sub.boxed(), att_sub.boxed()),
         receivers: (ws_rx, conn_rx, att_rx),
     }
@@ -203,7 +234,7 @@ pub async fn run(
     for scope in scopes {
         let Scope { ctx, subscribers: (ws_sub, conn_sub, att_sub), receivers: (ws_rx, conn_rx, att_rx) } = scope;
         controllers.push(Box::pin(
-            Controller::for_shared_stream(ws_sub, ctx.stores.workspaces.clone())
+            Controller::for_shared_stream(own_changes(ws_sub, ctx.stores.workspaces.clone()), ctx.stores.workspaces.clone())
                 .with_config(config.clone().debounce(Duration::from_millis(200)))
                 .reconcile_on(ws_rx)
                 .graceful_shutdown_on(shutdown.clone())
@@ -211,7 +242,7 @@ pub async fn run(
                 .for_each(|r| log_result("Workspace", r)),
         ));
         controllers.push(Box::pin(
-            Controller::for_shared_stream(conn_sub, ctx.stores.connections.clone())
+            Controller::for_shared_stream(own_changes(conn_sub, ctx.stores.connections.clone()), ctx.stores.connections.clone())
                 .with_config(config.clone().debounce(Duration::from_millis(200)))
                 .reconcile_on(conn_rx)
                 .graceful_shutdown_on(shutdown.clone())
@@ -219,7 +250,7 @@ pub async fn run(
                 .for_each(|r| log_result("Connection", r)),
         ));
         controllers.push(Box::pin(
-            Controller::for_shared_stream(att_sub, ctx.stores.attachments.clone())
+            Controller::for_shared_stream(own_changes(att_sub, ctx.stores.attachments.clone()), ctx.stores.attachments.clone())
                 .with_config(config.clone())
                 .reconcile_on(att_rx)
                 .graceful_shutdown_on(shutdown.clone())

@@ -433,7 +433,9 @@ impl Database {
         let deadline = self.timeouts.deadline(self.timeouts.statement);
         let result = tokio::time::timeout(deadline, async {
             self.count(1, 0);
-            session.client().query_one(sql::OBSERVE_ALL, &[&readers]).await.map_err(|e| classify(&e, &[]))
+            let client = session.client();
+            let statement = client.prepare_cached(sql::OBSERVE_ALL).await.map_err(|e| classify(&e, &[]))?;
+            client.query_one(&statement, &[&readers]).await.map_err(|e| classify(&e, &[]))
         })
         .await;
         let row = self.finish(session, result, deadline)?;
@@ -521,7 +523,7 @@ impl Database {
         joins: &[(Owner, String)],
     ) -> Result<Vec<(String, Locked)>, tokio_postgres::Error> {
         self.count(1, 0);
-        let rows = tx.query(sql::AGGREGATES_OF, &[&member_schema]).await?;
+        let rows = tx.query(&tx.prepare_cached(sql::AGGREGATES_OF).await?, &[&member_schema]).await?;
         let mut owners: BTreeMap<String, Owner> = BTreeMap::new();
         for row in rows {
             let (schema, comment): (String, String) = (row.get("schema"), row.get("comment"));
@@ -628,12 +630,16 @@ impl Database {
         self.flush(tx, &mut batch).await?;
         let Some(mut marker) = pending_marker else { return Ok(executed) };
         self.count(1, 0);
-        executed.tables = tx.query_one(sql::COUNT_FOREIGN_TABLES, &[&schema]).await?.get(0);
+        executed.tables = tx.query_one(&tx.prepare_cached(sql::COUNT_FOREIGN_TABLES).await?, &[&schema]).await?.get(0);
         marker.tables = Some(executed.tables);
         if let Some(fp) = marker.fingerprint.as_mut().filter(|fp| fp.part("import").is_some()) {
             self.count(1, 0);
-            let columns: Vec<(String, String, String)> =
-                tx.query(sql::SOURCE_COLUMNS, &[&schema]).await?.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+            let columns: Vec<(String, String, String)> = tx
+                .query(&tx.prepare_cached(sql::SOURCE_COLUMNS).await?, &[&schema])
+                .await?
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect();
             let hash = plan::source_hash(&columns);
             executed.source_hash = Some(hash.clone());
             fp.set("source", hash);
@@ -677,8 +683,8 @@ impl Database {
             rows.iter().map(|r| TableDef { name: r.get(0), definition: r.get(1) }).collect()
         };
         self.count(2, 0);
-        let existing = defs(tx.query(sql::TABLE_DEFS, &[&schema, &server]).await?);
-        let staged = defs(tx.query(sql::TABLE_DEFS, &[&stage, &server]).await?);
+        let existing = defs(tx.query(&tx.prepare_cached(sql::TABLE_DEFS).await?, &[&schema, &server]).await?);
+        let staged = defs(tx.query(&tx.prepare_cached(sql::TABLE_DEFS).await?, &[&stage, &server]).await?);
         let diff = plan::reimport(&existing, &staged);
         let mut held = Vec::new();
         let mut kept = std::collections::BTreeSet::new();
@@ -717,7 +723,8 @@ impl Database {
     /// test would show. A refusal is not the attach's failure.
     async fn read_a_row(&self, tx: &deadpool_postgres::Transaction<'_>, schema: &str, server: &str) -> Result<bool, tokio_postgres::Error> {
         self.count(2, 0);
-        let first: Option<String> = tx.query(sql::OWNED_FOREIGN_TABLES, &[&schema, &server]).await?.first().map(|r| r.get(0));
+        let first: Option<String> =
+            tx.query(&tx.prepare_cached(sql::OWNED_FOREIGN_TABLES).await?, &[&schema, &server]).await?.first().map(|r| r.get(0));
         let Some(table) = first else { return Ok(true) };
         let read = format!("SAVEPOINT manifold_read; {}; RELEASE SAVEPOINT manifold_read", sql::read_one_row(schema, &table));
         match tx.batch_execute(&read).await {
@@ -753,7 +760,10 @@ impl Database {
             self.count(2, 0);
             tx.batch_execute(&sql::set_timeouts(ms, ms)).await.map_err(err)?;
             let f = plan.foreign().ok_or_else(|| Failure::new(Reason::InvalidSpec, "an aggregator has no test of its own"))?;
-            let row = tx.query_one(sql::OBSERVE_WRAPPER, &[&f.wrapper, &f.extension]).await.map_err(err)?;
+            let row = tx
+                .query_one(&tx.prepare_cached(sql::OBSERVE_WRAPPER).await.map_err(err)?, &[&f.wrapper, &f.extension])
+                .await
+                .map_err(err)?;
             let role: String = row.get("role");
             let extension_schema: Option<String> = row.get("extension_schema");
             let statements = plan::test(plan, wrapper_state(row.get("wrapper")), &role)?;
@@ -766,8 +776,13 @@ impl Database {
                 tx.simple_query(&sql::read_one_row(&plan.schema, first)).await.map_err(err)?;
             }
             self.count(1, 0);
-            let columns: Vec<(String, String, String)> =
-                tx.query(sql::SOURCE_COLUMNS, &[&plan.schema]).await.map_err(err)?.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+            let columns: Vec<(String, String, String)> = tx
+                .query(&tx.prepare_cached(sql::SOURCE_COLUMNS).await.map_err(err)?, &[&plan.schema])
+                .await
+                .map_err(err)?
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect();
             let source_hash = plan::source_hash(&columns);
             tx.rollback().await.map_err(err)?;
             if f.wrapper == "postgres_fdw"
@@ -876,8 +891,8 @@ impl Database {
         extension: &str,
     ) -> Result<(Locked, Option<String>), tokio_postgres::Error> {
         self.count(2, 0);
-        tx.execute(sql::LOCK_SCHEMA, &[&schema]).await?;
-        let row = tx.query_one(sql::OBSERVE_ONE, &[&schema, &server, &wrapper, &extension]).await?;
+        tx.execute(&tx.prepare_cached(sql::LOCK_SCHEMA).await?, &[&schema]).await?;
+        let row = tx.query_one(&tx.prepare_cached(sql::OBSERVE_ONE).await?, &[&schema, &server, &wrapper, &extension]).await?;
         let views: Vec<String> = row.get("views");
         let locked = Locked {
             observed: Observed {
