@@ -260,8 +260,10 @@ impl RecentTests {
 enum ByAttach {
     /// An attach imported and read a row with this spec and credentials.
     Proven(TestResult, Tested),
-    /// An attachment made with the connection has not reported yet.
-    Pending,
+    /// An attachment made with the connection has not reported yet; the
+    /// wait ends after this long. Its report queues the connection (its
+    /// list changes), so nothing polls meanwhile.
+    Pending(Duration),
     /// The test runs.
     No,
 }
@@ -293,15 +295,18 @@ fn first_test_by_attach(ctx: &Context, conn: &Connection, credentials: Option<&s
         let found = Tested { tables: i64::from(proof.tables), source_hash: proof.source_hash.unwrap_or_default() };
         return ByAttach::Proven(result, found);
     }
-    let young =
-        conn.metadata.creation_timestamp.as_ref().is_some_and(|t| {
-            std::time::Duration::try_from(jiff::Timestamp::now().duration_since(t.0)).unwrap_or_default() < WAIT_FOR_ATTACH
-        });
+    let age = conn.metadata.creation_timestamp.as_ref().map(|t| {
+        std::time::Duration::try_from(jiff::Timestamp::now().duration_since(t.0)).unwrap_or_default()
+    });
+    let left = age.and_then(|age| WAIT_FOR_ATTACH.checked_sub(age)).filter(|left| !left.is_zero());
     let pending = attachments.iter().any(|a| {
         a.metadata.deletion_timestamp.is_none()
             && a.status.as_ref().is_none_or(|s| conditions::find(&s.conditions, conditions::READY).is_none())
     });
-    if young && pending { ByAttach::Pending } else { ByAttach::No }
+    match left {
+        Some(left) if pending => ByAttach::Pending(left),
+        _ => ByAttach::No,
+    }
 }
 
 /// The source's schema after a test: a new hash changes `changedAt` (and
@@ -353,7 +358,7 @@ pub async fn reconcile(conn: Arc<Connection>, ctx: Arc<Context>) -> Result<Actio
                 proven = Some((result, found));
                 cause = None;
             }
-            ByAttach::Pending => {
+            ByAttach::Pending(left) => {
                 report(
                     &conn,
                     &ctx,
@@ -362,7 +367,7 @@ pub async fn reconcile(conn: Arc<Connection>, ctx: Arc<Context>) -> Result<Actio
                     source,
                 )
                 .await?;
-                return Ok(requeue(Duration::from_secs(1)));
+                return Ok(requeue(left + Duration::from_millis(100)));
             }
             ByAttach::No => {}
         }
