@@ -14,7 +14,9 @@
 //! attachment that still exists. A woken attachment that does not come
 //! back for its ticket (its reconcile found nothing to do) strands
 //! nothing: the next ticket handed back wakes the next, and a parked
-//! reconcile is also requeued after `PARKED_RETRY` in case nothing runs.
+//! reconcile is also requeued, in case nothing runs, after `PARKED_RETRY`
+//! plus a share of the queue ahead of it: thousands of parked attachments
+//! retrying every few seconds would be most of the controller's work.
 //!
 //! A suspect (an attachment whose source last timed out or was unreachable)
 //! never takes the last ticket, just as it never takes the pool's last
@@ -23,6 +25,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::context::{Stores, Triggers};
 
@@ -54,8 +57,26 @@ pub struct Ticket {
 }
 
 /// When a parked attachment tries again on its own, in case its wake was
-/// lost.
-pub const PARKED_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+/// lost: this long, plus `PARKED_RETRY_PER_TURN` for each turn of the
+/// tickets ahead of it, up to `PARKED_RETRY_MAX`.
+pub const PARKED_RETRY: Duration = Duration::from_secs(10);
+const PARKED_RETRY_PER_TURN: Duration = Duration::from_millis(200);
+const PARKED_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// An attachment without a ticket, and how many are parked ahead of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parked {
+    ahead: usize,
+    limit: usize,
+}
+
+impl Parked {
+    /// When to try again if no wake comes.
+    pub fn retry(&self) -> Duration {
+        let turns = u32::try_from(self.ahead / self.limit).unwrap_or(u32::MAX);
+        (PARKED_RETRY + PARKED_RETRY_PER_TURN.saturating_mul(turns)).min(PARKED_RETRY_MAX)
+    }
+}
 
 impl Admission {
     /// `wake` queues a reconcile of a parked attachment and says whether it
@@ -77,9 +98,9 @@ impl Admission {
     }
 
     /// A ticket for `attachment` to run against the workspace `key`, or
-    /// `None`: it is parked, and will be woken when a ticket comes back.
-    /// A `suspect` leaves the last ticket to the others.
-    pub fn enter(&self, key: &WsKey, attachment: &str, suspect: bool) -> Option<Ticket> {
+    /// `Parked`: it will be woken when a ticket comes back. A `suspect`
+    /// leaves the last ticket to the others.
+    pub fn enter(&self, key: &WsKey, attachment: &str, suspect: bool) -> Result<Ticket, Parked> {
         let mut gates = self.0.gates.lock().unwrap();
         let gate = gates.entry(key.clone()).or_default();
         if gate.busy < self.0.limit_for(suspect) {
@@ -87,14 +108,17 @@ impl Admission {
                 gate.queue.retain(|(a, _)| a != attachment);
             }
             gate.busy += 1;
-            return Some(Ticket { inner: self.0.clone(), key: key.clone() });
+            return Ok(Ticket { inner: self.0.clone(), key: key.clone() });
         }
-        if gate.queued.insert(attachment.to_owned()) {
+        let ahead = if gate.queued.insert(attachment.to_owned()) {
             gate.queue.push_back((attachment.to_owned(), suspect));
-        } else if let Some(entry) = gate.queue.iter_mut().find(|(a, _)| a == attachment) {
-            entry.1 = suspect;
-        }
-        None
+            gate.queue.len() - 1
+        } else {
+            let at = gate.queue.iter().position(|(a, _)| a == attachment).unwrap_or(0);
+            gate.queue[at].1 = suspect;
+            at
+        };
+        Err(Parked { ahead, limit: self.0.limit })
     }
 
     /// Attachments parked for `key`.
@@ -108,6 +132,12 @@ impl Inner {
     /// How many tickets may be out when `suspect` asks for one.
     fn limit_for(&self, suspect: bool) -> usize {
         if suspect { self.limit.saturating_sub(1).max(1) } else { self.limit }
+    }
+}
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticket").field("workspace", &self.key).finish()
     }
 }
 
@@ -163,7 +193,7 @@ mod tests {
         let (a, woken) = admission(2);
         let t1 = a.enter(&key("w"), "a1", false).unwrap();
         let _t2 = a.enter(&key("w"), "a2", false).unwrap();
-        assert!(a.enter(&key("w"), "a3", false).is_none());
+        assert!(a.enter(&key("w"), "a3", false).is_err());
         // Another workspace has its own tickets.
         let _other = a.enter(&key("v"), "b1", false).unwrap();
         assert_eq!(a.parked(&key("w")), 1);
@@ -171,7 +201,7 @@ mod tests {
         assert_eq!(*woken.lock().unwrap(), ["a3"]);
         assert_eq!(a.parked(&key("w")), 0);
         let _t3 = a.enter(&key("w"), "a3", false).unwrap();
-        assert!(a.enter(&key("w"), "a4", false).is_none());
+        assert!(a.enter(&key("w"), "a4", false).is_err());
     }
 
     #[test]
@@ -179,7 +209,7 @@ mod tests {
         let (a, woken) = admission(1);
         let t = a.enter(&key("w"), "a1", false).unwrap();
         for name in ["a2", "gone", "a3", "a2"] {
-            assert!(a.enter(&key("w"), name, false).is_none());
+            assert!(a.enter(&key("w"), name, false).is_err());
         }
         assert_eq!(a.parked(&key("w")), 3, "parked once each");
         drop(t);
@@ -195,9 +225,9 @@ mod tests {
         let (a, woken) = admission(3);
         let s1 = a.enter(&key("w"), "s1", true).unwrap();
         let _s2 = a.enter(&key("w"), "s2", true).unwrap();
-        assert!(a.enter(&key("w"), "s3", true).is_none(), "the last ticket is not for a suspect");
+        assert!(a.enter(&key("w"), "s3", true).is_err(), "the last ticket is not for a suspect");
         let h1 = a.enter(&key("w"), "h1", false).unwrap();
-        assert!(a.enter(&key("w"), "h2", false).is_none());
+        assert!(a.enter(&key("w"), "h2", false).is_err());
         // A ticket back with two out: only a healthy one may have it, so h2
         // is woken ahead of the suspect parked before it.
         drop(h1);
@@ -209,7 +239,22 @@ mod tests {
         assert_eq!(*woken.lock().unwrap(), ["h2", "s3"]);
         // With a single ticket, a suspect still gets it.
         let (one, _) = admission(1);
-        assert!(one.enter(&key("w"), "s", true).is_some());
+        assert!(one.enter(&key("w"), "s", true).is_ok());
+    }
+
+    #[test]
+    fn the_retry_of_a_parked_attachment_grows_with_the_queue_ahead() {
+        let (a, _) = admission(4);
+        let _tickets: Vec<_> = (0..4).map(|i| a.enter(&key("w"), &format!("t{i}"), false).unwrap()).collect();
+        let first = a.enter(&key("w"), "p0", false).unwrap_err();
+        assert_eq!(first.retry(), PARKED_RETRY);
+        for i in 1..2_000 {
+            assert!(a.enter(&key("w"), &format!("p{i}"), false).is_err());
+        }
+        // 100 ahead, 4 tickets: 25 turns of 200 ms.
+        assert_eq!(a.enter(&key("w"), "p100", false).unwrap_err().retry(), Duration::from_secs(15));
+        assert_eq!(a.enter(&key("w"), "p1000", false).unwrap_err().retry(), Duration::from_secs(60));
+        assert_eq!(a.enter(&key("w"), "p1999", false).unwrap_err().retry(), PARKED_RETRY_MAX, "bounded");
     }
 
     #[test]
@@ -218,8 +263,8 @@ mod tests {
         // next one, and the queue moves on when that one is done.
         let (a, woken) = admission(1);
         let t = a.enter(&key("w"), "a1", false).unwrap();
-        assert!(a.enter(&key("w"), "a2", false).is_none());
-        assert!(a.enter(&key("w"), "a3", false).is_none());
+        assert!(a.enter(&key("w"), "a2", false).is_err());
+        assert!(a.enter(&key("w"), "a3", false).is_err());
         drop(t);
         let t = a.enter(&key("w"), "a4", false).unwrap();
         drop(t);

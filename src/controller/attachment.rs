@@ -39,12 +39,12 @@ struct Step {
     /// What this reconcile's import proved, if it imported.
     proof: Option<crate::api::ImportProof>,
     /// No ticket for the workspace: nothing ran, nothing is reported.
-    parked: bool,
+    parked: Option<super::admission::Parked>,
 }
 
 impl Step {
-    fn parked() -> Self {
-        Step { parked: true, ..Step::from(Failure::new(Reason::Progressing, "waiting for a session of the workspace")) }
+    fn parked(parked: super::admission::Parked) -> Self {
+        Step { parked: Some(parked), ..Step::from(Failure::new(Reason::Progressing, "waiting for a session of the workspace")) }
     }
 
     fn with_schema(mut self, schema: &str) -> Self {
@@ -55,7 +55,7 @@ impl Step {
 
 impl From<Failure> for Step {
     fn from(outcome: Failure) -> Self {
-        Step { outcome, schema: None, tables: None, change: None, detached: Vec::new(), proof: None, parked: false }
+        Step { outcome, schema: None, tables: None, change: None, detached: Vec::new(), proof: None, parked: None }
     }
 }
 
@@ -73,9 +73,9 @@ pub async fn reconcile(att: Arc<WorkspaceConnection>, ctx: Arc<Context>) -> Resu
 
 async fn apply(att: &WorkspaceConnection, ctx: &Context) -> Result<Action, Error> {
     let step = attach(att, ctx).await;
-    if step.parked {
+    if let Some(parked) = step.parked {
         // Woken when a ticket comes back; the retry covers a lost wake.
-        return Ok(Action::requeue(super::admission::PARKED_RETRY));
+        return Ok(Action::requeue(parked.retry()));
     }
     report(att, ctx, &step).await?;
     let key = BackoffKey::of(att);
@@ -157,8 +157,9 @@ async fn attach(att: &WorkspaceConnection, ctx: &Context) -> Step {
             .is_some_and(|c| c.reason == Reason::Timeout.as_str() || c.reason == Reason::HostUnreachable.as_str())
     });
     let joins = aggregates::joined_by(&ctx.stores, &ns, &att.spec.workspace, &conn);
-    let Some(ticket) = ctx.admission.enter(&ws_key, &att.name_any(), suspect) else {
-        return Step::parked();
+    let ticket = match ctx.admission.enter(&ws_key, &att.name_any(), suspect) {
+        Ok(ticket) => ticket,
+        Err(parked) => return Step::parked(parked),
     };
     let started = std::time::Instant::now();
     let attached = db.attach(&plan, suspect, &joins).await;

@@ -268,8 +268,12 @@ enum ByAttach {
     No,
 }
 
-/// How long a new connection's first test waits for its attachments.
-const WAIT_FOR_ATTACH: Duration = Duration::from_secs(30);
+/// How long a new connection's first test waits for its attachments that
+/// have not reported at all (a failed attach reports, and ends the wait at
+/// once). In a bulk apply of thousands, an attachment may wait minutes in
+/// its workspace's queue, and a test that gave up on it would import the
+/// source a second time, competing with the attaches for the same pools.
+const WAIT_FOR_ATTACH: Duration = Duration::from_secs(300);
 
 fn first_test_by_attach(ctx: &Context, conn: &Connection, credentials: Option<&str>) -> ByAttach {
     let ns = conn.namespace().unwrap_or_default();

@@ -118,6 +118,19 @@ pub const LIST_DELAY: Duration = Duration::from_millis(500);
 /// passed since the last write.
 pub const LIST_INTERVAL: Duration = Duration::from_secs(3);
 
+/// A long list waits longer: every write of it is decoded, validated entry
+/// by entry and stored whole by the apiserver, and sent to every watcher,
+/// so a workspace of 1,200 attachments rewritten every 3 s was most of the
+/// apiserver's work in a bulk apply. This much per entry, up to
+/// `LIST_INTERVAL_MAX`.
+pub const LIST_INTERVAL_PER_ENTRY: Duration = Duration::from_millis(20);
+pub const LIST_INTERVAL_MAX: Duration = Duration::from_secs(30);
+
+/// The least time between two writes of a list of `entries`.
+pub fn list_interval(entries: usize) -> Duration {
+    LIST_INTERVAL_PER_ENTRY.saturating_mul(u32::try_from(entries).unwrap_or(u32::MAX)).clamp(LIST_INTERVAL, LIST_INTERVAL_MAX)
+}
+
 /// The list updates on their way, and when each object's last went out.
 #[derive(Default)]
 pub struct Delayed {
@@ -144,10 +157,11 @@ impl Triggers {
         Triggers { workspaces, connections, attachments, delayed: Arc::default() }
     }
 
-    /// Queues the workspace (or the connection) after `LIST_DELAY`, or
-    /// `LIST_INTERVAL` after its last list update if that is later, once
-    /// for all the requests made meanwhile.
-    pub fn list_changed(&self, workspace: bool, ns: &str, name: &str) {
+    /// Queues the workspace (or the connection), whose list holds
+    /// `entries`, after `LIST_DELAY`, or `list_interval(entries)` after its
+    /// last list update if that is later, once for all the requests made
+    /// meanwhile.
+    pub fn list_changed(&self, workspace: bool, ns: &str, name: &str, entries: usize) {
         let key = (workspace, ns.to_owned(), name.to_owned());
         let now = tokio::time::Instant::now();
         let at = {
@@ -155,10 +169,10 @@ impl Triggers {
             if !delayed.pending.insert(key.clone()) {
                 return;
             }
-            let after_last = delayed.fired.get(&key).map(|t| *t + LIST_INTERVAL);
+            let after_last = delayed.fired.get(&key).map(|t| *t + list_interval(entries));
             // Forget what is long past, now and then.
             if delayed.fired.len() > 4096 {
-                delayed.fired.retain(|_, t| now.duration_since(*t) < LIST_INTERVAL);
+                delayed.fired.retain(|_, t| now.duration_since(*t) < LIST_INTERVAL_MAX);
             }
             after_last.map_or(now + LIST_DELAY, |t| t.max(now + LIST_DELAY))
         };
@@ -362,21 +376,36 @@ mod tests {
         let start = tokio::time::Instant::now();
         // Three changes at once: one update, after LIST_DELAY.
         for _ in 0..3 {
-            triggers.list_changed(true, "ns", "ws");
+            triggers.list_changed(true, "ns", "ws", 10);
         }
         assert_eq!(ws_rx.next().await.unwrap().name, "ws");
         assert_eq!(start.elapsed(), LIST_DELAY);
         // More right after: gathered until LIST_INTERVAL after that one.
-        triggers.list_changed(true, "ns", "ws");
-        triggers.list_changed(true, "ns", "ws");
+        triggers.list_changed(true, "ns", "ws", 10);
+        triggers.list_changed(true, "ns", "ws", 10);
         ws_rx.next().await.unwrap();
         assert_eq!(start.elapsed(), LIST_DELAY + LIST_INTERVAL);
         // Once it is quiet, a change waits LIST_DELAY again.
         tokio::time::sleep(LIST_INTERVAL * 2).await;
         let quiet = tokio::time::Instant::now();
-        triggers.list_changed(true, "ns", "ws");
+        triggers.list_changed(true, "ns", "ws", 10);
         ws_rx.next().await.unwrap();
         assert_eq!(quiet.elapsed(), LIST_DELAY);
+        // Right after a write, a long list waits its own, longer interval.
+        let last = tokio::time::Instant::now();
+        triggers.list_changed(true, "ns", "ws", 1_000);
+        ws_rx.next().await.unwrap();
+        assert_eq!(last.elapsed(), Duration::from_secs(20));
         assert!(ws_rx.try_recv().is_err(), "nothing else queued");
+    }
+
+    #[test]
+    fn long_lists_wait_longer_up_to_a_bound() {
+        assert_eq!(list_interval(0), LIST_INTERVAL);
+        assert_eq!(list_interval(150), LIST_INTERVAL);
+        assert_eq!(list_interval(400), Duration::from_secs(8));
+        assert_eq!(list_interval(1_200), Duration::from_secs(24));
+        assert_eq!(list_interval(12_000), LIST_INTERVAL_MAX);
+        assert_eq!(list_interval(usize::MAX), LIST_INTERVAL_MAX);
     }
 }

@@ -47,6 +47,10 @@ impl Refs {
         }
     }
 
+    fn count_referring(&self, role: &'static str, ns: &str, target: &str) -> usize {
+        self.back.get(&(role, ns.to_owned(), target.to_owned())).map_or(0, BTreeSet::len)
+    }
+
     fn referring(&self, role: &'static str, ns: &str, target: &str) -> Vec<String> {
         self.back.get(&(role, ns.to_owned(), target.to_owned())).map(|s| s.iter().cloned().collect()).unwrap_or_default()
     }
@@ -128,6 +132,11 @@ impl Index {
     }
 
     /// The attachments to a workspace, sorted by name.
+    /// How many attachments a workspace's (or a connection's) list holds.
+    pub fn list_len(&self, workspace: bool, ns: &str, name: &str) -> usize {
+        self.attachments.refs.count_referring(if workspace { WORKSPACE } else { CONNECTION }, ns, name)
+    }
+
     pub fn by_workspace(&self, ns: &str, workspace: &str) -> Vec<String> {
         self.attachments.refs.referring(WORKSPACE, ns, workspace)
     }

@@ -119,11 +119,12 @@ pub fn attachment_changed(stores: &Stores, triggers: &Triggers, event: &Event<Wo
     let ns = att.namespace().unwrap_or_default();
     // Their lists show the attachment; those that are gone list nothing.
     // The lists of a bulk apply's attachments are written together.
+    let entries = |workspace: bool, name: &str| stores.index.read().unwrap().list_len(workspace, &ns, name);
     if stores.workspace(&ns, &att.spec.workspace).is_some() {
-        triggers.list_changed(true, &ns, &att.spec.workspace);
+        triggers.list_changed(true, &ns, &att.spec.workspace, entries(true, &att.spec.workspace));
     }
     if stores.connection(&ns, &att.spec.connection).is_some() {
-        triggers.list_changed(false, &ns, &att.spec.connection);
+        triggers.list_changed(false, &ns, &att.spec.connection, entries(false, &att.spec.connection));
     }
     // An attachment that comes, goes, or turns Ready or not changes the
     // members of the aggregators attached to the same workspace, and what
