@@ -1,6 +1,6 @@
 //! What every reconciler shares: the settings, the stores and indexes of its
 //! scope, the triggers that queue other controllers, per-object backoff,
-//! the pools, the Event recorder, the metrics, and the one error type.
+//! the pools, the Event reporter, the metrics, and the one error type.
 
 use std::collections::HashMap;
 use std::ops::Deref;
@@ -10,7 +10,6 @@ use std::time::Duration;
 use futures::channel::mpsc::UnboundedSender;
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use tracing::warn;
@@ -278,7 +277,8 @@ pub struct Shared {
     pub pools: Arc<Pools>,
     pub observations: Arc<Observations>,
     pub backoff: Backoff,
-    pub recorder: Recorder,
+    /// `reportingInstance` of the Events this process publishes.
+    pub reporting_instance: String,
     pub metrics: Arc<Metrics>,
     pub recent_tests: super::connection::RecentTests,
 }
@@ -294,7 +294,7 @@ impl Shared {
             pools: Arc::new(Pools::new(settings.pool_sizes, settings.timeouts, counters)),
             observations: Arc::default(),
             backoff: Backoff::default(),
-            recorder: Recorder::new(client.clone(), Reporter { controller: MANAGER.into(), instance: std::env::var("POD_NAME").ok() }),
+            reporting_instance: std::env::var("POD_NAME").unwrap_or_else(|_| MANAGER.to_owned()),
             client,
             settings,
             metrics,
