@@ -110,13 +110,16 @@ impl Admission {
             gate.busy += 1;
             return Ok(Ticket { inner: self.0.clone(), key: key.clone() });
         }
-        let ahead = if gate.queued.insert(attachment.to_owned()) {
-            gate.queue.push_back((attachment.to_owned(), suspect));
-            gate.queue.len() - 1
-        } else {
-            let at = gate.queue.iter().position(|(a, _)| a == attachment).unwrap_or(0);
-            gate.queue[at].1 = suspect;
-            at
+        let ahead = match gate.queue.iter().position(|(a, _)| a == attachment) {
+            Some(at) => {
+                gate.queue[at].1 = suspect;
+                at
+            }
+            None => {
+                gate.queued.insert(attachment.to_owned());
+                gate.queue.push_back((attachment.to_owned(), suspect));
+                gate.queue.len() - 1
+            }
         };
         Err(Parked { ahead, limit: self.0.limit })
     }
