@@ -149,7 +149,7 @@ pub async fn event<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, warnin
     let namespace = regarding.namespace.clone().unwrap_or_else(|| "default".to_owned());
     let event = Event {
         metadata: ObjectMeta {
-            name: Some(format!("{}.{:x}", regarding.name.as_deref().unwrap_or(MANAGER), now.as_nanosecond())),
+            name: Some(event_name(regarding.name.as_deref().unwrap_or(MANAGER), now.as_nanosecond())),
             namespace: Some(namespace.clone()),
             ..Default::default()
         },
@@ -169,6 +169,15 @@ pub async fn event<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, warnin
     }
 }
 
+/// `<object>.<time in hex>`, as kube's recorder names Events, cut so that
+/// an object with a name of the full 253 characters still gets its Events.
+fn event_name(object: &str, nanos: i128) -> String {
+    let suffix = format!(".{nanos:x}");
+    let room = 253usize.saturating_sub(suffix.len());
+    let prefix: String = object.chars().take(room).collect();
+    format!("{}{suffix}", prefix.trim_end_matches(['.', '-']))
+}
+
 /// An attachment's state as the aggregate lists and the metrics show it:
 /// `Ready`, the reason it is not, or `Pending` before its first status.
 pub fn attachment_state(att: &crate::api::WorkspaceConnection) -> String {
@@ -177,5 +186,24 @@ pub fn attachment_state(att: &crate::api::WorkspaceConnection) -> String {
         Some(c) if c.status == "True" => "Ready".to_owned(),
         Some(c) => c.reason.clone(),
         None => "Pending".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::event_name;
+
+    #[test]
+    fn event_names_fit_the_apiserver_limit() {
+        assert_eq!(event_name("ws-sales", 255), "ws-sales.ff");
+        let nanos = 1_800_000_000_000_000_000i128;
+        let long = format!("{}.{}", "a".repeat(230), "b".repeat(22));
+        let name = event_name(&long, nanos);
+        assert!(name.len() <= 253, "{}", name.len());
+        assert!(name.starts_with(&"a".repeat(230)) && name.ends_with(&format!(".{nanos:x}")));
+        // A cut that would end on '.' or '-' drops it: no ".." or "-.".
+        let dotted = format!("{}.{}", "a".repeat(235), "b".repeat(17));
+        let name = event_name(&dotted, nanos);
+        assert!(!name.contains("..") && !name.contains("-."), "{name}");
     }
 }
