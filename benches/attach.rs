@@ -261,6 +261,18 @@ async fn bench(c: usize, ws_count: usize) {
         .ok()
         .and_then(|s| s.lines().next().and_then(|l| l.trim().parse().ok()))
         .expect("the postmaster's pid");
+    let _ = admin.batch_execute("SELECT pg_stat_statements_reset()").await;
+    let src_db = w.src.db.clone();
+    let fold = move |db: &str| {
+        if db.starts_with("bench-ws") || db.starts_with("bench-raw") {
+            "workspace backends".to_owned()
+        } else if db == src_db {
+            "source backends".to_owned()
+        } else {
+            format!("backends of {db}")
+        }
+    };
+    let raw_sampler = PgSampler::start(postmaster, fold.clone());
     let raw_pg_before = tree_cpu_seconds(postmaster);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -294,6 +306,8 @@ async fn bench(c: usize, ws_count: usize) {
     }
     let raw = started.elapsed();
     let raw_pg = tree_cpu_seconds(postmaster) - raw_pg_before;
+    let raw_statements = statement_profile(&admin).await;
+    let raw_pg_parts = raw_sampler.finish();
     let raw_rate = n as f64 / raw.as_secs_f64();
     for db in &raw_dbs {
         admin.batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)")).await.unwrap();
@@ -337,6 +351,7 @@ async fn bench(c: usize, ws_count: usize) {
         &["--namespaces", &w.t.ns, "--pool-size", &POOL.to_string(), "--resync", "15s", "--concurrency", "64"],
     );
     let cpu_before = parts_cpu(op.pid(), postmaster);
+    let bulk_sampler = PgSampler::start(postmaster, fold);
     // MANIFOLD_BENCH_PPROF=<file>: a 20 s CPU profile of the apiserver
     // during the bulk attach (go tool pprof -top <file>).
     let pprof = std::env::var("MANIFOLD_BENCH_PPROF").ok().map(|file| {
@@ -359,6 +374,8 @@ async fn bench(c: usize, ws_count: usize) {
     bulk_seconds.sort_by(|a, b| b.1.total_cmp(&a.1));
     let bulk_seconds: Vec<String> = bulk_seconds.iter().take(8).map(|(k, v)| format!("{k} {v:.1} s")).collect();
     let bulk_rss = status_kib(op.pid(), "VmHWM:");
+    let bulk_statements = statement_profile(&admin).await;
+    let bulk_pg_parts = bulk_sampler.finish();
     let mut events: BTreeMap<String, usize> = BTreeMap::new();
     let event_api: kube::Api<k8s_openapi::api::core::v1::Event> = kube::Api::namespaced(w.t.client.clone(), &w.t.ns);
     for e in event_api.list(&Default::default()).await.unwrap().items {
@@ -535,6 +552,15 @@ async fn bench(c: usize, ws_count: usize) {
     );
     println!("apiserver time serving requests during the bulk attach, the largest: {}", bulk_seconds.join(", "));
     println!("Events during the bulk attach, by object and reason: {events:?}");
+    println!("Postgres CPU by process, raw DDL: {raw_pg_parts}");
+    println!("Postgres CPU by process, the operator's bulk attach: {bulk_pg_parts}");
+    for (what, profile) in [("raw DDL", &raw_statements), ("the operator's bulk attach", &bulk_statements)] {
+        let total: f64 = profile.iter().map(|p| p.1).sum::<f64>() / 1000.0;
+        println!("statements during {what}, every database: {total:.1} s of execution; the largest:");
+        for (query, ms, calls) in profile.iter().take(10) {
+            println!("  {:>8.1} s {calls:>7} calls  {query}", ms / 1000.0);
+        }
+    }
     println!("the operator's counters after the bulk attach and the connections' first tests:");
     for line in &reconciles {
         println!("  {line}");
@@ -553,4 +579,78 @@ async fn bench(c: usize, ws_count: usize) {
     );
     println!("resync query over {schemas} managed schemas: p50 {:?}, p99 {:?}", percentile(&times, 0.5), percentile(&times, 0.99));
     println!("operator peak RSS: {} MiB", peak / 1024);
+}
+
+/// What pg_stat_statements holds, every database together, by statement
+/// (numbers and names folded into one shape): total milliseconds and calls,
+/// the largest first.
+async fn statement_profile(admin: &tokio_postgres::Client) -> Vec<(String, f64, i64)> {
+    let rows = admin
+        .query(
+            "SELECT left(regexp_replace(regexp_replace(query, '\\s+', ' ', 'g'), '(\"?[a-z]+)[0-9]+', '\\1N', 'g'), 90) AS q,
+                    sum(total_exec_time)::float8, sum(calls)::bigint
+               FROM pg_stat_statements GROUP BY 1 ORDER BY 2 DESC",
+            &[],
+        )
+        .await
+        .unwrap_or_default();
+    rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()
+}
+
+/// CPU of a postmaster's processes by what they serve, sampled every
+/// 100 ms until `stop`: a backend counts under its database (folded by
+/// `fold`), an auxiliary process under its title. A backend that exits
+/// loses at most its last 100 ms.
+struct PgSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<BTreeMap<String, f64>>,
+}
+
+impl PgSampler {
+    fn start(postmaster: u64, fold: impl Fn(&str) -> String + Send + 'static) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut first: BTreeMap<u64, f64> = BTreeMap::new();
+            let mut last: BTreeMap<u64, (String, f64)> = BTreeMap::new();
+            let mut sample = |first: &mut BTreeMap<u64, f64>, last: &mut BTreeMap<u64, (String, f64)>| {
+                let children = std::fs::read_to_string(format!("/proc/{postmaster}/task/{postmaster}/children")).unwrap_or_default();
+                for pid in children.split_whitespace().filter_map(|c| c.parse::<u64>().ok()) {
+                    let title = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default().replace('\0', " ");
+                    let title = title.trim().strip_prefix("postgres: ").unwrap_or(title.trim()).to_owned();
+                    let what = match title.split_whitespace().collect::<Vec<_>>()[..] {
+                        // "<user> <database> <host(port)> <activity>"
+                        [_, db, host, ..] if host.contains('(') => fold(db),
+                        _ => title.split_whitespace().take(2).collect::<Vec<_>>().join(" "),
+                    };
+                    let cpu = cpu_seconds(pid);
+                    first.entry(pid).or_insert(cpu);
+                    last.insert(pid, (what, cpu));
+                }
+            };
+            sample(&mut first, &mut last);
+            // Processes alive at the start count from there.
+            let mut base = first.clone();
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                sample(&mut first, &mut last);
+            }
+            let mut by: BTreeMap<String, f64> = BTreeMap::new();
+            for (pid, (what, cpu)) in last {
+                // A process first seen later started after the first sample.
+                let from = base.remove(&pid).unwrap_or(0.0);
+                *by.entry(what).or_default() += cpu - from;
+            }
+            by
+        });
+        PgSampler { stop, thread }
+    }
+
+    fn finish(self) -> String {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let by = self.thread.join().unwrap();
+        let mut by: Vec<(String, f64)> = by.into_iter().filter(|(_, cpu)| *cpu >= 0.05).collect();
+        by.sort_by(|a, b| b.1.total_cmp(&a.1));
+        by.iter().map(|(what, cpu)| format!("{what} {cpu:.1} s")).collect::<Vec<_>>().join(", ")
+    }
 }

@@ -14,6 +14,7 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
 use tracing::info;
 
+use super::admission::Turn;
 use super::aggregates;
 use super::context::{BackoffKey, Context, Error, requeue};
 use super::resolve::{self, SecretUser};
@@ -60,7 +61,11 @@ impl From<Failure> for Step {
 }
 
 pub async fn reconcile(att: Arc<WorkspaceConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let api: Api<WorkspaceConnection> = Api::namespaced(ctx.client.clone(), &att.namespace().unwrap_or_default());
+    let ns = att.namespace().unwrap_or_default();
+    // A ticket kept for this attachment and not used by this reconcile
+    // goes on to the next in its workspace's queue.
+    let _visit = ctx.admission.visit(&(ns.clone(), att.spec.workspace.clone()), &att.name_any());
+    let api: Api<WorkspaceConnection> = Api::namespaced(ctx.client.clone(), &ns);
     finalizer(&api, FINALIZER, att, |event| async {
         match event {
             Finalizer::Apply(att) => apply(&att, &ctx).await,
@@ -157,7 +162,12 @@ async fn attach(att: &WorkspaceConnection, ctx: &Context) -> Step {
             .is_some_and(|c| c.reason == Reason::Timeout.as_str() || c.reason == Reason::HostUnreachable.as_str())
     });
     let joins = aggregates::joined_by(&ctx.stores, &ns, &att.spec.workspace, &conn);
-    let ticket = match ctx.admission.enter(&ws_key, &att.name_any(), suspect) {
+    let turn = Turn {
+        created: conn.metadata.creation_timestamp.as_ref().map_or(0, |t| t.0.as_second()),
+        connection: conn.name_any(),
+        attachment: att.name_any(),
+    };
+    let ticket = match ctx.admission.enter(&ws_key, &turn, suspect) {
         Ok(ticket) => ticket,
         Err(parked) => return Step::parked(parked),
     };

@@ -130,11 +130,31 @@ pub fn list_interval(entries: usize) -> Duration {
     LIST_INTERVAL_PER_ENTRY.saturating_mul(u32::try_from(entries).unwrap_or(u32::MAX)).clamp(LIST_INTERVAL, LIST_INTERVAL_MAX)
 }
 
-/// The list updates on their way, and when each object's last went out.
+/// How long a connection's list waits while some of its attachments are
+/// still on their way in (not reconciled yet, or parked in their
+/// workspace's queue): in a bulk apply its attachments in different
+/// workspaces turn Ready seconds apart, and a list written as each did
+/// was a write per attachment. The list goes out when the last of them
+/// settles (after `LIST_DELAY`), or this long after the first change.
+pub const LIST_SETTLING: Duration = Duration::from_secs(30);
+
+/// What a list update waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListWait {
+    /// A list of this many entries, all settled.
+    Entries(usize),
+    /// Entries still on their way in.
+    Settling,
+}
+
+type ListKey = (bool, String, String);
+
+/// The list updates on their way (and when each goes out), and when each
+/// object's last went out.
 #[derive(Default)]
 pub struct Delayed {
-    pending: std::collections::HashSet<(bool, String, String)>,
-    fired: HashMap<(bool, String, String), tokio::time::Instant>,
+    pending: HashMap<ListKey, tokio::time::Instant>,
+    fired: HashMap<ListKey, tokio::time::Instant>,
 }
 
 /// Queues reconciles on the controllers from outside their own watches.
@@ -156,30 +176,42 @@ impl Triggers {
         Triggers { workspaces, connections, attachments, delayed: Arc::default() }
     }
 
-    /// Queues the workspace (or the connection), whose list holds
-    /// `entries`, after `LIST_DELAY`, or `list_interval(entries)` after its
-    /// last list update if that is later, once for all the requests made
-    /// meanwhile.
-    pub fn list_changed(&self, workspace: bool, ns: &str, name: &str, entries: usize) {
+    /// Queues the workspace (or the connection) for its list update, once
+    /// for all the requests made meanwhile: after `LIST_DELAY`, or
+    /// `list_interval(entries)` after its last list update if that is
+    /// later; while entries are `Settling`, `LIST_SETTLING` after the last
+    /// update, or after now if there was none lately. An update already on
+    /// its way is never put off, only brought forward.
+    pub fn list_changed(&self, workspace: bool, ns: &str, name: &str, wait: ListWait) {
         let key = (workspace, ns.to_owned(), name.to_owned());
         let now = tokio::time::Instant::now();
         let at = {
             let mut delayed = self.delayed.lock().unwrap();
-            if !delayed.pending.insert(key.clone()) {
+            let last = delayed.fired.get(&key).copied();
+            let after_last = match wait {
+                ListWait::Entries(entries) => last.map(|t| t + list_interval(entries)),
+                ListWait::Settling => Some(last.unwrap_or(now) + LIST_SETTLING),
+            };
+            let at = after_last.map_or(now + LIST_DELAY, |t| t.max(now + LIST_DELAY));
+            if delayed.pending.get(&key).is_some_and(|due| *due <= at) {
                 return;
             }
-            let after_last = delayed.fired.get(&key).map(|t| *t + list_interval(entries));
             // Forget what is long past, now and then.
             if delayed.fired.len() > 4096 {
-                delayed.fired.retain(|_, t| now.duration_since(*t) < LIST_INTERVAL_MAX);
+                delayed.fired.retain(|_, t| now.duration_since(*t) < LIST_INTERVAL_MAX.max(LIST_SETTLING));
             }
-            after_last.map_or(now + LIST_DELAY, |t| t.max(now + LIST_DELAY))
+            delayed.pending.insert(key.clone(), at);
+            at
         };
         let this = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep_until(at).await;
             {
                 let mut delayed = this.delayed.lock().unwrap();
+                // Brought forward: the earlier one went out.
+                if delayed.pending.get(&key) != Some(&at) {
+                    return;
+                }
                 delayed.pending.remove(&key);
                 delayed.fired.insert(key.clone(), tokio::time::Instant::now());
             }
@@ -376,27 +408,65 @@ mod tests {
         let start = tokio::time::Instant::now();
         // Three changes at once: one update, after LIST_DELAY.
         for _ in 0..3 {
-            triggers.list_changed(true, "ns", "ws", 10);
+            triggers.list_changed(true, "ns", "ws", ListWait::Entries(10));
         }
         assert_eq!(ws_rx.next().await.unwrap().name, "ws");
         assert_eq!(start.elapsed(), LIST_DELAY);
         // More right after: gathered until LIST_INTERVAL after that one.
-        triggers.list_changed(true, "ns", "ws", 10);
-        triggers.list_changed(true, "ns", "ws", 10);
+        triggers.list_changed(true, "ns", "ws", ListWait::Entries(10));
+        triggers.list_changed(true, "ns", "ws", ListWait::Entries(10));
         ws_rx.next().await.unwrap();
         assert_eq!(start.elapsed(), LIST_DELAY + LIST_INTERVAL);
         // Once it is quiet, a change waits LIST_DELAY again.
         tokio::time::sleep(LIST_INTERVAL * 2).await;
         let quiet = tokio::time::Instant::now();
-        triggers.list_changed(true, "ns", "ws", 10);
+        triggers.list_changed(true, "ns", "ws", ListWait::Entries(10));
         ws_rx.next().await.unwrap();
         assert_eq!(quiet.elapsed(), LIST_DELAY);
         // Right after a write, a long list waits its own, longer interval.
         let last = tokio::time::Instant::now();
-        triggers.list_changed(true, "ns", "ws", 1_000);
+        triggers.list_changed(true, "ns", "ws", ListWait::Entries(1_000));
         ws_rx.next().await.unwrap();
         assert_eq!(last.elapsed(), Duration::from_secs(20));
         assert!(ws_rx.try_recv().is_err(), "nothing else queued");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_settling_list_waits_for_its_last_entry_or_its_bound() {
+        let (ws_tx, _ws_rx) = unbounded();
+        let (conn_tx, mut conn_rx) = unbounded();
+        let (att_tx, _att_rx) = unbounded();
+        let triggers = Triggers::new(ws_tx, conn_tx, att_tx);
+        let settling = |t: &Triggers| t.list_changed(false, "ns", "c", ListWait::Settling);
+        // Entries on their way: nothing goes out until the last settles.
+        let start = tokio::time::Instant::now();
+        settling(&triggers);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        settling(&triggers);
+        assert!(conn_rx.try_recv().is_err());
+        // The last one settles: the update is brought forward to LIST_DELAY.
+        let settled = tokio::time::Instant::now();
+        triggers.list_changed(false, "ns", "c", ListWait::Entries(10));
+        assert_eq!(conn_rx.next().await.unwrap().name, "c");
+        assert_eq!(settled.elapsed(), LIST_DELAY);
+        // The update first planned does not go out a second time.
+        tokio::time::sleep(LIST_SETTLING).await;
+        assert!(conn_rx.try_recv().is_err(), "one update");
+        // Entries that never settle are listed every LIST_SETTLING.
+        let last = tokio::time::Instant::now() - LIST_SETTLING;
+        settling(&triggers);
+        conn_rx.next().await.unwrap();
+        assert_eq!(last.elapsed(), LIST_SETTLING + LIST_DELAY);
+        settling(&triggers);
+        conn_rx.next().await.unwrap();
+        assert_eq!(last.elapsed(), LIST_SETTLING * 2 + LIST_DELAY);
+        // An entry on its way does not put off an update already planned.
+        triggers.list_changed(false, "ns", "c", ListWait::Entries(10));
+        settling(&triggers);
+        conn_rx.next().await.unwrap();
+        assert_eq!(last.elapsed(), LIST_SETTLING * 2 + LIST_DELAY + LIST_INTERVAL);
+        assert!(conn_rx.try_recv().is_err());
+        assert!(start.elapsed() > LIST_SETTLING);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher::Event;
 
-use super::context::{Stores, Triggers};
+use super::context::{ListWait, Stores, Triggers};
 use crate::api::{Connection, Reason, TestOutcome, Workspace, WorkspaceConnection, conditions};
 
 /// The object of a change event, and whether `summary` of it differs from
@@ -121,10 +121,21 @@ pub fn attachment_changed(stores: &Stores, triggers: &Triggers, event: &Event<Wo
     // The lists of a bulk apply's attachments are written together.
     let entries = |workspace: bool, name: &str| stores.index.read().unwrap().list_len(workspace, &ns, name);
     if stores.workspace(&ns, &att.spec.workspace).is_some() {
-        triggers.list_changed(true, &ns, &att.spec.workspace, entries(true, &att.spec.workspace));
+        triggers.list_changed(true, &ns, &att.spec.workspace, ListWait::Entries(entries(true, &att.spec.workspace)));
     }
     if stores.connection(&ns, &att.spec.connection).is_some() {
-        triggers.list_changed(false, &ns, &att.spec.connection, entries(false, &att.spec.connection));
+        // A connection's attachments that have not reported yet are on
+        // their way (a bulk apply): its list waits for them. The store
+        // still holds this one as it was before the event.
+        let unreported = |a: &WorkspaceConnection| {
+            a.metadata.deletion_timestamp.is_none()
+                && a.status.as_ref().is_none_or(|s| conditions::find(&s.conditions, conditions::READY).is_none())
+        };
+        let name = att.name_any();
+        let settling = (!matches!(event, Event::Delete(_)) && unreported(&att))
+            || stores.attachments_of_connection(&ns, &att.spec.connection).iter().any(|a| a.name_any() != name && unreported(a));
+        let wait = if settling { ListWait::Settling } else { ListWait::Entries(entries(false, &att.spec.connection)) };
+        triggers.list_changed(false, &ns, &att.spec.connection, wait);
     }
     // An attachment that comes, goes, or turns Ready or not changes the
     // members of the aggregators attached to the same workspace, and what
