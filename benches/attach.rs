@@ -250,6 +250,9 @@ async fn bench(c: usize, ws_count: usize) {
     let include: Vec<String> = (0..TABLES).map(|t| format!("t{t:02}")).collect();
     let admin = w.pg.connect("postgres").await;
     let _ = admin.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").await;
+    // Planning time too, by statement (this instance is the benchmark's own).
+    let _ = admin.batch_execute("ALTER SYSTEM SET pg_stat_statements.track_planning = on").await;
+    let _ = admin.batch_execute("SELECT pg_reload_conf()").await;
 
     // 1a. Raw DDL: the attach transaction, 4 clients per workspace database,
     // the operator's parallelism.
@@ -264,7 +267,7 @@ async fn bench(c: usize, ws_count: usize) {
     let _ = admin.batch_execute("SELECT pg_stat_statements_reset()").await;
     let src_db = w.src.db.clone();
     let fold = move |db: &str| {
-        if db.starts_with("bench-ws") || db.starts_with("bench-raw") {
+        if db.starts_with("bench_ws") || db.starts_with("bench_raw") {
             "workspace backends".to_owned()
         } else if db == src_db {
             "source backends".to_owned()
@@ -555,10 +558,11 @@ async fn bench(c: usize, ws_count: usize) {
     println!("Postgres CPU by process, raw DDL: {raw_pg_parts}");
     println!("Postgres CPU by process, the operator's bulk attach: {bulk_pg_parts}");
     for (what, profile) in [("raw DDL", &raw_statements), ("the operator's bulk attach", &bulk_statements)] {
-        let total: f64 = profile.iter().map(|p| p.1).sum::<f64>() / 1000.0;
-        println!("statements during {what}, every database: {total:.1} s of execution; the largest:");
-        for (query, ms, calls) in profile.iter().take(10) {
-            println!("  {:>8.1} s {calls:>7} calls  {query}", ms / 1000.0);
+        let plan: f64 = profile.iter().map(|p| p.1).sum::<f64>() / 1000.0;
+        let exec: f64 = profile.iter().map(|p| p.2).sum::<f64>() / 1000.0;
+        println!("statements during {what}, every database: {plan:.1} s planning, {exec:.1} s executing; the largest:");
+        for (query, plan, exec, calls) in profile.iter().take(12) {
+            println!("  plan {:>6.1} s exec {:>6.1} s {calls:>7} calls  {query}", plan / 1000.0, exec / 1000.0);
         }
     }
     println!("the operator's counters after the bulk attach and the connections' first tests:");
@@ -582,19 +586,19 @@ async fn bench(c: usize, ws_count: usize) {
 }
 
 /// What pg_stat_statements holds, every database together, by statement
-/// (numbers and names folded into one shape): total milliseconds and calls,
-/// the largest first.
-async fn statement_profile(admin: &tokio_postgres::Client) -> Vec<(String, f64, i64)> {
+/// (numbers and names folded into one shape): milliseconds of planning and
+/// execution, and calls, the largest first.
+async fn statement_profile(admin: &tokio_postgres::Client) -> Vec<(String, f64, f64, i64)> {
     let rows = admin
         .query(
             "SELECT left(regexp_replace(regexp_replace(query, '\\s+', ' ', 'g'), '(\"?[a-z]+)[0-9]+', '\\1N', 'g'), 90) AS q,
-                    sum(total_exec_time)::float8, sum(calls)::bigint
-               FROM pg_stat_statements GROUP BY 1 ORDER BY 2 DESC",
+                    sum(total_plan_time)::float8, sum(total_exec_time)::float8, sum(calls)::bigint
+               FROM pg_stat_statements GROUP BY 1 ORDER BY sum(total_plan_time + total_exec_time) DESC",
             &[],
         )
         .await
         .unwrap_or_default();
-    rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()
+    rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect()
 }
 
 /// CPU of a postmaster's processes by what they serve, sampled every
@@ -621,6 +625,7 @@ impl PgSampler {
                     let what = match title.split_whitespace().collect::<Vec<_>>()[..] {
                         // "<user> <database> <host(port)> <activity>"
                         [_, db, host, ..] if host.contains('(') => fold(db),
+                        [] => "exited".to_owned(),
                         _ => title.split_whitespace().take(2).collect::<Vec<_>>().join(" "),
                     };
                     let cpu = cpu_seconds(pid);
