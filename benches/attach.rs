@@ -617,7 +617,7 @@ impl PgSampler {
         let thread = std::thread::spawn(move || {
             let mut first: BTreeMap<u64, f64> = BTreeMap::new();
             let mut last: BTreeMap<u64, (String, f64)> = BTreeMap::new();
-            let mut sample = |first: &mut BTreeMap<u64, f64>, last: &mut BTreeMap<u64, (String, f64)>| {
+            let sample = |first: &mut BTreeMap<u64, f64>, last: &mut BTreeMap<u64, (String, f64)>| {
                 let children = std::fs::read_to_string(format!("/proc/{postmaster}/task/{postmaster}/children")).unwrap_or_default();
                 for pid in children.split_whitespace().filter_map(|c| c.parse::<u64>().ok()) {
                     let title = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default().replace('\0', " ");

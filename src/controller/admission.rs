@@ -207,6 +207,9 @@ impl Inner {
     fn invite(&self, gate: &mut Gate, key: &WsKey, now: Instant) {
         loop {
             let out = gate.busy + gate.invited.len();
+            if out >= self.limit {
+                return;
+            }
             let Some(turn) = gate.queue.iter().find(|(_, s)| self.limit_for(**s) > out).map(|(t, _)| t.clone()) else {
                 return;
             };

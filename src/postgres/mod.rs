@@ -219,6 +219,9 @@ struct Executed {
     tables: i64,
     held: Vec<String>,
     source_hash: Option<String>,
+    /// The first foreign table of the schema that uses the server, when
+    /// the marker's count was read with the server named.
+    first_owned: Option<Option<String>>,
 }
 
 /// The result of a detach: what was dropped.
@@ -490,14 +493,24 @@ impl Database {
             // views select from: those views come down first, and back after.
             let tables_change = matches!(change, Change::Rebuild | Change::Update { reimport: true, .. }) && plan.foreign().is_some();
             let member = Member { connection: plan.connection.clone(), schema: plan.schema.clone() };
-            let aggregates = if tables_change { self.aggregates_of(&tx, &plan.schema, joins).await.map_err(err)? } else { Vec::new() };
+            // Only a schema or server that exists can be listed by an
+            // aggregator's marker; a new one joins those the store names.
+            let present = locked.observed.schema_comment.is_some() || locked.observed.server_comment.is_some();
+            let aggregates =
+                if tables_change { self.aggregates_of(&tx, &plan.schema, joins, present).await.map_err(err)? } else { Vec::new() };
             for (agg_schema, agg_locked) in &aggregates {
                 self.execute(&tx, agg_schema, plan::aggregate_teardown(agg_schema, agg_locked)).await.map_err(err)?;
             }
-            let done = self.execute(&tx, &plan.schema, statements).await.map_err(|e| with_hint(err(e), plan, &locked.role))?;
+            let done = self
+                .execute_for(&tx, &plan.schema, Some(server), statements)
+                .await
+                .map_err(|e| with_hint(err(e), plan, &locked.role))?;
             // An import that also reads a row proves what a test proves.
-            let proven =
-                if tables_change && done.held.is_empty() { self.read_a_row(&tx, &plan.schema, server).await.map_err(err)? } else { false };
+            let proven = if tables_change && done.held.is_empty() {
+                self.read_a_row(&tx, &plan.schema, server, done.first_owned.clone()).await.map_err(err)?
+            } else {
+                false
+            };
             for (agg_schema, agg_locked) in aggregates {
                 let joining = joins.iter().any(|(_, s)| *s == agg_schema);
                 self.rebuild_aggregate(&tx, &agg_schema, agg_locked, &member, joining, &plan.readers).await.map_err(err)?;
@@ -513,17 +526,23 @@ impl Database {
     }
 
     /// The aggregators a member's change touches: those whose marker lists
-    /// the member's schema, and those it `joins`, each locked (in schema
-    /// order, after the member's own lock: no two transactions wait on each
-    /// other in a cycle) and read.
+    /// the member's schema (when `listed` says the schema may be listed: it
+    /// exists), and those it `joins`, each locked (in schema order, after
+    /// the member's own lock: no two transactions wait on each other in a
+    /// cycle) and read.
     async fn aggregates_of(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
         member_schema: &str,
         joins: &[(Owner, String)],
+        listed: bool,
     ) -> Result<Vec<(String, Locked)>, tokio_postgres::Error> {
-        self.count(1, 0);
-        let rows = tx.query(&tx.prepare_cached(sql::AGGREGATES_OF).await?, &[&member_schema]).await?;
+        let rows = if listed {
+            self.count(1, 0);
+            tx.query(&tx.prepare_cached(sql::AGGREGATES_OF).await?, &[&member_schema]).await?
+        } else {
+            Vec::new()
+        };
         let mut owners: BTreeMap<String, Owner> = BTreeMap::new();
         for row in rows {
             let (schema, comment): (String, String) = (row.get("schema"), row.get("comment"));
@@ -610,6 +629,18 @@ impl Database {
         schema: &str,
         statements: Vec<Statement>,
     ) -> Result<Executed, tokio_postgres::Error> {
+        self.execute_for(tx, schema, None, statements).await
+    }
+
+    /// `execute`, and, if it reads the count of an import, the first
+    /// foreign table that uses `server` too.
+    async fn execute_for(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        schema: &str,
+        server: Option<&str>,
+        statements: Vec<Statement>,
+    ) -> Result<Executed, tokio_postgres::Error> {
         let mut batch: Vec<String> = Vec::new();
         let mut pending_marker: Option<Marker> = None;
         let mut executed = Executed::default();
@@ -630,16 +661,15 @@ impl Database {
         self.flush(tx, &mut batch).await?;
         let Some(mut marker) = pending_marker else { return Ok(executed) };
         self.count(1, 0);
-        executed.tables = tx.query_one(&tx.prepare_cached(sql::COUNT_FOREIGN_TABLES).await?, &[&schema]).await?.get(0);
+        let after = tx.query_one(&tx.prepare_cached(sql::AFTER_IMPORT).await?, &[&schema, &server.unwrap_or("")]).await?;
+        executed.tables = after.get("tables");
+        if server.is_some() {
+            executed.first_owned = Some(after.get("first_owned"));
+        }
         marker.tables = Some(executed.tables);
         if let Some(fp) = marker.fingerprint.as_mut().filter(|fp| fp.part("import").is_some()) {
-            self.count(1, 0);
-            let columns: Vec<(String, String, String)> = tx
-                .query(&tx.prepare_cached(sql::SOURCE_COLUMNS).await?, &[&schema])
-                .await?
-                .iter()
-                .map(|r| (r.get(0), r.get(1), r.get(2)))
-                .collect();
+            let columns: Vec<(String, String, String)> =
+                serde_json::from_value(after.get::<_, Option<serde_json::Value>>("columns").unwrap_or_default()).unwrap_or_default();
             let hash = plan::source_hash(&columns);
             executed.source_hash = Some(hash.clone());
             fp.set("source", hash);
@@ -721,10 +751,23 @@ impl Database {
     /// Reads one row of the first of the schema's foreign tables, under a
     /// savepoint: whether the source lets the workspace role read, as a
     /// test would show. A refusal is not the attach's failure.
-    async fn read_a_row(&self, tx: &deadpool_postgres::Transaction<'_>, schema: &str, server: &str) -> Result<bool, tokio_postgres::Error> {
-        self.count(2, 0);
-        let first: Option<String> =
-            tx.query(&tx.prepare_cached(sql::OWNED_FOREIGN_TABLES).await?, &[&schema, &server]).await?.first().map(|r| r.get(0));
+    /// Reads one row of the first foreign table of `schema` that uses
+    /// `server` (`first` if it is known already).
+    async fn read_a_row(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        schema: &str,
+        server: &str,
+        first: Option<Option<String>>,
+    ) -> Result<bool, tokio_postgres::Error> {
+        let first = match first {
+            Some(first) => first,
+            None => {
+                self.count(1, 0);
+                tx.query(&tx.prepare_cached(sql::OWNED_FOREIGN_TABLES).await?, &[&schema, &server]).await?.first().map(|r| r.get(0))
+            }
+        };
+        self.count(1, 0);
         let Some(table) = first else { return Ok(true) };
         let read = format!("SAVEPOINT manifold_read; {}; RELEASE SAVEPOINT manifold_read", sql::read_one_row(schema, &table));
         match tx.batch_execute(&read).await {
@@ -816,7 +859,7 @@ impl Database {
             };
             // The aggregators' views over this schema are ours, not a user's:
             // they go first, and come back without it.
-            let aggregates = if detached.schema { self.aggregates_of(&tx, schema, &[]).await.map_err(err)? } else { Vec::new() };
+            let aggregates = if detached.schema { self.aggregates_of(&tx, schema, &[], true).await.map_err(err)? } else { Vec::new() };
             for (agg_schema, agg_locked) in &aggregates {
                 self.execute(&tx, agg_schema, plan::aggregate_teardown(agg_schema, agg_locked)).await.map_err(err)?;
             }
@@ -892,7 +935,13 @@ impl Database {
     ) -> Result<(Locked, Option<String>), tokio_postgres::Error> {
         self.count(2, 0);
         tx.execute(&tx.prepare_cached(sql::LOCK_SCHEMA).await?, &[&schema]).await?;
-        let row = tx.query_one(&tx.prepare_cached(sql::OBSERVE_ONE).await?, &[&schema, &server, &wrapper, &extension]).await?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&schema, &server, &wrapper, &extension];
+        let mut row = tx.query_one(&tx.prepare_cached(sql::OBSERVE_ABSENT).await?, &params).await?;
+        let present: bool = row.get("present");
+        if present {
+            self.count(1, 0);
+            row = tx.query_one(&tx.prepare_cached(sql::OBSERVE_ONE).await?, &params).await?;
+        }
         let views: Vec<String> = row.get("views");
         let locked = Locked {
             observed: Observed {

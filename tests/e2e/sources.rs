@@ -50,6 +50,16 @@ pub async fn a_sources_schema_changes_reach_every_workspace() {
     let source = w.pg.connect(&w.src.db).await;
     let first = w.wait_test_or_status("src", |c| source_of(c).is_some_and(|s| s.tables == 2)).await;
     let first_hash = source_of(&first).unwrap().hash.clone();
+    // A test of the unchanged source finds the hash that the attach's
+    // import found: nothing re-imports, and changedAt stays.
+    stdout_ok(&w.t.kubectl(&["annotate", "--overwrite", "conn", "src", "manifold.dev/test-request=same"]));
+    let retested = w
+        .wait_test_or_status("src", |c| {
+            c.status.as_ref().and_then(|s| s.test.as_ref()).is_some_and(|t| t.request.as_deref() == Some("same"))
+        })
+        .await;
+    assert_eq!(source_of(&retested).unwrap().hash, first_hash, "the attach and the test hash the source alike");
+    assert_eq!(source_of(&retested).unwrap().changed_at, source_of(&first).unwrap().changed_at);
     // A user's view on a table that will not change.
     one.batch_execute("CREATE VIEW public.all_orders AS SELECT * FROM src.orders").await.unwrap();
 
