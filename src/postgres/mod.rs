@@ -669,7 +669,7 @@ impl Database {
         marker.tables = Some(executed.tables);
         if let Some(fp) = marker.fingerprint.as_mut().filter(|fp| fp.part("import").is_some()) {
             let columns: Vec<(String, String, String)> =
-                serde_json::from_value(after.get::<_, Option<serde_json::Value>>("columns").unwrap_or_default()).unwrap_or_default();
+                after.try_get::<_, Option<tokio_postgres::types::Json<_>>>("columns")?.map(|json| json.0).unwrap_or_default();
             let hash = plan::source_hash(&columns);
             executed.source_hash = Some(hash.clone());
             fp.set("source", hash);
@@ -748,11 +748,10 @@ impl Database {
         Ok(held)
     }
 
-    /// Reads one row of the first of the schema's foreign tables, under a
+    /// Reads one row of the first of the schema's foreign tables that use
+    /// `server` (`first`, if the caller read it already), under a
     /// savepoint: whether the source lets the workspace role read, as a
     /// test would show. A refusal is not the attach's failure.
-    /// Reads one row of the first foreign table of `schema` that uses
-    /// `server` (`first` if it is known already).
     async fn read_a_row(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
