@@ -615,9 +615,8 @@ impl PgSampler {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopped = stop.clone();
         let thread = std::thread::spawn(move || {
-            let mut first: BTreeMap<u64, f64> = BTreeMap::new();
             let mut last: BTreeMap<u64, (String, f64)> = BTreeMap::new();
-            let sample = |first: &mut BTreeMap<u64, f64>, last: &mut BTreeMap<u64, (String, f64)>| {
+            let sample = |last: &mut BTreeMap<u64, (String, f64)>| {
                 let children = std::fs::read_to_string(format!("/proc/{postmaster}/task/{postmaster}/children")).unwrap_or_default();
                 for pid in children.split_whitespace().filter_map(|c| c.parse::<u64>().ok()) {
                     let title = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default().replace('\0', " ");
@@ -629,16 +628,15 @@ impl PgSampler {
                         _ => title.split_whitespace().take(2).collect::<Vec<_>>().join(" "),
                     };
                     let cpu = cpu_seconds(pid);
-                    first.entry(pid).or_insert(cpu);
                     last.insert(pid, (what, cpu));
                 }
             };
-            sample(&mut first, &mut last);
+            sample(&mut last);
             // Processes alive at the start count from there.
-            let mut base = first.clone();
+            let mut base: BTreeMap<u64, f64> = last.iter().map(|(pid, (_, cpu))| (*pid, *cpu)).collect();
             while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(100));
-                sample(&mut first, &mut last);
+                sample(&mut last);
             }
             let mut by: BTreeMap<String, f64> = BTreeMap::new();
             for (pid, (what, cpu)) in last {
