@@ -196,6 +196,15 @@ async fn apiserver_floor(w: &World, n: usize) -> (Duration, f64) {
     let cpu = || parts_cpu(0, 0)[..2].iter().map(|(_, s)| s).sum::<f64>();
     let before = cpu();
     let started = Instant::now();
+    // MANIFOLD_BENCH_PPROF=<file>: also a profile of the floor, in
+    // <file>.floor, for as long as the floor surely lasts.
+    let pprof = std::env::var("MANIFOLD_BENCH_PPROF").ok().map(|file| {
+        let seconds = (n / 400).clamp(2, 20);
+        std::thread::spawn(move || {
+            let out = control_plane().kubectl(&["get", "--raw", &format!("/debug/pprof/profile?seconds={seconds}")]);
+            std::fs::write(format!("{file}.floor"), &out.stdout).unwrap();
+        })
+    });
     futures::stream::iter(0..n)
         .for_each_concurrent(64, |i| {
             let (api, recorder) = (api.clone(), recorder.clone());
@@ -230,6 +239,9 @@ async fn apiserver_floor(w: &World, n: usize) -> (Duration, f64) {
         .await;
     let elapsed = started.elapsed();
     let spent = cpu() - before;
+    if let Some(pprof) = pprof {
+        pprof.join().unwrap();
+    }
     // Gone before the operator starts, so that its deletion is not measured with it.
     floor.kubectl(&["delete", "namespace", &floor.ns, "--timeout=300s"]);
     (elapsed, spent)

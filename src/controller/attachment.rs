@@ -167,6 +167,7 @@ async fn attach(att: &WorkspaceConnection, ctx: &Context) -> Step {
         connection: conn.name_any(),
         attachment: att.name_any(),
     };
+    tracing::debug!(attachment = %att.name_any(), seen = ?seen.schema.as_ref().map(|o| o.foreign_tables), taken = ?seen.taken.elapsed(), "to attach");
     let ticket = match ctx.admission.enter(&ws_key, &turn, suspect) {
         Ok(ticket) => ticket,
         Err(parked) => return Step::parked(parked),
@@ -195,7 +196,7 @@ async fn attach(att: &WorkspaceConnection, ctx: &Context) -> Step {
             }
         }
         Ok(done) => {
-            ctx.observations.record(&ws_key, &plan.schema, Some(plan.observed_after(done.tables)));
+            ctx.observations.record(&ws_key, &plan.schema, Some(plan.observed_after(done.tables, done.source_hash.as_deref())));
             Step { change: Some(done.change), detached, proof, ..ready(&plan.schema, done.tables) }
         }
         Err(e) => Step { detached, ..Step::from(e).with_schema(&plan.schema) },

@@ -486,6 +486,7 @@ impl Database {
             }
             let (change, statements) = plan::attach(plan, &locked)?;
             if statements.is_empty() {
+                tracing::debug!(schema = %plan.schema, "the plan was in place under the lock");
                 tx.commit().await.map_err(err)?;
                 return Ok(Attached { change, tables: locked.observed.foreign_tables, held: Vec::new(), proven: false, source_hash: None });
             }

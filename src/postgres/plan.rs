@@ -386,11 +386,16 @@ impl AttachPlan {
         }
     }
 
-    /// The state an attach that ran `change` leaves, as the at-rest
-    /// observation would show it.
-    pub fn observed_after(&self, tables: i64) -> Observed {
+    /// The state an attach leaves, as the at-rest observation would show
+    /// it: `tables` imported, and the marker's `source` part set to
+    /// `source_hash`, the hash of what the import found, when it wrote one.
+    pub fn observed_after(&self, tables: i64, source_hash: Option<&str>) -> Observed {
+        let mut marker = self.schema_marker(Some(tables));
+        if let (Some(hash), Some(fp)) = (source_hash, marker.fingerprint.as_mut()) {
+            fp.set("source", hash.to_owned());
+        }
         Observed {
-            schema_comment: Some(self.schema_marker(Some(tables)).render()),
+            schema_comment: Some(marker.render()),
             foreign_tables: tables,
             server_comment: self.foreign().map(|_| self.server_marker().render()),
             mapping: self.foreign().is_some(),
@@ -1211,7 +1216,7 @@ mod tests {
     }
 
     fn applied(plan: &AttachPlan, tables: i64) -> Observed {
-        plan.observed_after(tables)
+        plan.observed_after(tables, None)
     }
 
     fn locked(observed: Observed, owned: &[&str]) -> Locked {
@@ -1440,6 +1445,12 @@ mod tests {
         assert_eq!(decide(&with_source(None), &imported("h1")), Ok(Change::None), "no test yet: nothing to compare");
         assert_eq!(decide(&with_source(Some("h1")), &imported("h1")), Ok(Change::None));
         assert_eq!(decide(&with_source(Some("h2")), &imported("h1")), Ok(Change::Update { remap: false, reimport: true, regrant: false }));
+        // What an attach records after its import is what the marker says:
+        // the source's hash as the import found it. The Connection's first
+        // test then reports the same hash, and nothing is to be done.
+        let recorded = plan().observed_after(20, Some("h1"));
+        assert_eq!(recorded, imported("h1"));
+        assert_eq!(decide(&with_source(Some("h1")), &recorded), Ok(Change::None));
         let source_hash_of = |rows: &[(&str, &str, &str)]| {
             source_hash(&rows.iter().map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())).collect::<Vec<_>>())
         };
