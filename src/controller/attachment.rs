@@ -4,11 +4,18 @@
 //! observation -> apply only if it differs (one transaction) -> report (one
 //! status patch, only if changed). A finalizer detaches on deletion, or,
 //! with `deletionPolicy: Orphan`, marks the schema as orphaned.
+//!
+//! The finalizer is added by the reconcile that is about to change the
+//! database (or finds its schema in place without one), just before it
+//! does, and that reconcile goes on: an attachment waiting in its
+//! workspace's queue has cost the apiserver nothing yet, so that in a bulk
+//! apply every attachment joins its queue at once, and the workspaces work
+//! through the connections together.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
@@ -65,10 +72,13 @@ pub async fn reconcile(att: Arc<WorkspaceConnection>, ctx: Arc<Context>) -> Resu
     // A ticket kept for this attachment and not used by this reconcile
     // goes on to the next in its workspace's queue.
     let _visit = ctx.admission.visit(&(ns.clone(), att.spec.workspace.clone()), &att.name_any());
+    if att.meta().deletion_timestamp.is_none() && !att.finalizers().iter().any(|f| f == FINALIZER) {
+        return apply(&att, &ctx, Finalized::Not).await;
+    }
     let api: Api<WorkspaceConnection> = Api::namespaced(ctx.client.clone(), &ns);
     finalizer(&api, FINALIZER, att, |event| async {
         match event {
-            Finalizer::Apply(att) => apply(&att, &ctx).await,
+            Finalizer::Apply(att) => apply(&att, &ctx, Finalized::Yes).await,
             Finalizer::Cleanup(att) => cleanup(&att, &ctx).await,
         }
     })
@@ -76,8 +86,36 @@ pub async fn reconcile(att: Arc<WorkspaceConnection>, ctx: Arc<Context>) -> Resu
     .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
-async fn apply(att: &WorkspaceConnection, ctx: &Context) -> Result<Action, Error> {
-    let step = attach(att, ctx).await;
+/// Whether the attachment carries the finalizer yet.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Finalized {
+    Yes,
+    Not,
+}
+
+/// Adds the finalizer, with the same tests as kube's `finalizer` (the
+/// finalizers as the store shows them, and the object's uid): a store that
+/// is behind fails the test, which `Error::is_finalizer_race` retries soon.
+async fn add_finalizer(ctx: &Context, att: &WorkspaceConnection) -> Result<(), Error> {
+    let api: Api<WorkspaceConnection> = Api::namespaced(ctx.client.clone(), &att.namespace().unwrap_or_default());
+    let finalizers = att.finalizers();
+    let mut ops = vec![serde_json::json!({ "op": "test", "path": "/metadata/uid", "value": att.metadata.uid })];
+    if finalizers.is_empty() {
+        ops.push(serde_json::json!({ "op": "test", "path": "/metadata/finalizers", "value": null }));
+        ops.push(serde_json::json!({ "op": "add", "path": "/metadata/finalizers", "value": [FINALIZER] }));
+    } else {
+        ops.push(serde_json::json!({ "op": "test", "path": "/metadata/finalizers", "value": finalizers }));
+        ops.push(serde_json::json!({ "op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER }));
+    }
+    let patch: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(ops)).map_err(kube::Error::SerdeError)?;
+    api.patch(&att.name_any(), &PatchParams::default(), &Patch::<()>::Json(patch))
+        .await
+        .map_err(|e| Error::Finalizer(Box::new(kube::runtime::finalizer::Error::AddFinalizer(e))))?;
+    Ok(())
+}
+
+async fn apply(att: &WorkspaceConnection, ctx: &Context, finalized: Finalized) -> Result<Action, Error> {
+    let step = attach(att, ctx, finalized).await?;
     if let Some(parked) = step.parked {
         // Woken when a ticket comes back; the retry covers a lost wake.
         return Ok(Action::requeue(parked.retry()));
@@ -100,12 +138,14 @@ async fn apply(att: &WorkspaceConnection, ctx: &Context) -> Result<Action, Error
     })
 }
 
-async fn attach(att: &WorkspaceConnection, ctx: &Context) -> Step {
+/// One reconcile's attach. `Err` only when the finalizer could not be
+/// added: nothing was changed, and the reconcile is retried.
+async fn attach(att: &WorkspaceConnection, ctx: &Context, finalized: Finalized) -> Result<Step, Error> {
     let ns = att.namespace().unwrap_or_default();
     let ws_key = (ns.clone(), att.spec.workspace.clone());
     let (ws, db) = match resolve::workspace_database(ctx, &ns, &att.spec.workspace).await {
         Ok(found) => found,
-        Err(f) => return f.into(),
+        Err(f) => return Ok(f.into()),
     };
     let readers = &ws.spec.readers;
     let conn = ctx.stores.connection(&ns, &att.spec.connection).filter(|c| c.meta().deletion_timestamp.is_none());
@@ -113,20 +153,20 @@ async fn attach(att: &WorkspaceConnection, ctx: &Context) -> Step {
         // Deleting a Connection detaches it everywhere.
         let missing = format!("Connection {:?} not found", att.spec.connection);
         if att.spec.deletion_policy == DeletionPolicy::Orphan {
-            return Failure::new(Reason::ConnectionNotFound, format!("{missing}; deletionPolicy Orphan leaves its schema in place")).into();
+            return Ok(Failure::new(Reason::ConnectionNotFound, format!("{missing}; deletionPolicy Orphan leaves its schema in place")).into());
         }
-        return match detach(ctx, &ws_key, &db, readers, att, None).await {
+        return Ok(match detach(ctx, &ws_key, &db, readers, att, None).await {
             Ok(dropped) => Step { detached: dropped, ..Failure::new(Reason::ConnectionNotFound, format!("{missing}; detached")).into() },
             Err(e) => e.into(),
-        };
+        });
     };
     let (owner, schema) = match resolve::connection_schema(&conn) {
         Ok(schema) => (resolve::owner(att), schema),
-        Err(f) => return f.into(),
+        Err(f) => return Ok(f.into()),
     };
     let seen = match ctx.observations.seen(&ws_key, &db, readers, ctx.settings.resync, &owner, &schema).await {
         Ok(seen) => seen,
-        Err(e) => return Step::from(e).with_schema(&schema),
+        Err(e) => return Ok(Step::from(e).with_schema(&schema)),
     };
     let plan = match &conn.spec.aggregator {
         Some(aggregator) => {
@@ -136,14 +176,14 @@ async fn attach(att: &WorkspaceConnection, ctx: &Context) -> Step {
         }
         None => match resolve::plan(ctx, att, &conn, seen.readers.clone()) {
             Ok(plan) => plan,
-            Err(f) => return resolve::explain(ctx, &ns, f, SecretUser::Connection(&conn)).await.into(),
+            Err(f) => return Ok(resolve::explain(ctx, &ns, f, SecretUser::Connection(&conn)).await.into()),
         },
     };
     // The schema moved (spec.schema changed): drop the old one first.
     let mut detached = Vec::new();
     for stale in seen.owned.iter().filter(|s| **s != plan.schema) {
         if let Err(e) = db.detach(&plan.owner, stale, &seen.readers).await {
-            return Step::from(e).with_schema(&plan.schema);
+            return Ok(Step::from(e).with_schema(&plan.schema));
         }
         ctx.observations.record(&ws_key, stale, None);
         detached.push(stale.clone());
@@ -151,8 +191,15 @@ async fn attach(att: &WorkspaceConnection, ctx: &Context) -> Step {
     // At rest: the observation shows the plan in place, and nothing runs.
     if let Some(observed) = &seen.schema {
         match plan::decide(&plan, observed) {
-            Ok(Change::None) => return Step { detached, ..ready(&plan.schema, observed.foreign_tables) },
-            Err(refusal) => return Step::from(refusal).with_schema(&plan.schema),
+            Ok(Change::None) => {
+                // In place without the finalizer (it was taken off by
+                // hand): the finalizer goes back on.
+                if finalized == Finalized::Not {
+                    add_finalizer(ctx, att).await?;
+                }
+                return Ok(Step { detached, ..ready(&plan.schema, observed.foreign_tables) });
+            }
+            Err(refusal) => return Ok(Step::from(refusal).with_schema(&plan.schema)),
             Ok(_) => {}
         }
     }
@@ -170,8 +217,12 @@ async fn attach(att: &WorkspaceConnection, ctx: &Context) -> Step {
     tracing::debug!(attachment = %att.name_any(), seen = ?seen.schema.as_ref().map(|o| o.foreign_tables), taken = ?seen.taken.elapsed(), "to attach");
     let ticket = match ctx.admission.enter(&ws_key, &turn, suspect) {
         Ok(ticket) => ticket,
-        Err(parked) => return Step::parked(parked),
+        Err(parked) => return Ok(Step::parked(parked)),
     };
+    // The finalizer goes on just before the first change to the database.
+    if finalized == Finalized::Not {
+        add_finalizer(ctx, att).await?;
+    }
     let started = std::time::Instant::now();
     let attached = db.attach(&plan, suspect, &joins).await;
     drop(ticket);
@@ -182,7 +233,7 @@ async fn attach(att: &WorkspaceConnection, ctx: &Context) -> Step {
         source_hash: done.source_hash.clone(),
         duration_ms: started.elapsed().as_millis() as i64,
     });
-    match attached {
+    Ok(match attached {
         Ok(done) if !done.held.is_empty() => {
             // The change went through but for the tables a user's objects
             // hold; the next observation shows what is there.
@@ -200,7 +251,7 @@ async fn attach(att: &WorkspaceConnection, ctx: &Context) -> Step {
             Step { change: Some(done.change), detached, proof, ..ready(&plan.schema, done.tables) }
         }
         Err(e) => Step { detached, ..Step::from(e).with_schema(&plan.schema) },
-    }
+    })
 }
 
 fn ready(schema: &str, tables: i64) -> Step {

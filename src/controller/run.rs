@@ -87,7 +87,10 @@ where
 /// that changed what it acts on (the spec, labels, annotations,
 /// finalizers, deletion), not its own status writes, which would each wake
 /// it for nothing. Other kinds' changes reach it through the relations.
-fn own_changes<K>(objects: BoxStream<'static, Arc<K>>, store: Store<K>) -> BoxStream<'static, Arc<K>>
+/// Without `finalizers`, a change of finalizers alone is not one: the
+/// attachment controller adds its finalizer in the reconcile that goes on
+/// to attach, and needs no second reconcile for it.
+fn own_changes<K>(objects: BoxStream<'static, Arc<K>>, store: Store<K>, finalizers: bool) -> BoxStream<'static, Arc<K>>
 where
     K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
 {
@@ -97,7 +100,8 @@ where
         .filter(move |obj| {
             let meta = obj.meta();
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            (&meta.uid, meta.generation, meta.deletion_timestamp.is_some(), &meta.finalizers, &meta.labels, &meta.annotations).hash(&mut h);
+            let finalizers = if finalizers { meta.finalizers.as_ref() } else { None };
+            (&meta.uid, meta.generation, meta.deletion_timestamp.is_some(), finalizers, &meta.labels, &meta.annotations).hash(&mut h);
             let fresh = seen.insert(ObjectRef::from_obj(obj), h.finish()) != Some(h.finish());
             // Forget objects that are gone, now and then.
             if seen.len() > 2 * store.len() + 1024 {
@@ -234,7 +238,7 @@ pub async fn run(
     for scope in scopes {
         let Scope { ctx, subscribers: (ws_sub, conn_sub, att_sub), receivers: (ws_rx, conn_rx, att_rx) } = scope;
         controllers.push(Box::pin(
-            Controller::for_shared_stream(own_changes(ws_sub, ctx.stores.workspaces.clone()), ctx.stores.workspaces.clone())
+            Controller::for_shared_stream(own_changes(ws_sub, ctx.stores.workspaces.clone(), true), ctx.stores.workspaces.clone())
                 .with_config(config.clone().debounce(Duration::from_millis(200)))
                 .reconcile_on(ws_rx)
                 .graceful_shutdown_on(shutdown.clone())
@@ -242,7 +246,7 @@ pub async fn run(
                 .for_each(|r| log_result("Workspace", r)),
         ));
         controllers.push(Box::pin(
-            Controller::for_shared_stream(own_changes(conn_sub, ctx.stores.connections.clone()), ctx.stores.connections.clone())
+            Controller::for_shared_stream(own_changes(conn_sub, ctx.stores.connections.clone(), true), ctx.stores.connections.clone())
                 .with_config(config.clone().debounce(Duration::from_millis(200)))
                 .reconcile_on(conn_rx)
                 .graceful_shutdown_on(shutdown.clone())
@@ -250,7 +254,7 @@ pub async fn run(
                 .for_each(|r| log_result("Connection", r)),
         ));
         controllers.push(Box::pin(
-            Controller::for_shared_stream(own_changes(att_sub, ctx.stores.attachments.clone()), ctx.stores.attachments.clone())
+            Controller::for_shared_stream(own_changes(att_sub, ctx.stores.attachments.clone(), false), ctx.stores.attachments.clone())
                 .with_config(config.clone())
                 .reconcile_on(att_rx)
                 .graceful_shutdown_on(shutdown.clone())

@@ -127,6 +127,41 @@ pub async fn detach_drops_the_schema_and_orphan_keeps_it() {
     assert!(events.lines().any(|r| r == "Detached"), "{events}");
 }
 
+/// The finalizer goes on in the reconcile that first changes the database,
+/// just before it does: an attachment that has not touched a database
+/// (its workspace does not exist) carries none and is deleted at once. A
+/// finalizer taken off by hand comes back at the next resync, and still
+/// detaches.
+pub async fn the_finalizer_goes_on_with_the_first_change_and_comes_back() {
+    use kube::api::{Patch, PatchParams};
+    let w = world("finalizer").await;
+    w.connection("src", as_is);
+    w.attach("nowhere", "missing", "src", as_is);
+    let waiting = w.wait_reason("nowhere", "WorkspaceNotFound").await;
+    assert!(waiting.finalizers().is_empty(), "{:?}", waiting.finalizers());
+    let api = w.attachments();
+    api.delete("nowhere", &DeleteParams::default()).await.unwrap();
+    w.wait_gone("nowhere").await;
+
+    w.workspace("ws");
+    w.attach("ws-src", "ws", "src", as_is);
+    let ready = w.wait_ready("ws-src").await;
+    assert_eq!(ready.finalizers(), ["manifold.dev/detach"]);
+    let ws = w.ws().await;
+    assert!(schema_exists(&ws, "src").await);
+
+    let off = serde_json::json!({ "metadata": { "finalizers": null } });
+    api.patch("ws-src", &PatchParams::default(), &Patch::Merge(&off)).await.unwrap();
+    wait_for("the finalizer back on", WAIT, || async {
+        let att = api.get("ws-src").await.map_err(|e| e.to_string())?;
+        if att.finalizers().iter().any(|f| f == "manifold.dev/detach") { Ok(()) } else { Err(format!("{:?}", att.finalizers())) }
+    })
+    .await;
+    api.delete("ws-src", &DeleteParams::default()).await.unwrap();
+    w.wait_gone("ws-src").await;
+    assert!(!schema_exists(&ws, "src").await, "the finalizer that came back detached");
+}
+
 pub async fn a_view_on_a_foreign_table_holds_the_detach() {
     let w = world("dependent").await;
     w.workspace("ws");

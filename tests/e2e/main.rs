@@ -15,6 +15,7 @@ fn main() {
         attach::attach_imports_the_source_tables_and_queries_return_its_rows,
         attach::one_connection_in_two_workspaces,
         attach::detach_drops_the_schema_and_orphan_keeps_it,
+        attach::the_finalizer_goes_on_with_the_first_change_and_comes_back,
         attach::a_view_on_a_foreign_table_holds_the_detach,
         attach::changes_to_the_connection_reach_the_workspace,
         attach::drift_heals_and_a_schema_made_by_hand_is_a_conflict,
