@@ -273,7 +273,12 @@ enum ByAttach {
 /// once). In a bulk apply of thousands, an attachment may wait minutes in
 /// its workspace's queue, and a test that gave up on it would import the
 /// source a second time, competing with the attaches for the same pools.
+/// Counted from the connection's creation, or from this process's first
+/// test of any connection if that is later: Connections applied a minute
+/// before the operator started have waited for nobody.
 const WAIT_FOR_ATTACH: Duration = Duration::from_secs(300);
+
+static FIRST_TEST: std::sync::LazyLock<jiff::Timestamp> = std::sync::LazyLock::new(jiff::Timestamp::now);
 
 fn first_test_by_attach(ctx: &Context, conn: &Connection, credentials: Option<&str>) -> ByAttach {
     let ns = conn.namespace().unwrap_or_default();
@@ -300,7 +305,8 @@ fn first_test_by_attach(ctx: &Context, conn: &Connection, credentials: Option<&s
         return ByAttach::Proven(result, found);
     }
     let age = conn.metadata.creation_timestamp.as_ref().map(|t| {
-        std::time::Duration::try_from(jiff::Timestamp::now().duration_since(t.0)).unwrap_or_default()
+        let since = t.0.max(*FIRST_TEST);
+        std::time::Duration::try_from(jiff::Timestamp::now().duration_since(since)).unwrap_or_default()
     });
     let left = age.and_then(|age| WAIT_FOR_ATTACH.checked_sub(age)).filter(|left| !left.is_zero());
     let pending = attachments.iter().any(|a| {
