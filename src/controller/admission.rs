@@ -103,6 +103,9 @@ pub struct Visit {
 /// retries were three quarters of all reconciles.
 pub const PARKED_RETRY: Duration = Duration::from_secs(10);
 const PARKED_RETRY_PER_TURN: Duration = Duration::from_millis(200);
+/// A turn before any ticket of the workspace came back: a bulk apply parks
+/// thousands at once, before there is anything to measure.
+const PARKED_RETRY_FIRST_TURN: Duration = Duration::from_secs(1);
 const PARKED_RETRY_MAX: Duration = Duration::from_secs(600);
 
 /// How long a ticket is kept for a woken attachment that has not come for
@@ -185,7 +188,7 @@ impl Admission {
         // A free ticket that this one may not take goes to those ahead.
         self.0.invite(gate, key, now);
         let ahead = gate.queue.range(..turn).count();
-        Err(Parked { ahead, limit: self.0.limit, turn: gate.hold.unwrap_or(PARKED_RETRY_PER_TURN) })
+        Err(Parked { ahead, limit: self.0.limit, turn: gate.hold.unwrap_or(PARKED_RETRY_FIRST_TURN) })
     }
 
     /// Attachments parked for `key`.
@@ -416,13 +419,15 @@ mod tests {
         for i in 1..2_000 {
             assert!(enter(&a, "w", &format!("p{i:04}"), false).is_err());
         }
-        // 100 ahead, 4 tickets: 25 turns of 200 ms, before a ticket came back.
-        assert_eq!(enter(&a, "w", "p0100", false).unwrap_err().retry(), Duration::from_secs(15));
-        assert_eq!(enter(&a, "w", "p1000", false).unwrap_err().retry(), Duration::from_secs(60));
+        // 100 ahead, 4 tickets: 25 turns of 1 s before a ticket came back.
+        assert_eq!(enter(&a, "w", "p0100", false).unwrap_err().retry(), Duration::from_secs(35));
         // Tickets held 2 s lately: a turn takes 2 s.
         a.0.gates.lock().unwrap().get_mut(&key("w")).unwrap().hold = Some(Duration::from_secs(2));
         assert_eq!(enter(&a, "w", "p0100", false).unwrap_err().retry(), Duration::from_secs(60));
         assert_eq!(enter(&a, "w", "p1999", false).unwrap_err().retry(), PARKED_RETRY_MAX, "bounded");
+        // Held 10 ms: a turn is 200 ms at the least.
+        a.0.gates.lock().unwrap().get_mut(&key("w")).unwrap().hold = Some(Duration::from_millis(10));
+        assert_eq!(enter(&a, "w", "p1000", false).unwrap_err().retry(), Duration::from_secs(60));
     }
 
     #[test]

@@ -90,15 +90,27 @@ pub fn connection_changed(stores: &Stores, triggers: &Triggers, event: &Event<Co
     stores.index.write().unwrap().connection_event(event);
     // Attachments depend on the spec, on deletion, and on the source's
     // schema as the last test saw it; not on test results.
+    let spec = |c: &Connection| (c.metadata.generation, c.metadata.deletion_timestamp.is_some());
     let Some(conn) = changed(&stores.connections, event, |c| {
         let source = c.status.as_ref().and_then(|s| s.source_schema.as_ref()).map(|s| s.hash.clone());
-        (c.metadata.generation, c.metadata.deletion_timestamp.is_some(), source)
+        (spec(c), source)
     }) else {
         return;
     };
     let (ns, name) = (conn.namespace().unwrap_or_default(), conn.name_any());
+    // A new source schema alone concerns the attachments that have
+    // reported: one that has not (it waits in its workspace's queue) reads
+    // the Connection as it is when its turn comes.
+    let source_only = changed(&stores.connections, event, spec).is_none();
     for att in stores.index.read().unwrap().by_connection(&ns, &name) {
-        triggers.attachment(&ns, &att);
+        let reported = || {
+            stores.attachment(&ns, &att).is_some_and(|a| {
+                a.status.as_ref().is_some_and(|s| conditions::find(&s.conditions, conditions::READY).is_some())
+            })
+        };
+        if !source_only || reported() {
+            triggers.attachment(&ns, &att);
+        }
     }
 }
 
