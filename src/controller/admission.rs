@@ -191,6 +191,14 @@ impl Admission {
         Err(Parked { ahead, limit: self.0.limit, turn: gate.hold.unwrap_or(PARKED_RETRY_FIRST_TURN) })
     }
 
+    /// Whether `attachment` waits in the queue of `key`, or a ticket is
+    /// kept for it: it reconciles when its turn comes, and anything that
+    /// would wake it before then wakes it for nothing.
+    pub fn waiting(&self, key: &WsKey, attachment: &str) -> bool {
+        let gates = self.0.gates.lock().unwrap();
+        gates.get(key).is_some_and(|g| g.queued.contains_key(attachment) || g.invited.contains_key(attachment))
+    }
+
     /// Attachments parked for `key`.
     #[cfg(test)]
     pub fn parked(&self, key: &WsKey) -> usize {
@@ -448,8 +456,11 @@ mod tests {
         let t = enter(&a, "w", "a1", false).unwrap();
         assert!(enter(&a, "w", "a2", false).is_err());
         assert!(enter(&a, "w", "a3", false).is_err());
+        assert!(a.waiting(&key("w"), "a2") && a.waiting(&key("w"), "a3"));
+        assert!(!a.waiting(&key("w"), "a1"), "a ticket holder is not waiting");
         drop(t);
         assert_eq!(*woken.lock().unwrap(), ["a2"]);
+        assert!(a.waiting(&key("w"), "a2"), "invited: a ticket is kept for it");
         // a2's reconcile starts after its wake, finds nothing to do and
         // ends: the ticket goes on to a3.
         drop(a.visit(&key("w"), "a2"));
@@ -462,6 +473,7 @@ mod tests {
         drop(earlier);
         assert_eq!(*woken.lock().unwrap(), ["a2", "a3", "a4"]);
         let _t = enter(&a, "w", "a4", false).unwrap();
+        assert!(!a.waiting(&key("w"), "a2") && !a.waiting(&key("w"), "a4"));
     }
 
     #[test]

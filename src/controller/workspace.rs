@@ -106,9 +106,13 @@ async fn apply(ws: &Workspace, ctx: &Context) -> Result<Action, Error> {
             }
             if refreshed {
                 // Each attachment compares itself with the new observation;
-                // those that drifted apply, the rest cost nothing.
+                // those that drifted apply, the rest cost nothing. Those
+                // waiting for a ticket look when their turn comes.
+                let ws_key = (ns.clone(), name.clone());
                 for att in ctx.stores.index.read().unwrap().by_workspace(&ns, &name) {
-                    ctx.triggers.attachment(&ns, &att);
+                    if !ctx.admission.waiting(&ws_key, &att) {
+                        ctx.triggers.attachment(&ns, &att);
+                    }
                 }
             }
             ctx.backoff.succeeded(&backoff);
