@@ -95,18 +95,25 @@ pub fn members(stores: &Stores, ns: &str, workspace: &str, aggregator: &Aggregat
 }
 
 /// The aggregators attached to a workspace that cover `conn`: the owners
-/// and schemas whose views its attachment joins.
+/// and schemas whose views its attachment joins. Every attach asks, so it
+/// starts from the namespace's aggregators (usually none), not from the
+/// workspace's attachments (thousands).
 pub fn joined_by(stores: &Stores, ns: &str, workspace: &str, conn: &Connection) -> Vec<(Owner, String)> {
-    stores
-        .attachments_of_workspace(ns, workspace)
-        .iter()
-        .filter(|a| a.metadata.deletion_timestamp.is_none())
-        .filter_map(|a| {
-            let agg = stores.connection(ns, &a.spec.connection)?;
-            let spec = agg.spec.aggregator.as_ref()?;
-            (covers(spec, conn)).then(|| Some((resolve::owner(a), resolve::connection_schema(&agg).ok()?)))?
-        })
-        .collect()
+    let aggregators = stores.index.read().unwrap().aggregators(ns);
+    let mut joined = Vec::new();
+    for agg in aggregators.iter().filter_map(|name| stores.connection(ns, name)) {
+        let Some(spec) = agg.spec.aggregator.as_ref() else { continue };
+        let Ok(schema) = resolve::connection_schema(&agg) else { continue };
+        if !covers(spec, conn) {
+            continue;
+        }
+        for a in stores.attachments_of_connection(ns, &agg.name_any()) {
+            if a.spec.workspace == workspace && a.metadata.deletion_timestamp.is_none() {
+                joined.push((resolve::owner(&a), schema.clone()));
+            }
+        }
+    }
+    joined
 }
 
 /// An aggregator's members as its Connection's status lists them: every

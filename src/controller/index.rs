@@ -131,12 +131,12 @@ impl Index {
         self.connections.refs.referring(AGGREGATOR, ns, "")
     }
 
-    /// The attachments to a workspace, sorted by name.
     /// How many attachments a workspace's (or a connection's) list holds.
     pub fn list_len(&self, workspace: bool, ns: &str, name: &str) -> usize {
         self.attachments.refs.count_referring(if workspace { WORKSPACE } else { CONNECTION }, ns, name)
     }
 
+    /// The attachments to a workspace, sorted by name.
     pub fn by_workspace(&self, ns: &str, workspace: &str) -> Vec<String> {
         self.attachments.refs.referring(WORKSPACE, ns, workspace)
     }
