@@ -19,7 +19,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
-use tracing::info;
+use tracing::{debug, info};
 
 use super::admission::Turn;
 use super::aggregates;
@@ -214,7 +214,7 @@ async fn attach(att: &WorkspaceConnection, ctx: &Context, finalized: Finalized) 
         connection: conn.name_any(),
         attachment: att.name_any(),
     };
-    tracing::debug!(attachment = %att.name_any(), seen = ?seen.schema.as_ref().map(|o| o.foreign_tables), taken = ?seen.taken.elapsed(), "to attach");
+    debug!(attachment = %att.name_any(), seen = ?seen.schema.as_ref().map(|o| o.foreign_tables), taken = ?seen.taken.elapsed(), "to attach");
     let ticket = match ctx.admission.enter(&ws_key, &turn, suspect) {
         Ok(ticket) => ticket,
         Err(parked) => return Ok(Step::parked(parked)),
