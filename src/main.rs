@@ -150,7 +150,7 @@ async fn test_connection(name: &str, namespace: Option<String>, timeout: Duratio
     let api: Api<Connection> = Api::namespaced(client, &ns);
     let request = format!("{}-{}", jiff::Timestamp::now(), std::process::id());
     let patch = serde_json::json!({ "metadata": { "annotations": { TEST_REQUEST_ANNOTATION: request } } });
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    api.patch(name, &PatchParams { field_manager: Some("manifold-cli".into()), ..Default::default() }, &Patch::Merge(&patch)).await?;
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let conn = api.get(name).await?;

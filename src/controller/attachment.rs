@@ -23,7 +23,7 @@ use tracing::{debug, info};
 
 use super::admission::Turn;
 use super::aggregates;
-use super::context::{BackoffKey, Context, Error, requeue};
+use super::context::{BackoffKey, Context, Error, MANAGER, requeue};
 use super::resolve::{self, SecretUser};
 use super::status::{self, Announce};
 use crate::api::{DeletionPolicy, Failure, Reason, Retry, WorkspaceConnection, WorkspaceConnectionStatus};
@@ -108,7 +108,8 @@ async fn add_finalizer(ctx: &Context, att: &WorkspaceConnection) -> Result<(), E
         ops.push(serde_json::json!({ "op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER }));
     }
     let patch: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(ops)).map_err(kube::Error::SerdeError)?;
-    api.patch(&att.name_any(), &PatchParams::default(), &Patch::<()>::Json(patch))
+    let params = PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() };
+    api.patch(&att.name_any(), &params, &Patch::<()>::Json(patch))
         .await
         .map_err(|e| Error::Finalizer(Box::new(kube::runtime::finalizer::Error::AddFinalizer(e))))?;
     Ok(())
@@ -153,7 +154,9 @@ async fn attach(att: &WorkspaceConnection, ctx: &Context, finalized: Finalized) 
         // Deleting a Connection detaches it everywhere.
         let missing = format!("Connection {:?} not found", att.spec.connection);
         if att.spec.deletion_policy == DeletionPolicy::Orphan {
-            return Ok(Failure::new(Reason::ConnectionNotFound, format!("{missing}; deletionPolicy Orphan leaves its schema in place")).into());
+            return Ok(
+                Failure::new(Reason::ConnectionNotFound, format!("{missing}; deletionPolicy Orphan leaves its schema in place")).into()
+            );
         }
         return Ok(match detach(ctx, &ws_key, &db, readers, att, None).await {
             Ok(dropped) => Step { detached: dropped, ..Failure::new(Reason::ConnectionNotFound, format!("{missing}; detached")).into() },

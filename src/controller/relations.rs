@@ -104,9 +104,9 @@ pub fn connection_changed(stores: &Stores, triggers: &Triggers, event: &Event<Co
     let source_only = changed(&stores.connections, event, spec).is_none();
     for att in stores.index.read().unwrap().by_connection(&ns, &name) {
         let reported = || {
-            stores.attachment(&ns, &att).is_some_and(|a| {
-                a.status.as_ref().is_some_and(|s| conditions::find(&s.conditions, conditions::READY).is_some())
-            })
+            stores
+                .attachment(&ns, &att)
+                .is_some_and(|a| a.status.as_ref().is_some_and(|s| conditions::find(&s.conditions, conditions::READY).is_some()))
         };
         if !source_only || reported() {
             triggers.attachment(&ns, &att);

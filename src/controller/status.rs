@@ -3,8 +3,8 @@
 //! (and only when it changed), a failure is counted, and an Event marks a
 //! transition to a failure.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
@@ -128,9 +128,14 @@ where
     }
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     let value = serde_json::to_value(status).map_err(kube::Error::SerdeError)?;
-    let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([{ "op": "add", "path": "/status", "value": value }]))
-        .map_err(kube::Error::SerdeError)?;
-    api.patch_status(&obj.name_any(), &PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &Patch::<()>::Json(patch)).await?;
+    let patch: json_patch::Patch =
+        serde_json::from_value(serde_json::json!([{ "op": "add", "path": "/status", "value": value }])).map_err(kube::Error::SerdeError)?;
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() },
+        &Patch::<()>::Json(patch),
+    )
+    .await?;
     ctx.metrics.status_written(kind_of::<K>());
     Ok(true)
 }

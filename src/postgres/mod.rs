@@ -502,10 +502,8 @@ impl Database {
             for (agg_schema, agg_locked) in &aggregates {
                 self.execute(&tx, agg_schema, plan::aggregate_teardown(agg_schema, agg_locked)).await.map_err(err)?;
             }
-            let done = self
-                .execute_for(&tx, &plan.schema, Some(server), statements)
-                .await
-                .map_err(|e| with_hint(err(e), plan, &locked.role))?;
+            let done =
+                self.execute_for(&tx, &plan.schema, Some(server), statements).await.map_err(|e| with_hint(err(e), plan, &locked.role))?;
             // An import that also reads a row proves what a test proves.
             let proven = if tables_change && done.held.is_empty() {
                 self.read_a_row(&tx, &plan.schema, server, done.first_owned.clone()).await.map_err(err)?

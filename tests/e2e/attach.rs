@@ -147,6 +147,14 @@ pub async fn the_finalizer_goes_on_with_the_first_change_and_comes_back() {
     w.attach("ws-src", "ws", "src", as_is);
     let ready = w.wait_ready("ws-src").await;
     assert_eq!(ready.finalizers(), ["manifold.dev/detach"]);
+    // Its field manager names the operator, as kubectl shows it.
+    let managers: Vec<&str> = ready
+        .managed_fields()
+        .iter()
+        .filter(|m| m.fields_v1.as_ref().is_some_and(|f| f.0.pointer("/f:metadata/f:finalizers").is_some()))
+        .filter_map(|m| m.manager.as_deref())
+        .collect();
+    assert_eq!(managers, ["manifold"]);
     let ws = w.ws().await;
     assert!(schema_exists(&ws, "src").await);
 
