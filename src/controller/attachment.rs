@@ -15,7 +15,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
@@ -23,7 +23,7 @@ use tracing::{debug, info};
 
 use super::admission::Turn;
 use super::aggregates;
-use super::context::{BackoffKey, Context, Error, MANAGER, requeue};
+use super::context::{BackoffKey, Context, Error, patch_params, requeue};
 use super::resolve::{self, SecretUser};
 use super::status::{self, Announce};
 use crate::api::{DeletionPolicy, Failure, Reason, Retry, WorkspaceConnection, WorkspaceConnectionStatus};
@@ -108,8 +108,7 @@ async fn add_finalizer(ctx: &Context, att: &WorkspaceConnection) -> Result<(), E
         ops.push(serde_json::json!({ "op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER }));
     }
     let patch: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(ops)).map_err(kube::Error::SerdeError)?;
-    let params = PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() };
-    api.patch(&att.name_any(), &params, &Patch::<()>::Json(patch))
+    api.patch(&att.name_any(), &patch_params(), &Patch::<()>::Json(patch))
         .await
         .map_err(|e| Error::Finalizer(Box::new(kube::runtime::finalizer::Error::AddFinalizer(e))))?;
     Ok(())

@@ -21,9 +21,14 @@ use crate::metrics::{Metrics, StatementLabels};
 use crate::plugins::SourcePolicy;
 use crate::postgres::{PoolSizes, Pools, Timeouts};
 
-/// The field manager of every status write, and the reporting controller of
-/// every Event.
+/// The field manager of every write (status, finalizer), and the reporting
+/// controller of every Event.
 pub const MANAGER: &str = "manifold";
+
+/// Patch parameters under the operator's field manager.
+pub fn patch_params() -> kube::api::PatchParams {
+    kube::api::PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() }
+}
 
 /// How the controllers behave.
 #[derive(Clone, Debug)]

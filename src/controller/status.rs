@@ -6,7 +6,7 @@
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PostParams};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use tracing::warn;
@@ -130,12 +130,7 @@ where
     let value = serde_json::to_value(status).map_err(kube::Error::SerdeError)?;
     let patch: json_patch::Patch =
         serde_json::from_value(serde_json::json!([{ "op": "add", "path": "/status", "value": value }])).map_err(kube::Error::SerdeError)?;
-    api.patch_status(
-        &obj.name_any(),
-        &PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() },
-        &Patch::<()>::Json(patch),
-    )
-    .await?;
+    api.patch_status(&obj.name_any(), &super::context::patch_params(), &Patch::<()>::Json(patch)).await?;
     ctx.metrics.status_written(kind_of::<K>());
     Ok(true)
 }
