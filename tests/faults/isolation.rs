@@ -117,7 +117,20 @@ pub async fn a_deleted_namespace_leaves_nothing_behind() {
         stdout_ok(&cp.kubectl(&["delete", "namespace", ns, "--wait=false"]));
         wait_for(&format!("round {round}: namespace gone"), Duration::from_secs(120), || async {
             let out = cp.kubectl(&["get", "namespace", ns]);
-            if out.status.success() { Err(String::from_utf8_lossy(&out.stdout).into_owned()) } else { Ok(()) }
+            if !out.status.success() {
+                return Ok(());
+            }
+            // What holds it: the objects left, with their finalizers.
+            let left = cp.kubectl(&[
+                "-n",
+                ns,
+                "get",
+                "wsconn,conn,mws",
+                "-o",
+                "jsonpath={range .items[*]}{.kind}/{.metadata.name} {.metadata.finalizers} {.status.conditions[?(@.type==\"Ready\")].reason}{\"\\n\"}{end}",
+            ]);
+            std::fs::write("/tmp/nsdel-operator.log", op.logs()).ok();
+            Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&left.stdout)))
         })
         .await;
         // What remains is only the Orphan attachments' schemas (one per
