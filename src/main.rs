@@ -93,6 +93,11 @@ struct RunArgs {
     /// leaving that database's objects in place.
     #[arg(long, env = "MANIFOLD_CLEANUP_TIMEOUT", default_value = "10m", value_parser = duration)]
     cleanup_timeout: Duration,
+    /// The same wait while the object's namespace is being deleted: a
+    /// database that went with its namespace (a CloudNativePG Cluster in
+    /// it) does not come back, and the namespace waits for nothing else.
+    #[arg(long, env = "MANIFOLD_TERMINATING_CLEANUP_TIMEOUT", default_value = "1m", value_parser = duration)]
+    terminating_cleanup_timeout: Duration,
     /// Watch only these namespaces (comma-separated); empty means all. Use
     /// with the chart's namespaced RBAC.
     #[arg(long, env = "MANIFOLD_NAMESPACES", value_delimiter = ',')]
@@ -215,6 +220,7 @@ fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         },
         secret_selector: args.secret_selector,
         cleanup_timeout: args.cleanup_timeout,
+        terminating_cleanup_timeout: args.terminating_cleanup_timeout,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let lost = runtime.block_on(async move {

@@ -3,7 +3,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{CaSecretRef, SecretKeyRef};
+use super::{CaSecretRef, DeletionPolicy, SecretKeyRef};
 
 /// The desired workspace: the database it is.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -46,6 +46,15 @@ pub struct WorkspaceSpec {
     /// schema. Unset: Manifold leaves it alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub search_path: Option<SearchPathSpec>,
+    /// What the Workspace's deletion does in its database, as
+    /// CloudNativePG's `databaseReclaimPolicy` and Crossplane's
+    /// `deletionPolicy`: `Delete` drops every schema, server and user
+    /// mapping its namespace's attachments made there (those of `Orphan`
+    /// attachments stay); `Orphan` leaves the database as it is and
+    /// releases the Workspace at once. Attachments deleted together with
+    /// an `Orphan` Workspace (a namespace's deletion) leave theirs too.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
 }
 
 /// How the database's search path is made.

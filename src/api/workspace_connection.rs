@@ -36,11 +36,14 @@ pub struct WorkspaceConnectionSpec {
     /// What happens to the schema, server and user mapping when this
     /// attachment is deleted: `Delete` drops them (unless objects that
     /// Manifold did not create depend on them), `Orphan` leaves them in place.
+    /// Deleted together with a Workspace whose `deletionPolicy` is `Orphan`,
+    /// the attachment leaves them in place too.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
 }
 
-/// What happens to the Postgres objects when an attachment is deleted.
+/// What happens to the Postgres objects when an attachment or a Workspace
+/// is deleted.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 pub enum DeletionPolicy {
     /// Drop the schema, server and user mapping.

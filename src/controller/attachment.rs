@@ -19,11 +19,12 @@ use kube::api::{Api, Patch};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::admission::Turn;
 use super::aggregates;
 use super::context::{BackoffKey, Context, Error, patch_params, requeue};
+use super::deletion::{self, cleanup_database};
 use super::resolve::{self, SecretUser};
 use super::status::{self, Announce};
 use crate::api::{DeletionPolicy, Failure, Reason, Retry, WorkspaceConnection, WorkspaceConnectionStatus};
@@ -315,51 +316,70 @@ async fn orphan(ctx: &Context, ws_key: &WsKey, db: &Database, att: &WorkspaceCon
     Ok(())
 }
 
-/// The database behind a workspace during a deletion: through its Secret
-/// while the Workspace exists, even if it is being deleted, or through the
-/// pools still open after its Secret went.
-pub(super) fn cleanup_database(ctx: &Context, ns: &str, ws_name: &str) -> Option<Database> {
-    let from_secret = ctx
-        .stores
-        .workspace(ns, ws_name)
-        .and_then(|ws| resolve::workspace_target(&ctx.stores, &ws).ok())
-        .and_then(|target| ctx.pools.get(ns, ws_name, &target).ok());
-    from_secret.or_else(|| ctx.pools.cached(ns, ws_name))
+/// What an attachment's deletion does in the database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Removal {
+    /// Leave everything as it is: it goes with an `Orphan` Workspace.
+    Leave,
+    /// Mark what it owns as orphaned, so that nothing drops it later.
+    Orphan,
+    /// Drop what it owns; `workspace_going`: its Workspace is being
+    /// deleted or gone, and its own removal drops whatever this cannot.
+    Detach { workspace_going: bool },
 }
 
-/// Whether a deletion has waited for an unreachable database longer than
-/// the cleanup timeout allows.
-pub(super) fn waited_too_long<K: Resource>(ctx: &Context, obj: &K) -> bool {
-    obj.meta().deletion_timestamp.as_ref().is_some_and(|t| {
-        let waited = jiff::Timestamp::now().duration_since(t.0);
-        std::time::Duration::try_from(waited).unwrap_or_default() >= ctx.settings.cleanup_timeout
-    })
+/// The deletion policy that applies: the Workspace's `Orphan` when the
+/// attachment goes with its Workspace, else the attachment's own.
+fn removal(att: &WorkspaceConnection, workspace: Option<&crate::api::Workspace>) -> Removal {
+    let workspace_going = workspace.is_none_or(|w| w.meta().deletion_timestamp.is_some());
+    let workspace_orphans = workspace.is_some_and(|w| w.spec.deletion_policy == DeletionPolicy::Orphan);
+    if workspace_going && workspace_orphans {
+        Removal::Leave
+    } else if att.spec.deletion_policy == DeletionPolicy::Orphan {
+        Removal::Orphan
+    } else {
+        Removal::Detach { workspace_going }
+    }
 }
 
+/// An attachment's deletion never waits for what cannot come back: with
+/// its Workspace gone, the Workspace's own removal already dropped what
+/// this attachment made (or gave up on that database, and said so); with
+/// its Workspace going, it drops its own schema while it still can, and
+/// leaves the rest to the Workspace's removal; with its Connection gone,
+/// it drops what the catalog shows as its own.
 async fn cleanup(att: &WorkspaceConnection, ctx: &Context) -> Result<Action, Error> {
     let ns = att.namespace().unwrap_or_default();
     let ws_key = (ns.clone(), att.spec.workspace.clone());
     let workspace = ctx.stores.workspace(&ns, &att.spec.workspace);
-    let workspace_going = workspace.as_ref().is_none_or(|w| w.meta().deletion_timestamp.is_some());
-    let result = if att.spec.deletion_policy == DeletionPolicy::Orphan {
-        // Marked, so that a workspace deleted later (or with the namespace)
-        // keeps the schema too.
-        match cleanup_database(ctx, &ns, &att.spec.workspace) {
+    let how = removal(att, workspace.as_deref());
+    let result = match how {
+        Removal::Leave => Ok(Vec::new()),
+        Removal::Orphan => match cleanup_database(ctx, &ns, &att.spec.workspace) {
+            // Marked, so that a workspace deleted later (or with the
+            // namespace) keeps the schema too.
             Some(db) => orphan(ctx, &ws_key, &db, att).await.map(|_| Vec::new()),
             None => Ok(Vec::new()),
-        }
-    } else if workspace_going {
-        // A workspace that is gone or going takes its namespace's schemas
-        // with it: its own cleanup finds them in the catalog.
-        Ok(Vec::new())
-    } else {
-        match resolve::workspace_database(ctx, &ns, &att.spec.workspace).await {
+        },
+        Removal::Detach { workspace_going: true } => match cleanup_database(ctx, &ns, &att.spec.workspace) {
+            Some(db) => {
+                let readers = workspace.as_ref().map(|w| w.spec.readers.clone()).unwrap_or_default();
+                // Whatever this cannot drop, the Workspace's removal finds
+                // in the catalog, and holds or reports there.
+                detach(ctx, &ws_key, &db, &readers, att, None).await.or_else(|e| {
+                    debug!(attachment = %att.name_any(), reason = %e.reason, "left to the workspace's removal");
+                    Ok(Vec::new())
+                })
+            }
+            None => Ok(Vec::new()),
+        },
+        Removal::Detach { workspace_going: false } => match resolve::workspace_database(ctx, &ns, &att.spec.workspace).await {
             Ok((ws, db)) => {
                 let desired = ctx.stores.connection(&ns, &att.spec.connection).and_then(|c| resolve::connection_schema(&c).ok());
                 detach(ctx, &ws_key, &db, &ws.spec.readers, att, desired.as_deref()).await
             }
             Err(f) => Err(f),
-        }
+        },
     };
     match result {
         Ok(dropped) => {
@@ -367,21 +387,38 @@ async fn cleanup(att: &WorkspaceConnection, ctx: &Context) -> Result<Action, Err
                 let note = format!("dropped schema {} from Workspace {:?}", dropped.join(", "), att.spec.workspace);
                 status::event(ctx, att, false, Reason::Detached.as_str(), "Detach", note).await;
             }
-            if att.spec.deletion_policy == DeletionPolicy::Orphan {
-                info!(attachment = %att.name_any(), namespace = %ns, "deleted with deletionPolicy Orphan; schema left in place");
+            match how {
+                Removal::Leave => {
+                    info!(attachment = %att.name_any(), namespace = %ns, "deleted with its Workspace, whose deletionPolicy is Orphan; schema left in place")
+                }
+                Removal::Orphan => {
+                    info!(attachment = %att.name_any(), namespace = %ns, "deleted with deletionPolicy Orphan; schema left in place")
+                }
+                Removal::Detach { .. } => {}
             }
             ctx.backoff.succeeded(&BackoffKey::of(att));
             Ok(Action::await_change())
         }
-        Err(e) if e.reason != Reason::DependentObjects && waited_too_long(ctx, att) => {
-            let note = format!("gave up on the workspace database after {:?}: {}", ctx.settings.cleanup_timeout, e.message);
-            status::event(ctx, att, true, Reason::CleanupAbandoned.as_str(), "Detach", note).await;
-            Ok(Action::await_change())
-        }
-        Err(e) => {
-            report(att, ctx, &Step::from(e.clone())).await?;
-            Err(Error::Held(e))
-        }
+        Err(e) => match deletion::give_up(ctx, att, &ns, &e).await {
+            Some(bound) => {
+                let note = format!(
+                    "gave up on the database of Workspace {:?} after {bound:?}: {}. What this attachment made may remain \
+                     there: schema {:?} and its server and user mapping, whose comments name this attachment",
+                    att.spec.workspace,
+                    e.message,
+                    att.status.as_ref().and_then(|s| s.schema.clone()).unwrap_or_default()
+                );
+                warn!(attachment = %att.name_any(), namespace = %ns, "{note}");
+                status::event(ctx, att, true, Reason::CleanupAbandoned.as_str(), "Detach", note).await;
+                ctx.backoff.succeeded(&BackoffKey::of(att));
+                Ok(Action::await_change())
+            }
+            None => {
+                let held = Failure::new(e.reason, deletion::held_message("wsconn", &att.name_any(), &e));
+                report(att, ctx, &Step::from(held.clone())).await?;
+                Err(Error::Held(held))
+            }
+        },
     }
 }
 

@@ -49,6 +49,9 @@ pub struct Settings {
     /// How long a Workspace's deletion waits for a database it cannot
     /// reach before it gives up, leaving that database's objects in place.
     pub cleanup_timeout: Duration,
+    /// The same wait while the namespace itself is being deleted: a
+    /// database that went with its namespace does not come back.
+    pub terminating_cleanup_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -62,6 +65,7 @@ impl Default for Settings {
             sources: SourcePolicy::default(),
             secret_selector: format!("{SECRET_LABEL}=true"),
             cleanup_timeout: Duration::from_secs(600),
+            terminating_cleanup_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -9,6 +9,8 @@
 //!   the periodic resync (one catalog query per workspace) and the removal
 //!   of everything its namespace made when it goes; the connection
 //!   reconciler owns tests and the connection's status.
+//! - `deletion`: the way into a database while objects go, and when a
+//!   deletion stops waiting for it.
 //! - `status`: conditions, status writes and Events, for all three.
 
 mod admission;
@@ -16,6 +18,7 @@ mod aggregates;
 mod attachment;
 mod connection;
 mod context;
+mod deletion;
 mod index;
 mod observations;
 mod relations;

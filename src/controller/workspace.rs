@@ -12,8 +12,8 @@ use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use tracing::{info, warn};
 
-use super::attachment::{cleanup_database, waited_too_long};
 use super::context::{BackoffKey, Context, Error, requeue};
+use super::deletion::{self, cleanup_database};
 use super::resolve::{self, SecretUser};
 use super::status::{self, Announce};
 use crate::api::conditions::{self, Desired, Status};
@@ -289,37 +289,64 @@ async fn remove_all(ctx: &Context, ns: &str, name: &str, db: &Database) -> Resul
     Ok(dropped)
 }
 
+/// The database's `search_path` goes back to the server's default when
+/// the Workspace that set it goes: its entries name schemas that are gone.
+async fn reset_search_path(db: &Database) -> Result<(), Failure> {
+    let observation = db.observe_all(&[]).await?;
+    match plan::search_path(&observation.database_name, &[], &observation.search_path) {
+        Some(statement) => db.set_search_path(statement).await,
+        None => Ok(()),
+    }
+}
+
 async fn cleanup(ws: &Workspace, ctx: &Context) -> Result<Action, Error> {
     let (ns, name) = key(ws);
+    let ws_key = (ns.clone(), name.clone());
+    if ws.spec.deletion_policy == DeletionPolicy::Orphan {
+        // Released at once, as a CloudNativePG Database with
+        // databaseReclaimPolicy retain: the database keeps what is there.
+        let note = "deletionPolicy Orphan: the schemas, servers and user mappings of this namespace's attachments stay in \
+                    the database (their comments name the attachment that made them)";
+        info!(workspace = %name, namespace = %ns, "deleted; {note}");
+        status::event(ctx, ws, false, "Orphaned", "Delete", note.to_owned()).await;
+        ctx.pools.remove(&ns, &name);
+        ctx.observations.forget(&ws_key);
+        return Ok(Action::await_change());
+    }
     let result = match cleanup_database(ctx, &ns, &name) {
-        Some(db) => remove_all(ctx, &ns, &name, &db).await,
+        Some(db) => match remove_all(ctx, &ns, &name, &db).await {
+            Ok(dropped) if ws.spec.search_path.is_some() => reset_search_path(&db).await.map(|_| dropped),
+            other => other,
+        },
         None => Err(Failure::new(
             Reason::SecretNotFound,
             "the database Secret is gone and no session to the database is open, so nothing can be removed",
         )),
     };
-    let ws_key = (ns.clone(), name.clone());
     match result {
         Ok(dropped) => {
             if !dropped.is_empty() {
                 info!(workspace = %name, namespace = %ns, schemas = dropped.len(), "deleted: removed its namespace's schemas");
             }
         }
-        Err(e) if waited_too_long(ctx, ws) => {
-            let note = format!(
-                "gave up after {:?}, leaving what remains in the database: {}. Remove those schemas and servers by hand \
-                 (their comments name the attachment); to release a Workspace at once: \
-                 kubectl patch mws {name} --type merge -p '{{\"metadata\":{{\"finalizers\":null}}}}'",
-                ctx.settings.cleanup_timeout, e.message
-            );
-            warn!(workspace = %name, namespace = %ns, "{note}");
-            status::event(ctx, ws, true, Reason::CleanupAbandoned.as_str(), "Delete", note).await;
-        }
-        Err(e) => {
-            let held = Failure::new(e.reason, format!("deletion held: {}", e.message));
-            report(ws, ctx, &held, None, Vec::new()).await?;
-            return Err(Error::Held(held));
-        }
+        Err(e) => match deletion::give_up(ctx, ws, &ns, &e).await {
+            Some(bound) => {
+                let note = format!(
+                    "gave up after {bound:?}, leaving what remains in the database: {}. Remove those schemas and servers by \
+                     hand when the database is back (their comments name the attachment; the README's \"Cleaning a database \
+                     that comes back\" has the queries); to release a Workspace at once: \
+                     kubectl patch mws {name} --type merge -p '{{\"metadata\":{{\"finalizers\":null}}}}'",
+                    e.message
+                );
+                warn!(workspace = %name, namespace = %ns, "{note}");
+                status::event(ctx, ws, true, Reason::CleanupAbandoned.as_str(), "Delete", note).await;
+            }
+            None => {
+                let held = Failure::new(e.reason, deletion::held_message("mws", &name, &e));
+                report(ws, ctx, &held, None, Vec::new()).await?;
+                return Err(Error::Held(held));
+            }
+        },
     }
     ctx.pools.remove(&ns, &name);
     ctx.observations.forget(&ws_key);

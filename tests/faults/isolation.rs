@@ -53,7 +53,7 @@ pub async fn silent_sources_do_not_stall_a_workspace() {
 }
 
 /// A namespace deleted with 50 attachments in it leaves no schema, server
-/// or user mapping behind, ten times in a row, whatever order the
+/// or user mapping behind, twenty times in a row, whatever order the
 /// namespace controller deletes things in. Only what an Orphan attachment
 /// kept stays, marked as orphaned.
 pub async fn a_deleted_namespace_leaves_nothing_behind() {
@@ -62,7 +62,7 @@ pub async fn a_deleted_namespace_leaves_nothing_behind() {
     let pg = postgres();
     let src = pg.source("nsdel").await;
     let ws_db = pg.database("nsdel-ws").await;
-    let rounds = 10;
+    let rounds = 20;
     let namespaces: Vec<String> = (0..rounds).map(|_| unique("nsdel")).collect();
     let op = Operator::start(&cp.kubeconfig, &["--namespaces", &namespaces.join(","), "--resync", "30s"]);
     let admin = pg.connect(&ws_db).await;

@@ -10,6 +10,7 @@
 use manifold_test_support as support;
 use manifold_test_support::tests;
 
+mod deletion;
 mod faults;
 mod isolation;
 mod load;
@@ -25,5 +26,7 @@ fn main() {
         isolation::silent_sources_do_not_stall_a_workspace,
         isolation::a_deleted_namespace_leaves_nothing_behind,
         isolation::a_workspace_whose_database_is_gone_gives_up,
+        deletion::every_deletion_order_converges,
+        deletion::a_namespace_whose_database_is_gone_is_deleted_within_the_bound,
     ])
 }

@@ -41,4 +41,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+# Whether a namespace is being deleted: its Workspaces then wait for an
+# unreachable database for terminatingCleanupTimeout only.
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["get"]
 {{- end -}}
