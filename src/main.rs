@@ -70,6 +70,12 @@ struct RunArgs {
     /// Bounds every statement of a connection test.
     #[arg(long, env = "MANIFOLD_TEST_TIMEOUT", default_value = "10s", value_parser = duration)]
     test_timeout: Duration,
+    /// A file holding the libpq URI of a test database that a cluster admin
+    /// provides (the chart mounts it from a Secret): a Connection attached
+    /// to no Workspace is tested there, and nowhere a tenant could choose.
+    /// Without it, a Connection is tested only where it is attached.
+    #[arg(long, env = "MANIFOLD_TEST_DATABASE_URI_FILE")]
+    test_database_uri_file: Option<PathBuf>,
     /// The label selector of the Secrets Manifold may read and use; a Secret
     /// outside it is never read. Empty: every Secret (not recommended).
     #[arg(long, env = "MANIFOLD_SECRET_SELECTOR", default_value = "manifold.dev/credentials=true")]
@@ -213,6 +219,7 @@ fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         concurrency: args.concurrency,
         timeouts: Timeouts { connect: args.connect_timeout, statement: args.statement_timeout, lock: args.lock_timeout },
         test_timeout: args.test_timeout,
+        test_database: args.test_database_uri_file,
         sources: SourcePolicy {
             wrappers: args.wrappers.0,
             hosts: HostFence::parse(&args.source_hosts).map_err(|e| format!("--source-hosts: {e}"))?,

@@ -29,7 +29,10 @@ use super::{CaSecretRef, DeletionPolicy, SecretKeyRef};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct WorkspaceSpec {
-    /// How to reach the workspace's database.
+    /// How to reach the workspace's database. Immutable: the attachments'
+    /// credentials went to that database, and must not follow a change to
+    /// another one; create a new Workspace instead.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("database is immutable: a Workspace's attachments sent their credentials to it; create a new Workspace for another database"))]
     pub database: DatabaseSpec,
     /// Postgres roles that the workspace's users log in as. Each gets USAGE
     /// on every schema Manifold manages here and SELECT on its foreign
@@ -118,6 +121,12 @@ pub struct WorkspaceStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// The database this Workspace is, as `host:port/dbname`, fixed when it
+    /// was first reached: a Secret that later names another database is
+    /// refused (`InvalidSpec`), so that no attachment's credentials follow
+    /// it there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
     /// The server version of the database, such as `15.20`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postgres_version: Option<String>,

@@ -70,6 +70,13 @@ pub struct WorkspaceConnectionStatus {
     /// The number of foreign tables in the schema.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tables: Option<i32>,
+    /// The uid of the Workspace this attachment attached to first. A
+    /// Workspace deleted and created again under the same name (perhaps on
+    /// another database, by someone else) is another Workspace: the
+    /// attachment does not follow it (`WorkspaceNotFound`), since it was
+    /// approved for the first one. Re-create the attachment to attach there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_uid: Option<String>,
     /// When the schema was last (re)created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_applied_at: Option<Time>,

@@ -148,6 +148,22 @@ async fn attach(att: &WorkspaceConnection, ctx: &Context, finalized: Finalized) 
         Ok(found) => found,
         Err(f) => return Ok(f.into()),
     };
+    // Approved for the Workspace it attached to first, not for another
+    // one made later under the same name.
+    if let Some(pinned) = att.status.as_ref().and_then(|s| s.workspace_uid.as_deref())
+        && ws.metadata.uid.as_deref() != Some(pinned)
+    {
+        return Ok(Failure::new(
+            Reason::WorkspaceNotFound,
+            format!(
+                "Workspace {:?} was deleted and created again: this attachment was made for the one that was deleted and \
+                 does not follow a new one; delete and re-create this WorkspaceConnection (as someone who may attach \
+                 Connection {:?}) to attach it there",
+                att.spec.workspace, att.spec.connection
+            ),
+        )
+        .into());
+    }
     let readers = &ws.spec.readers;
     let conn = ctx.stores.connection(&ns, &att.spec.connection).filter(|c| c.meta().deletion_timestamp.is_none());
     let Some(conn) = conn else {
@@ -443,7 +459,12 @@ async fn report(att: &WorkspaceConnection, ctx: &Context, step: &Step) -> Result
             None => None,
         }
     };
+    // The Workspace it attached to is the one it stays with.
+    let workspace_uid = current.and_then(|s| s.workspace_uid.clone()).or_else(|| {
+        ready.then(|| ctx.stores.workspace(&att.namespace().unwrap_or_default(), &att.spec.workspace)).flatten().and_then(|w| w.metadata.uid.clone())
+    });
     let status = WorkspaceConnectionStatus {
+        workspace_uid,
         schema: step.schema.clone().or_else(|| current.and_then(|s| s.schema.clone())),
         tables: if ready { step.tables.map(|t| t as i32) } else { None },
         last_applied_at,

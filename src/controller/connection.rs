@@ -111,30 +111,67 @@ fn since(tested_at: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> Du
     Duration::try_from(elapsed).unwrap_or_default()
 }
 
-/// The workspace a test runs in: `spec.test.workspace`, or the first Ready
-/// Workspace of the namespace by name. Never another namespace's.
-fn test_workspace(ctx: &Context, conn: &Connection) -> Result<Arc<Workspace>, String> {
+/// Where a test runs.
+pub enum TestPlace {
+    /// A Workspace the connection is attached to.
+    Workspace(Arc<Workspace>),
+    /// The cluster admin's test database (`--test-database-uri-file`).
+    AdminDatabase,
+}
+
+/// The key of the admin's test database among the pools: no namespace is
+/// named "".
+const ADMIN_TEST_POOL: (&str, &str) = ("", "manifold-test-database");
+
+/// Where a test runs: a Workspace the connection is attached to, since a
+/// test sends the connection's credentials to the workspace's database
+/// (the rolled-back user mapping is statement text there), and only an
+/// attachment, which the admission policy lets only those who may attach
+/// the connection make, says where its credentials may go. Without one,
+/// the cluster admin's test database, if there is one: a Connection can be
+/// tested before it is attached anywhere. `spec.test.workspace` picks one
+/// of the attached Workspaces; without it, the first Ready one by name.
+/// Never another namespace's, and never one a name alone chooses.
+fn test_workspace(ctx: &Context, conn: &Connection) -> Result<TestPlace, String> {
     let ns = conn.namespace().unwrap_or_default();
-    if let Some(name) = conn.spec.test.as_ref().and_then(|t| t.workspace.as_deref()) {
-        return ctx
-            .stores
-            .workspace(&ns, name)
-            .filter(|w| w.meta().deletion_timestamp.is_none())
-            .ok_or_else(|| format!("spec.test.workspace {name:?} not found"));
-    }
-    let mut ready: Vec<Arc<Workspace>> = ctx
+    let name = conn.name_any();
+    let mut attached: Vec<Arc<Workspace>> = ctx
         .stores
-        .workspaces
-        .state()
-        .into_iter()
-        .filter(|w| {
-            w.namespace().as_deref() == Some(&ns)
-                && w.meta().deletion_timestamp.is_none()
-                && w.status.as_ref().is_some_and(|s| conditions::is_ready(&s.conditions))
-        })
+        .attachments_of_connection(&ns, &name)
+        .iter()
+        .filter(|a| a.meta().deletion_timestamp.is_none())
+        .filter_map(|a| ctx.stores.workspace(&ns, &a.spec.workspace))
+        .filter(|w| w.meta().deletion_timestamp.is_none())
         .collect();
-    ready.sort_by_key(|w| w.name_any());
-    ready.into_iter().next().ok_or_else(|| "there is no Ready Workspace in this namespace to test in".to_owned())
+    attached.sort_by_key(|w| w.name_any());
+    attached.dedup_by_key(|w| w.name_any());
+    if let Some(wanted) = conn.spec.test.as_ref().and_then(|t| t.workspace.as_deref()) {
+        return attached.into_iter().find(|w| w.name_any() == wanted).map(TestPlace::Workspace).ok_or_else(|| {
+            format!(
+                "spec.test.workspace {wanted:?} is not a Workspace this connection is attached to: a test runs only where \
+                 the connection is attached"
+            )
+        });
+    }
+    match attached.into_iter().find(|w| w.status.as_ref().is_some_and(|s| conditions::is_ready(&s.conditions))) {
+        Some(ws) => Ok(TestPlace::Workspace(ws)),
+        None if ctx.settings.test_database.is_some() => Ok(TestPlace::AdminDatabase),
+        None => Err("the connection is attached to no Ready Workspace, and no test database is configured: a test runs \
+                     only where the connection is attached"
+            .to_owned()),
+    }
+}
+
+/// The admin's test database: the URI in the file, read at each test so
+/// that a rotated Secret behind the file is taken up.
+fn admin_test_database(ctx: &Context) -> Result<crate::postgres::Database, Failure> {
+    let path = ctx.settings.test_database.as_ref().ok_or_else(|| Failure::new(Reason::NoWorkspace, "no test database"))?;
+    let uri = std::fs::read_to_string(path)
+        .map_err(|e| Failure::new(Reason::WorkspaceUnreachable, format!("the test database's URI file {}: {e}", path.display())))?;
+    let target = crate::postgres::Target { uri: uri.trim().to_owned(), ca: None };
+    ctx.pools
+        .get(ADMIN_TEST_POOL.0, ADMIN_TEST_POOL.1, &target)
+        .map_err(|f| Failure::new(f.reason, format!("the test database: {}", f.message)))
 }
 
 /// Runs one test. Failures to resolve the connection are test failures
@@ -143,7 +180,7 @@ async fn run_test(
     ctx: &Context,
     conn: &Connection,
     resolved: &Result<Resolved, Failure>,
-    workspace: Result<Arc<Workspace>, String>,
+    workspace: Result<TestPlace, String>,
 ) -> (TestResult, Option<Tested>) {
     let started = Instant::now();
     let mut result = TestResult {
@@ -160,9 +197,13 @@ async fn run_test(
     };
     let outcome: Result<Tested, Failure> = async {
         let resolved = resolved.as_ref().map_err(Clone::clone)?;
-        let ws = workspace.map_err(|m| Failure::new(Reason::NoWorkspace, m))?;
-        result.workspace = Some(ws.name_any());
-        let (_, db) = resolve::workspace_database(ctx, &conn.namespace().unwrap_or_default(), &ws.name_any()).await?;
+        let db = match workspace.map_err(|m| Failure::new(Reason::NoWorkspace, m))? {
+            TestPlace::Workspace(ws) => {
+                result.workspace = Some(ws.name_any());
+                resolve::workspace_database(ctx, &conn.namespace().unwrap_or_default(), &ws.name_any()).await?.1
+            }
+            TestPlace::AdminDatabase => admin_test_database(ctx)?,
+        };
         // A scratch schema and server that no attachment can own; the
         // transaction is rolled back whatever happens.
         let scratch = format!(

@@ -42,6 +42,9 @@ pub struct Settings {
     pub timeouts: Timeouts,
     /// Bounds every statement of a connection test.
     pub test_timeout: Duration,
+    /// A file holding the URI of the cluster admin's test database, where
+    /// a Connection attached nowhere is tested.
+    pub test_database: Option<std::path::PathBuf>,
     /// Which wrappers, source hosts and connect timeouts are allowed.
     pub sources: SourcePolicy,
     /// The label selector of the Secrets Manifold may use; empty: all.
@@ -62,6 +65,7 @@ impl Default for Settings {
             concurrency: 64,
             timeouts: Timeouts::default(),
             test_timeout: Duration::from_secs(10),
+            test_database: None,
             sources: SourcePolicy::default(),
             secret_selector: format!("{SECRET_LABEL}=true"),
             cleanup_timeout: Duration::from_secs(600),

@@ -90,11 +90,51 @@ pub fn workspace_target(stores: &Stores, ws: &Workspace) -> Result<Target, Failu
     let uri = String::from_utf8(key(&uri_secret, &db.secret_ref.name, &db.secret_ref.key)?).map_err(|_| {
         Failure::new(Reason::InvalidSpec, format!("key {:?} of Secret {:?} is not UTF-8 text", db.secret_ref.key, db.secret_ref.name))
     })?;
+    // The database is fixed for the Workspace's life: its attachments'
+    // credentials went there, and a changed Secret must not carry them
+    // (and every later one) to another database.
+    if let Some(pinned) = ws.status.as_ref().and_then(|s| s.database.as_deref()) {
+        let now = database_identity(&uri);
+        if now.as_deref() != Some(pinned) {
+            return Err(Failure::new(
+                Reason::InvalidSpec,
+                format!(
+                    "Secret {:?} now names database {}, but this Workspace is database {pinned}: a Workspace's database \
+                     is fixed, because its attachments' credentials went there. Restore the Secret, or create a new \
+                     Workspace (and new attachments, by someone who may attach each Connection) for the other database",
+                    db.secret_ref.name,
+                    now.unwrap_or_else(|| "(none that can be parsed)".to_owned())
+                ),
+            ));
+        }
+    }
     let ca = match &db.ca_secret_ref {
         Some(ca) => Some(key(&*secret(stores, &ns, &ca.name, "the CA")?, &ca.name, &ca.key)?),
         None => None,
     };
     Ok(Target { uri, ca })
+}
+
+/// Which database a libpq URI names: `host:port/dbname` (every host, and
+/// the user's name where no dbname is given, as libpq defaults it). The
+/// credentials are not part of it, so that a rotated password is the same
+/// database.
+pub fn database_identity(uri: &str) -> Option<String> {
+    let config: tokio_postgres::Config = uri.parse().ok()?;
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.to_lowercase(),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
+    let host = if hosts.is_empty() { "localhost".to_owned() } else { hosts.join(",") };
+    let port = if ports.is_empty() { "5432".to_owned() } else { ports.join(",") };
+    let dbname = config.get_dbname().or(config.get_user())?;
+    Some(format!("{host}:{port}/{dbname}"))
 }
 
 /// The database of a workspace in the attachment's or connection's own
@@ -181,4 +221,20 @@ pub fn plan(ctx: &Context, att: &WorkspaceConnection, conn: &Connection, readers
         tables: table_filter(conn),
         credentials_version: resolved.version.as_deref(),
     }))
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::database_identity;
+
+    #[test]
+    fn a_database_is_its_host_port_and_name_not_its_credentials() {
+        let a = database_identity("postgresql://app:one@db.example:5432/analytics?sslmode=require");
+        assert_eq!(a.as_deref(), Some("db.example:5432/analytics"));
+        assert_eq!(a, database_identity("postgresql://app:two@DB.example/analytics"));
+        assert_ne!(a, database_identity("postgresql://app:one@evil.example:5432/analytics"));
+        assert_ne!(a, database_identity("postgresql://app:one@db.example:5432/other"));
+        assert_eq!(database_identity("postgresql://app@h").as_deref(), Some("h:5432/app"));
+        assert_eq!(database_identity("not a uri ::"), None);
+    }
 }

@@ -50,6 +50,8 @@ struct Seen {
     database: String,
     search_path: Vec<String>,
     roles: std::collections::BTreeSet<String>,
+    /// `host:port/dbname`, which the status keeps from the first time.
+    identity: Option<String>,
 }
 
 /// The condition that says whether every reader role exists.
@@ -64,6 +66,7 @@ async fn apply(ws: &Workspace, ctx: &Context) -> Result<Action, Error> {
     // A Secret that goes missing leaves the workspace's sessions as they
     // are: deleting a namespace deletes the Secret before the Workspace,
     // whose cleanup still needs a way in.
+    let mut identity = None;
     let observed = match resolve::workspace_target(&ctx.stores, ws) {
         Err(f) => Err(resolve::explain(ctx, &ns, f, SecretUser::Workspace(ws)).await),
         Ok(target) => match ctx.pools.get(&ns, &name, &target) {
@@ -81,11 +84,15 @@ async fn apply(ws: &Workspace, ctx: &Context) -> Result<Action, Error> {
                         database: o.database_name.clone(),
                         search_path: o.search_path.clone(),
                         roles: o.roles.clone(),
+                        identity: None,
                     };
                     (seen, o.taken, fresh)
                 })
                 .await
-                .map(|found| (found, db)),
+                .map(|found| {
+                    identity = resolve::database_identity(&target.uri);
+                    (found, db)
+                }),
         },
     };
     let mut extra = Vec::new();
@@ -127,7 +134,7 @@ async fn apply(ws: &Workspace, ctx: &Context) -> Result<Action, Error> {
             (f, None, action)
         }
     };
-    report(ws, ctx, &outcome, seen, extra).await?;
+    report(ws, ctx, &outcome, seen.map(|s| Seen { identity, ..s }), extra).await?;
     Ok(action)
 }
 
@@ -228,6 +235,7 @@ async fn report(ws: &Workspace, ctx: &Context, outcome: &Failure, seen: Option<S
         });
     }
     let status = WorkspaceStatus {
+        database: current.and_then(|s| s.database.clone()).or_else(|| seen.as_ref().and_then(|s| s.identity.clone())),
         postgres_version: seen.as_ref().map(|s| s.version.clone()).or_else(|| current.and_then(|s| s.postgres_version.clone())),
         connection_count: connections.iter().filter(|c| c.state == "Ready").count() as i32,
         connections,

@@ -38,7 +38,9 @@ pub async fn good_credentials_pass_and_leave_nothing_behind() {
     let conn = w.wait_test("sales", "Passed", |t| t.result == TestOutcome::Passed).await;
     let test = conn.status.as_ref().unwrap().test.clone().unwrap();
     assert_eq!(test.tables, Some(2));
-    assert_eq!(test.workspace.as_deref(), Some("ws"));
+    // Attached nowhere, it is tested in the cluster admin's test database,
+    // never in a Workspace it is not attached to.
+    assert_eq!(test.workspace, None);
     assert_eq!(test.observed_generation, conn.metadata.generation);
     assert_eq!(condition(&conn, "Verified"), ("True".into(), "Passed".into()));
     assert_eq!(condition(&conn, "Ready"), ("True".into(), "Passed".into()));
@@ -137,14 +139,28 @@ pub async fn each_failure_has_a_reason_that_says_what_to_fix_and_no_secret_leaks
     w.wait_test("badpw", "Passed after the fix", |t| t.result == TestOutcome::Passed).await;
 }
 
-pub async fn no_workspace_means_unknown_until_one_is_ready() {
+/// A test sends the connection's credentials to the database it runs in,
+/// so it runs only where the connection is attached (or in the admin's
+/// test database): `spec.test.workspace` naming a Workspace it is not
+/// attached to is `NoWorkspace`, however Ready that Workspace is, until the
+/// connection is attached there.
+pub async fn a_test_runs_only_where_the_connection_is_attached() {
     let w = world("test-nows").await;
-    w.connection("lonely", as_is);
+    let pinned = |c: &mut Connection| c.spec.test = Some(manifold::api::TestSpec { interval: None, workspace: Some("late".into()) });
+    w.connection("lonely", pinned);
     let conn = w.wait_test_reason("lonely", "NoWorkspace").await;
-    assert_eq!(conn.status.as_ref().unwrap().test.as_ref().unwrap().result, TestOutcome::Unknown);
+    let test = conn.status.as_ref().unwrap().test.clone().unwrap();
+    assert_eq!(test.result, TestOutcome::Unknown);
+    assert!(test.message.contains("not a Workspace this connection is attached to"), "{}", test.message);
     assert_eq!(condition(&conn, "Verified"), ("Unknown".into(), "NoWorkspace".into()));
     w.workspace("late");
-    w.wait_test("lonely", "Passed once a workspace is Ready", |t| t.result == TestOutcome::Passed).await;
+    w.wait_workspace_ready("late").await;
+    stdout_ok(&w.t.kubectl(&["annotate", "--overwrite", "conn", "lonely", "manifold.dev/test-request=again"]));
+    let conn = w.wait_test("lonely", "the requested test", |t| t.request.as_deref() == Some("again")).await;
+    assert_eq!(conn.status.unwrap().test.unwrap().reason, "NoWorkspace", "Ready, but not attached there");
+    w.attach("late-lonely", "late", "lonely", as_is);
+    let conn = w.wait_test("lonely", "Passed once attached", |t| t.result == TestOutcome::Passed).await;
+    assert_eq!(conn.status.unwrap().test.unwrap().workspace.as_deref(), Some("late"));
 }
 
 pub async fn a_periodic_test_runs_again_after_its_interval() {

@@ -31,27 +31,31 @@ pub async fn chart_crds_are_the_generated_crds() {
     }
 }
 
-/// The chart's admission policy is the one in admission/, under the
+/// The chart's admission policies are the ones in admission/, under the
 /// release's name.
 pub async fn chart_admission_policy_is_the_one_in_admission() {
     let cp = control_plane();
-    let rendered = stdout_ok(&cp.helm(&["template", "mf", &chart(), "--show-only", "templates/admission-policy.yaml"]));
     let docs = |text: &str| -> Vec<serde_json::Value> {
         text.split("\n---")
             .filter(|d| d.contains("kind:"))
             .map(|d| serde_saphyr::from_str(d).unwrap_or_else(|e| panic!("{e}: {d}")))
             .collect()
     };
-    let chart_docs = docs(&rendered);
-    let file_docs = docs(&std::fs::read_to_string(repo_root().join("admission/secret-references.yaml")).unwrap());
-    assert_eq!(chart_docs.len(), 2);
-    assert_eq!(chart_docs[0]["spec"], file_docs[0]["spec"], "the policy differs from admission/secret-references.yaml");
-    assert_eq!(chart_docs[1]["spec"]["validationActions"], file_docs[1]["spec"]["validationActions"]);
-    assert_eq!(chart_docs[1]["spec"]["policyName"], "mf-manifold-secret-references");
-    // It can be turned off, and nothing else renders then.
-    let off =
-        cp.helm(&["template", "mf", &chart(), "--show-only", "templates/admission-policy.yaml", "--set", "admissionPolicy.enabled=false"]);
-    assert!(!off.status.success() || !String::from_utf8_lossy(&off.stdout).contains("ValidatingAdmissionPolicy"));
+    for (template, file, name) in [
+        ("templates/admission-policy.yaml", "admission/secret-references.yaml", "mf-manifold-secret-references"),
+        ("templates/admission-attach.yaml", "admission/attach.yaml", "mf-manifold-attach"),
+    ] {
+        let rendered = stdout_ok(&cp.helm(&["template", "mf", &chart(), "--show-only", template]));
+        let chart_docs = docs(&rendered);
+        let file_docs = docs(&std::fs::read_to_string(repo_root().join(file)).unwrap());
+        assert_eq!(chart_docs.len(), 2);
+        assert_eq!(chart_docs[0]["spec"], file_docs[0]["spec"], "{template}: the policy differs from {file}");
+        assert_eq!(chart_docs[1]["spec"]["validationActions"], file_docs[1]["spec"]["validationActions"]);
+        assert_eq!(chart_docs[1]["spec"]["policyName"], name);
+        // It can be turned off, and nothing else renders then.
+        let off = cp.helm(&["template", "mf", &chart(), "--show-only", template, "--set", "admissionPolicy.enabled=false"]);
+        assert!(!off.status.success() || !String::from_utf8_lossy(&off.stdout).contains("ValidatingAdmissionPolicy"));
+    }
 }
 
 pub async fn helm_install_creates_the_release() {
@@ -88,6 +92,9 @@ pub async fn helm_install_creates_the_release() {
     stdout_ok(&cp.kubectl(&["get", "clusterrole", "mf-manifold"]));
     // The admission policy came with it.
     stdout_ok(&cp.kubectl(&["get", "validatingadmissionpolicy,validatingadmissionpolicybinding", "mf-manifold-secret-references"]));
+    stdout_ok(&cp.kubectl(&["get", "validatingadmissionpolicy,validatingadmissionpolicybinding", "mf-manifold-attach"]));
+    // The roles people and GitOps ServiceAccounts are given.
+    stdout_ok(&cp.kubectl(&["get", "clusterrole", "mf-manifold-edit", "mf-manifold-view", "mf-manifold-attacher"]));
     stdout_ok(&cp.helm(&["uninstall", "mf", "-n", &ns]));
 }
 

@@ -28,6 +28,10 @@ pub async fn the_chart_rbac_is_enough_and_no_more() {
         // under this release's name would collide with helm_install's.
         "--set",
         "admissionPolicy.enabled=false",
+        // The people's ClusterRoles are cluster-wide; helm_install's
+        // release of the same name makes them.
+        "--set",
+        "userRoles.enabled=false",
     ]));
     stdout_ok(&cp.kubectl_stdin(&["apply", "--server-side", "-f", "-"], &rendered));
     let kubeconfig = cp.token_kubeconfig(&sys.ns, "mf-manifold");

@@ -56,6 +56,20 @@ pub fn operator() -> &'static Operator {
         let cp = control_plane();
         let resync = format!("{RESYNC_SECS}s");
         let admin = format!("127.0.0.1:{}", free_port());
+        // The cluster admin's test database, where a Connection attached
+        // nowhere is tested: a database of its own on the shared Postgres.
+        let test_db = std::thread::spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let pg = crate::postgres();
+                pg.owner_uri(&pg.database("admin-tests").await)
+            })
+        })
+        .join()
+        .unwrap();
+        let test_db_file = std::env::temp_dir().join(format!("{}.uri", crate::unique("test-database")));
+        std::fs::write(&test_db_file, test_db).unwrap();
+        let test_db_file = test_db_file.to_string_lossy().into_owned();
         let devenv = Devenv::start_with_env(
             "exec",
             &[
@@ -74,6 +88,8 @@ pub fn operator() -> &'static Operator {
                 // the MariaDB tests use.
                 "--wrappers",
                 MYSQL_FDW,
+                "--test-database-uri-file",
+                &test_db_file,
             ],
             &[("KUBECONFIG", &cp.kubeconfig)],
         );
