@@ -223,8 +223,10 @@ pub struct TestSpec {
         .message("interval must be a duration such as 90s, 15m or 1h30m (at most 4 parts of 6 digits), or 0 to turn periodic tests off"))]
     #[schemars(length(max = 32))]
     pub interval: Option<String>,
-    /// The Workspace, in this namespace, whose database runs the test.
-    /// Defaults to the first Ready Workspace by name.
+    /// The Workspace, in this namespace, whose database runs the test: one
+    /// this Connection is attached to, since a test sends its credentials
+    /// there. Defaults to the first Ready Workspace it is attached to by
+    /// name, or, attached nowhere, the cluster admin's test database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
     pub workspace: Option<String>,

@@ -17,7 +17,6 @@ use std::sync::Arc;
 
 use kube::api::{Api, Patch};
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
@@ -76,15 +75,38 @@ pub async fn reconcile(att: Arc<WorkspaceConnection>, ctx: Arc<Context>) -> Resu
     if att.meta().deletion_timestamp.is_none() && !att.finalizers().iter().any(|f| f == FINALIZER) {
         return apply(&att, &ctx, Finalized::Not).await;
     }
-    let api: Api<WorkspaceConnection> = Api::namespaced(ctx.client.clone(), &ns);
-    finalizer(&api, FINALIZER, att, |event| async {
-        match event {
-            Finalizer::Apply(att) => apply(&att, &ctx, Finalized::Yes).await,
-            Finalizer::Cleanup(att) => cleanup(&att, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    if att.meta().deletion_timestamp.is_none() {
+        return apply(&att, &ctx, Finalized::Yes).await;
+    }
+    if !att.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let action = cleanup(&att, &ctx).await?;
+    remove_finalizer(&ctx, &att).await?;
+    Ok(action)
+}
+
+/// Takes the finalizer off, every copy of it (a copy left behind would
+/// hold the object with nothing left to wake its reconcile), with the same
+/// tests as kube's `finalizer`: the uid, and the finalizers as the store
+/// shows them, so that a store that is behind fails the test and the
+/// reconcile is retried soon.
+async fn remove_finalizer(ctx: &Context, att: &WorkspaceConnection) -> Result<(), Error> {
+    let api: Api<WorkspaceConnection> = Api::namespaced(ctx.client.clone(), &att.namespace().unwrap_or_default());
+    let finalizers = att.finalizers();
+    let rest: Vec<&String> = finalizers.iter().filter(|f| *f != FINALIZER).collect();
+    let ops = serde_json::json!([
+        { "op": "test", "path": "/metadata/uid", "value": att.metadata.uid },
+        { "op": "test", "path": "/metadata/finalizers", "value": finalizers },
+        { "op": "replace", "path": "/metadata/finalizers", "value": rest },
+    ]);
+    let patch: json_patch::Patch = serde_json::from_value(ops).map_err(kube::Error::SerdeError)?;
+    match api.patch(&att.name_any(), &patch_params(), &Patch::<()>::Json(patch)).await {
+        Ok(_) => Ok(()),
+        // Gone already: nothing holds it.
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(Error::Finalizer(Box::new(kube::runtime::finalizer::Error::RemoveFinalizer(e)))),
+    }
 }
 
 /// Whether the attachment carries the finalizer yet.
@@ -461,7 +483,10 @@ async fn report(att: &WorkspaceConnection, ctx: &Context, step: &Step) -> Result
     };
     // The Workspace it attached to is the one it stays with.
     let workspace_uid = current.and_then(|s| s.workspace_uid.clone()).or_else(|| {
-        ready.then(|| ctx.stores.workspace(&att.namespace().unwrap_or_default(), &att.spec.workspace)).flatten().and_then(|w| w.metadata.uid.clone())
+        ready
+            .then(|| ctx.stores.workspace(&att.namespace().unwrap_or_default(), &att.spec.workspace))
+            .flatten()
+            .and_then(|w| w.metadata.uid.clone())
     });
     let status = WorkspaceConnectionStatus {
         workspace_uid,

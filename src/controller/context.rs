@@ -389,7 +389,8 @@ impl Error {
             self,
             Error::Finalizer(inner) if matches!(
                 inner.as_ref(),
-                kube::runtime::finalizer::Error::AddFinalizer(kube::Error::Api(status)) if status.code == 422
+                kube::runtime::finalizer::Error::AddFinalizer(kube::Error::Api(status))
+                    | kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(status)) if status.code == 422
             )
         )
     }

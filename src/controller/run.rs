@@ -87,9 +87,10 @@ where
 /// that changed what it acts on (the spec, labels, annotations,
 /// finalizers, deletion), not its own status writes, which would each wake
 /// it for nothing. Other kinds' changes reach it through the relations.
-/// Without `finalizers`, a change of finalizers alone is not one: the
+/// Without `finalizers`, a change of finalizers alone is not one (the
 /// attachment controller adds its finalizer in the reconcile that goes on
-/// to attach, and needs no second reconcile for it.
+/// to attach, and needs no second reconcile for it), except while the
+/// object is being deleted.
 fn own_changes<K>(objects: BoxStream<'static, Arc<K>>, store: Store<K>, finalizers: bool) -> BoxStream<'static, Arc<K>>
 where
     K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
@@ -100,7 +101,9 @@ where
         .filter(move |obj| {
             let meta = obj.meta();
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            let finalizers = if finalizers { meta.finalizers.as_ref() } else { None };
+            // While an object is being deleted its finalizers are all that
+            // still changes, and a change to them must never go unseen.
+            let finalizers = if finalizers || meta.deletion_timestamp.is_some() { meta.finalizers.as_ref() } else { None };
             (&meta.uid, meta.generation, meta.deletion_timestamp.is_some(), finalizers, &meta.labels, &meta.annotations).hash(&mut h);
             let fresh = seen.insert(ObjectRef::from_obj(obj), h.finish()) != Some(h.finish());
             // Forget objects that are gone, now and then.

@@ -183,6 +183,11 @@ pub async fn a_view_on_a_foreign_table_holds_the_detach() {
     let held = w.wait_reason("ws-sales", "DependentObjects").await;
     let message = &conditions::find(&held.status.as_ref().unwrap().conditions, "Ready").unwrap().message;
     assert!(message.contains("big_orders"), "{message}");
+    // Held visibly: what holds it, and what to do, where kubectl describe
+    // shows it.
+    assert!(message.contains("deletion held") && message.contains("To go on: drop or move"), "{message}");
+    let described = stdout_ok(&w.t.kubectl(&["describe", "wsconn", "ws-sales"]));
+    assert!(described.contains("kubectl patch wsconn ws-sales"), "{described}");
     // Nothing was dropped, and the object waits for its finalizer.
     assert_eq!(foreign_tables(&ws, "sales").await, ["customers", "orders"]);
     assert_eq!(count(&ws, "SELECT count(*) FROM public.big_orders").await, 2);

@@ -212,11 +212,7 @@ pub async fn a_tenant_cannot_carry_another_connections_credentials() {
     w.workspace("ws");
     w.credentials("prod", &prod_password);
     // prod's credentials are the source's, under a password of its own.
-    w.pg.connect("postgres")
-        .await
-        .batch_execute(&format!("ALTER ROLE \"{}\" PASSWORD '{prod_password}'", w.src.user))
-        .await
-        .unwrap();
+    w.pg.connect("postgres").await.batch_execute(&format!("ALTER ROLE \"{}\" PASSWORD '{prod_password}'", w.src.user)).await.unwrap();
     w.connection_only("prod", as_is);
     w.attach("ws-prod", "ws", "prod", as_is);
     w.wait_ready("ws-prod").await;

@@ -62,7 +62,17 @@ pub fn operator() -> &'static Operator {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async {
                 let pg = crate::postgres();
-                pg.owner_uri(&pg.database("admin-tests").await)
+                let db = pg.database("admin-tests").await;
+                // The admin installs every wrapper the allowlist names.
+                let (role, _) = crate::Postgres::owner(&db);
+                pg.connect(&db)
+                    .await
+                    .batch_execute(&format!(
+                        "CREATE EXTENSION mysql_fdw SCHEMA public; GRANT USAGE ON FOREIGN DATA WRAPPER mysql_fdw TO {role}"
+                    ))
+                    .await
+                    .unwrap();
+                pg.owner_uri(&db)
             })
         })
         .join()
