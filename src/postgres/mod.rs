@@ -643,7 +643,23 @@ impl Database {
         let mut batch: Vec<String> = Vec::new();
         let mut pending_marker: Option<Marker> = None;
         let mut executed = Executed::default();
+        // Option values go ahead, as one bind parameter; the statements that
+        // create servers and mappings read them (see `sql::SET_OPTIONS`).
+        let specs: Vec<serde_json::Value> = statements.iter().filter_map(sql::options_spec).collect();
+        if !specs.is_empty() {
+            self.count(1, 0);
+            tx.execute(&tx.prepare_cached(sql::SET_OPTIONS).await?, &[&sql::options_parameter(&specs)]).await?;
+        }
+        let mut created = 0;
         for statement in statements {
+            if sql::options_spec(&statement).is_some() {
+                batch.push(sql::create_with_options(created));
+                created += 1;
+                if created == specs.len() {
+                    batch.push(sql::RESET_OPTIONS.to_owned());
+                }
+                continue;
+            }
             match statement {
                 Statement::MarkSchema { marker, .. } if marker.tables.is_none() => pending_marker = Some(marker),
                 Statement::MarkSchema { ref marker, .. } => {

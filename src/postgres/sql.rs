@@ -22,11 +22,10 @@ pub fn render(statement: &Statement) -> String {
     match statement {
         Statement::LockExtension { extension } => lock_extension(extension),
         Statement::CreateExtension { extension, schema } => create_extension(extension, schema),
-        Statement::CreateServer { server, wrapper, options: opts } => {
-            format!("CREATE SERVER {} FOREIGN DATA WRAPPER {}{}", ident(server), ident(wrapper), options(opts))
+        Statement::CreateServer { .. } | Statement::CreateUserMapping { .. } | Statement::CreateReaderMapping { .. } => {
+            create_with_options(0)
         }
         Statement::CommentOnServer { server, marker } => comment_on_server(server, &marker.render()),
-        Statement::CreateUserMapping { server, options } => create_user_mapping(server, options),
         Statement::DropUserMapping { server } => drop_user_mapping(server),
         Statement::DropServer { server } => drop_server(server),
         Statement::CreateSchema { schema } => create_schema(schema),
@@ -34,9 +33,6 @@ pub fn render(statement: &Statement) -> String {
         Statement::DropForeignTables { schema, tables } => drop_foreign_tables(schema, tables).unwrap_or_default(),
         Statement::Import { remote_schema, filter, server, schema } => import_foreign_schema(remote_schema, filter, server, schema),
         Statement::MarkSchema { schema, marker } => comment_on_schema(schema, &marker.render()),
-        Statement::CreateReaderMapping { server, role, options: opts } => {
-            format!("CREATE USER MAPPING FOR {} SERVER {}{}", ident(role), ident(server), options(opts))
-        }
         Statement::DropReaderMapping { server, role } => {
             format!("DROP USER MAPPING IF EXISTS FOR {} SERVER {}", ident(role), ident(server))
         }
@@ -93,12 +89,85 @@ fn create_view(view: &View) -> String {
     format!("CREATE VIEW {name} AS {}; COMMENT ON VIEW {name} IS {}", branches.join(" UNION ALL "), literal(&view.marker.render()))
 }
 
-fn options(options: &[(String, SecretString)]) -> String {
-    if options.is_empty() {
-        return String::new();
+// Options travel apart from the statement text
+//
+// A server's and a user mapping's option values (passwords, a steampipe
+// `config`) never appear in the text of a statement: Postgres writes the
+// text of a failing statement to its log (`log_min_error_statement`, whole
+// multi-statement batch included), shows it in `pg_stat_activity` and
+// keeps it in `pg_stat_statements`. They go as a bind parameter (which the
+// log leaves out on error by default) into a transaction-local setting,
+// seen by this session only; a DO block of fixed text builds each
+// statement from it with `format('%I')`/`%L` and runs it, and re-raises
+// its error without the executed text (PL/pgSQL would put it in the
+// error's CONTEXT). The setting is emptied right after the last one.
+// `pg_stat_statements.track = all` (not the default) records statements
+// nested in functions, and so the executed text: only to superusers,
+// `pg_read_all_stats` and the workspace role itself, who reads its
+// mappings anyway.
+
+/// The transaction-local setting that carries the option values.
+const OPTIONS_SETTING: &str = "manifold.ddl_options";
+
+/// Sets the options of the statements that follow (a JSON array of
+/// `options_spec`), for the rest of the transaction. Parameter: the JSON.
+pub const SET_OPTIONS: &str = "SELECT pg_catalog.set_config('manifold.ddl_options', $1, true)";
+
+/// Empties the setting once the statements that read it ran.
+pub const RESET_OPTIONS: &str = "SELECT pg_catalog.set_config('manifold.ddl_options', '', true)";
+
+/// What a statement that creates a server or a user mapping carries apart
+/// from its text (see `create_with_options`); None for other statements.
+pub fn options_spec(statement: &Statement) -> Option<serde_json::Value> {
+    let pairs = |options: &[(String, SecretString)]| -> serde_json::Value {
+        options.iter().map(|(k, v)| serde_json::json!([k, v.expose()])).collect()
+    };
+    match statement {
+        Statement::CreateServer { server, wrapper, options } => {
+            Some(serde_json::json!({"kind": "server", "server": server, "wrapper": wrapper, "options": pairs(options)}))
+        }
+        Statement::CreateUserMapping { server, options } => {
+            Some(serde_json::json!({"kind": "mapping", "server": server, "role": null, "options": pairs(options)}))
+        }
+        Statement::CreateReaderMapping { server, role, options } => {
+            Some(serde_json::json!({"kind": "mapping", "server": server, "role": role, "options": pairs(options)}))
+        }
+        _ => None,
     }
-    let rendered: Vec<String> = options.iter().map(|(k, v)| format!("{} {}", ident(k), literal(v.expose()))).collect();
-    format!(" OPTIONS ({})", rendered.join(", "))
+}
+
+/// The parameter of `SET_OPTIONS`: the specs of `options_spec`, in order.
+pub fn options_parameter(specs: &[serde_json::Value]) -> String {
+    serde_json::Value::Array(specs.to_vec()).to_string()
+}
+
+/// Creates the server or user mapping that entry `index` of the options
+/// set by `SET_OPTIONS` describes. The text holds no value of a spec or a
+/// Secret: only the index.
+pub fn create_with_options(index: usize) -> String {
+    format!(
+        "DO $manifold$
+DECLARE
+  spec pg_catalog.jsonb := pg_catalog.current_setting('{OPTIONS_SETTING}')::pg_catalog.jsonb -> {index};
+  ddl pg_catalog.text;
+BEGIN
+  IF spec ->> 'kind' = 'server' THEN
+    ddl := pg_catalog.format('CREATE SERVER %I FOREIGN DATA WRAPPER %I', spec ->> 'server', spec ->> 'wrapper');
+  ELSIF spec ->> 'role' IS NULL THEN
+    ddl := pg_catalog.format('CREATE USER MAPPING FOR CURRENT_USER SERVER %I', spec ->> 'server');
+  ELSE
+    ddl := pg_catalog.format('CREATE USER MAPPING FOR %I SERVER %I', spec ->> 'role', spec ->> 'server');
+  END IF;
+  IF pg_catalog.jsonb_array_length(spec -> 'options') > 0 THEN
+    ddl := ddl || ' OPTIONS (' || (SELECT pg_catalog.string_agg(pg_catalog.format('%I %L', o ->> 0, o ->> 1), ', ' ORDER BY n)
+                                     FROM pg_catalog.jsonb_array_elements(spec -> 'options') WITH ORDINALITY AS t(o, n)) || ')';
+  END IF;
+  EXECUTE ddl;
+EXCEPTION WHEN OTHERS THEN
+  RAISE EXCEPTION USING ERRCODE = SQLSTATE, MESSAGE = SQLERRM;
+END
+$manifold$"
+    )
 }
 
 fn qualified(schema: &str, name: &str) -> String {
@@ -114,14 +183,6 @@ pub fn create_extension(extension: &str, schema: &str) -> String {
 /// A transaction-scoped lock on an extension's name.
 pub fn lock_extension(extension: &str) -> String {
     format!("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext({}))", literal(&format!("manifold.dev/extension/{extension}")))
-}
-
-pub fn create_server(server: &str, wrapper: &str, server_options: &[(String, SecretString)]) -> String {
-    render(&Statement::CreateServer { server: server.to_owned(), wrapper: wrapper.to_owned(), options: server_options.to_vec() })
-}
-
-pub fn create_user_mapping(server: &str, mapping_options: &[(String, SecretString)]) -> String {
-    format!("CREATE USER MAPPING FOR CURRENT_USER SERVER {}{}", ident(server), options(mapping_options))
 }
 
 pub fn drop_user_mapping(server: &str) -> String {
@@ -481,13 +542,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn identifiers_and_literals_are_quoted() {
+    fn option_values_travel_apart_from_the_statement_text() {
         let opts =
             vec![("user".to_owned(), SecretString::new("o'brien".into())), ("pass\"word".to_owned(), SecretString::new("a\\b".into()))];
-        assert_eq!(
-            create_user_mapping("sa\"les", &opts),
-            r#"CREATE USER MAPPING FOR CURRENT_USER SERVER "sa""les" OPTIONS ("user" 'o''brien', "pass""word"  E'a\\b')"#
-        );
+        let statements = [
+            Statement::CreateServer { server: "sa\"les".into(), wrapper: "postgres_fdw".into(), options: opts.clone() },
+            Statement::CreateUserMapping { server: "sa\"les".into(), options: opts.clone() },
+            Statement::CreateReaderMapping { server: "sa\"les".into(), role: "ann".into(), options: opts.clone() },
+        ];
+        let specs: Vec<serde_json::Value> = statements.iter().filter_map(options_spec).collect();
+        assert_eq!(specs.len(), 3);
+        assert_eq!(specs[1]["options"], serde_json::json!([["user", "o'brien"], ["pass\"word", "a\\b"]]));
+        assert_eq!(specs[1]["role"], serde_json::Value::Null);
+        assert_eq!(specs[2]["role"], "ann");
+        assert_eq!(specs[0]["wrapper"], "postgres_fdw");
+        let parameter = options_parameter(&specs);
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&parameter).unwrap(), serde_json::Value::Array(specs));
+        for (i, statement) in statements.iter().enumerate() {
+            let text = if i == 0 { render(statement) } else { create_with_options(i) };
+            assert!(!text.contains("brien") && !text.contains("a\\b") && !text.contains("sa\""), "{text}");
+            assert!(text.contains(&format!("::pg_catalog.jsonb -> {i};")), "{text}");
+            assert!(text.contains("EXCEPTION WHEN OTHERS THEN\n  RAISE EXCEPTION USING ERRCODE = SQLSTATE, MESSAGE = SQLERRM;"));
+        }
+        assert_eq!(options_spec(&Statement::DropServer { server: "x".into() }), None);
+        assert!(SET_OPTIONS.contains("$1") && RESET_OPTIONS.ends_with("'', true)"));
     }
 
     #[test]
@@ -517,12 +595,6 @@ mod tests {
         /// token holding it: no statement can be smuggled in.
         #[test]
         fn rendered_statements_lex_back_to_their_inputs(server in "\\PC*", key in "\\PC*", value in "\\PC*", schema in "\\PC*") {
-            let opts = vec![(key.clone(), SecretString::new(value.clone()))];
-            let mut want = words("CREATE USER MAPPING FOR CURRENT_USER SERVER");
-            want.extend([Token::Ident(server.clone()), Token::Word("OPTIONS".into()), Token::Punct('('),
-                         Token::Ident(key.clone()), Token::Literal(value.clone()), Token::Punct(')')]);
-            prop_assert_eq!(tokens(&create_user_mapping(&server, &opts)).unwrap(), want);
-
             let mut want = words("COMMENT ON SCHEMA");
             want.extend([Token::Ident(schema.clone()), Token::Word("IS".into()), Token::Literal(value.clone())]);
             prop_assert_eq!(tokens(&comment_on_schema(&schema, &value)).unwrap(), want);
@@ -574,6 +646,10 @@ mod tests {
             "string_agg(",
             "jsonb_agg(",
             "jsonb_build_array(",
+            "format(",
+            "set_config(",
+            "jsonb_array_length(",
+            "jsonb_array_elements(",
         ];
         for query in [
             OBSERVE_ONE,
@@ -588,6 +664,9 @@ mod tests {
             TABLE_DEFS,
             SOURCE_COLUMNS,
             &lock_extension("x"),
+            &create_with_options(0),
+            SET_OPTIONS,
+            RESET_OPTIONS,
         ] {
             for call in calls {
                 for (i, _) in query.match_indices(call) {

@@ -52,11 +52,13 @@ fn main() {
         workspace::a_users_view_on_an_aggregator_holds_its_detach,
         sources::a_sources_schema_changes_reach_every_workspace,
         sources::mysql_fdw_attaches_a_mariadb_database,
+        db_safety::no_password_reaches_the_server_log_or_the_statement_statistics,
     ])
 }
 
 mod attach;
 mod crds;
+mod db_safety;
 mod gitops;
 mod hostile;
 mod quoting;

@@ -1,0 +1,88 @@
+//! Credentials go only where their owner sent them, on the database side:
+//! no secret in any statement's text (the server log, the statement
+//! statistics), what a source returns never shapes what is created, a
+//! detach ends readers' access at once, markers count only on what the
+//! workspace role owns, and a missing reader role holds nothing.
+
+use std::time::Duration;
+
+use crate::attach::World;
+use crate::support::world::{as_is, world_on};
+use crate::support::{Postgres, operator, secret_marker, wait_for};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn remote_schema(schema: &str) -> impl Fn(&mut manifold::api::Connection) {
+    let schema = schema.to_owned();
+    move |c| c.spec.plugin.as_mut().unwrap().postgres.as_mut().unwrap().remote_schema = schema.clone()
+}
+
+/// A Postgres of this test's own: its server log holds only this test's
+/// errors, and its statement statistics only this test's statements.
+async fn private_world(prefix: &str) -> World {
+    let pg: &'static Postgres = Box::leak(Box::new(Postgres::start()));
+    operator();
+    world_on(pg, prefix).await
+}
+
+/// An import that fails (a wrong remote schema), a failed test and a failed
+/// re-map (credentials rotated while an admin holds the user mappings'
+/// catalog) each leave their error in the server log, which
+/// `log_min_error_statement` (the default) writes with the failing
+/// statement's whole text: no password is in it, nor in
+/// pg_stat_statements.
+pub async fn no_password_reaches_the_server_log_or_the_statement_statistics() {
+    let w = private_world("nolog").await;
+    let admin = w.pg.connect("postgres").await;
+    // The default: top-level statements only (see sql.rs on `track = all`).
+    admin.batch_execute("ALTER SYSTEM SET pg_stat_statements.track = 'top'").await.unwrap();
+    admin.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+    let ws_admin = w.ws_admin().await;
+    ws_admin.batch_execute("CREATE EXTENSION pg_stat_statements").await.unwrap();
+    // What set the test up (roles with passwords) is not the operator's.
+    ws_admin.batch_execute("SELECT pg_stat_statements_reset()").await.unwrap();
+
+    w.workspace("ws");
+    w.connection("good", as_is);
+    w.connection("wrong", remote_schema("nope"));
+    w.attach("a-good", "ws", "good", as_is);
+    w.attach("a-wrong", "ws", "wrong", as_is);
+    w.wait_ready("a-good").await;
+    w.wait_reason("a-wrong", "RemoteSchemaMissing").await;
+    w.wait_test_reason("wrong", "RemoteSchemaMissing").await;
+
+    // A re-map that fails: the mappings' catalog is locked past the
+    // operator's lock timeout.
+    let locker = w.ws_admin().await;
+    locker.batch_execute("BEGIN; LOCK TABLE pg_catalog.pg_user_mapping IN EXCLUSIVE MODE").await.unwrap();
+    let rotated = format!("rotated-{}", secret_marker());
+    w.credentials("good", &rotated);
+    wait_for("a re-map held by the lock, in the server log", WAIT, || async {
+        if w.pg.server_log().contains("canceling statement due to lock timeout") { Ok(()) } else { Err("not yet".to_owned()) }
+    })
+    .await;
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    wait_for("the rotated password in the workspace role's mapping", WAIT, || async {
+        let ws = w.ws().await;
+        let options: Vec<String> = ws
+            .query_one("SELECT umoptions::text[] FROM pg_user_mappings WHERE srvname = 'good'", &[])
+            .await
+            .map_err(|e| e.to_string())?
+            .get(0);
+        // Never print the options: they hold the password.
+        if options.iter().any(|o| o == &format!("password={rotated}")) { Ok(()) } else { Err("not rotated yet".to_owned()) }
+    })
+    .await;
+
+    let log = w.pg.server_log();
+    for error in ["schema \"nope\" is not present on foreign server", "canceling statement due to lock timeout"] {
+        assert!(log.contains(error), "the server log has no {error:?}");
+    }
+    assert!(log.contains("STATEMENT:"), "the failing statements are logged with their text");
+    assert!(!log.contains(secret_marker()), "a password is in the server log");
+
+    let statements: String =
+        ws_admin.query_one("SELECT coalesce(string_agg(query, E'\\n'), '') FROM pg_stat_statements", &[]).await.unwrap().get(0);
+    assert!(statements.contains("manifold.ddl_options"), "the operator's statements are counted");
+    assert!(!statements.contains(secret_marker()), "a password is in pg_stat_statements");
+}
