@@ -113,6 +113,18 @@ impl Default for SourcePolicy {
     }
 }
 
+/// The options a wrapper's IMPORT FOREIGN SCHEMA sets on the tables and on
+/// their columns: anything else on an imported table came from the source's
+/// answers, and the import is refused. None: not known for this wrapper,
+/// and not checked (the tables' server still is).
+pub fn imported_options(wrapper: &str) -> Option<(&'static [&'static str], &'static [&'static str])> {
+    match wrapper {
+        "postgres_fdw" => Some((&["schema_name", "table_name"], &["column_name"])),
+        "mysql_fdw" => Some((&["dbname", "table_name"], &[])),
+        _ => None,
+    }
+}
+
 /// What a plugin needs in the database.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Wrapper {

@@ -222,6 +222,10 @@ struct Executed {
     /// The first foreign table of the schema that uses the server, when
     /// the marker's count was read with the server named.
     first_owned: Option<Option<String>>,
+    /// What an import created that it may not have (see
+    /// `sql::IMPORT_INTRUDERS`), for a person; nothing ran after it, and
+    /// the caller rolls back.
+    refused: Option<String>,
 }
 
 /// The result of a detach: what was dropped.
@@ -502,8 +506,13 @@ impl Database {
             for (agg_schema, agg_locked) in &aggregates {
                 self.execute(&tx, agg_schema, plan::aggregate_teardown(agg_schema, agg_locked)).await.map_err(err)?;
             }
-            let done =
-                self.execute_for(&tx, &plan.schema, Some(server), statements).await.map_err(|e| with_hint(err(e), plan, &locked.role))?;
+            let done = self
+                .execute_for(&tx, &plan.schema, Some(server), wrapper, statements)
+                .await
+                .map_err(|e| with_hint(err(e), plan, &locked.role))?;
+            if let Some(refused) = done.refused {
+                return Err(Failure::new(Reason::SourceRefused, redact(&refused, &secrets)));
+            }
             // An import that also reads a row proves what a test proves.
             let proven = if tables_change && done.held.is_empty() {
                 self.read_a_row(&tx, &plan.schema, server, done.first_owned.clone()).await.map_err(err)?
@@ -628,18 +637,29 @@ impl Database {
         schema: &str,
         statements: Vec<Statement>,
     ) -> Result<Executed, tokio_postgres::Error> {
-        self.execute_for(tx, schema, None, statements).await
+        self.execute_for(tx, schema, None, "", statements).await
     }
 
     /// `execute`, and, if it reads the count of an import, the first
-    /// foreign table that uses `server` too.
+    /// foreign table that uses `server` too. What an import created is
+    /// checked before anything else runs (`Executed::refused`), with the
+    /// options `wrapper`'s import sets.
     async fn execute_for(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
         schema: &str,
         server: Option<&str>,
+        wrapper: &str,
         statements: Vec<Statement>,
     ) -> Result<Executed, tokio_postgres::Error> {
+        let fresh: std::collections::BTreeSet<String> = statements
+            .iter()
+            .filter_map(|s| match s {
+                Statement::CreateSchema { schema } => Some(schema.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut imported: Option<(String, String)> = None;
         let mut batch: Vec<String> = Vec::new();
         let mut pending_marker: Option<Marker> = None;
         let mut executed = Executed::default();
@@ -668,12 +688,28 @@ impl Database {
                 }
                 Statement::Reimport { schema, server, remote_schema, filter } => {
                     self.flush(tx, &mut batch).await?;
-                    executed.held.extend(self.reimport(tx, &schema, &server, &remote_schema, &filter).await?);
+                    match self.reimport(tx, &schema, &server, wrapper, &remote_schema, &filter).await? {
+                        Ok(held) => executed.held.extend(held),
+                        Err(refused) => {
+                            executed.refused = Some(refused);
+                            return Ok(executed);
+                        }
+                    }
+                }
+                Statement::Import { ref schema, ref server, .. } => {
+                    imported = Some((schema.clone(), server.clone()));
+                    batch.push(sql::render(&statement));
                 }
                 other => batch.push(sql::render(&other)),
             }
         }
         self.flush(tx, &mut batch).await?;
+        if let Some((into, server)) = imported {
+            executed.refused = self.intruders(tx, &into, &server, wrapper, fresh.contains(&into)).await?;
+            if executed.refused.is_some() {
+                return Ok(executed);
+            }
+        }
         let Some(mut marker) = pending_marker else { return Ok(executed) };
         self.count(1, 0);
         let after = tx.query_one(&tx.prepare_cached(sql::AFTER_IMPORT).await?, &[&schema, &server.unwrap_or("")]).await?;
@@ -693,6 +729,34 @@ impl Database {
         Ok(executed)
     }
 
+    /// What an import into `schema` through `server` created that it may
+    /// not have (see `sql::IMPORT_INTRUDERS`), as a message; None if
+    /// nothing. `fresh`: the schema was made in this transaction, so
+    /// everything in it is the import's.
+    async fn intruders(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        schema: &str,
+        server: &str,
+        wrapper: &str,
+        fresh: bool,
+    ) -> Result<Option<String>, tokio_postgres::Error> {
+        let (tables, columns) = match crate::plugins::imported_options(wrapper) {
+            Some((tables, columns)) => (Some(tables.to_vec()), Some(columns.to_vec())),
+            None => (None, None),
+        };
+        self.count(1, 0);
+        let row = tx.query_one(&tx.prepare_cached(sql::IMPORT_INTRUDERS).await?, &[&schema, &server, &tables, &columns, &fresh]).await?;
+        let found: Vec<String> = row.get(0);
+        if found.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(sanitize(&format!(
+            "the source's answer to the import would have created what an import may not, so nothing was imported: {}",
+            found.join("; ")
+        ))))
+    }
+
     async fn flush(&self, tx: &deadpool_postgres::Transaction<'_>, batch: &mut Vec<String>) -> Result<(), tokio_postgres::Error> {
         if batch.is_empty() {
             return Ok(());
@@ -707,15 +771,17 @@ impl Database {
     /// staging schema, then only what changed, as `plan::reimport` decides.
     /// Each drop is RESTRICT and alone, under a savepoint: a table that a
     /// user's object depends on is kept and reported, and the rest goes
-    /// through. Returns what was kept, in Postgres's own words.
+    /// through. Returns what was kept, in Postgres's own words, or why the
+    /// staged import was refused (see `intruders`): then nothing moved.
     async fn reimport(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
         schema: &str,
         server: &str,
+        wrapper: &str,
         remote_schema: &str,
         filter: &plan::TableFilter,
-    ) -> Result<Vec<String>, tokio_postgres::Error> {
+    ) -> Result<Result<Vec<String>, String>, tokio_postgres::Error> {
         let stage = plan::stage_schema(schema);
         let import = Statement::Import {
             remote_schema: remote_schema.to_owned(),
@@ -724,6 +790,9 @@ impl Database {
             schema: stage.clone(),
         };
         self.flush(tx, &mut vec![sql::render(&Statement::CreateSchema { schema: stage.clone() }), sql::render(&import)]).await?;
+        if let Some(refused) = self.intruders(tx, &stage, server, wrapper, true).await? {
+            return Ok(Err(refused));
+        }
         let defs = |rows: Vec<tokio_postgres::Row>| -> Vec<TableDef> {
             rows.iter().map(|r| TableDef { name: r.get(0), definition: r.get(1) }).collect()
         };
@@ -760,7 +829,7 @@ impl Database {
         }
         moves.push(sql::render(&Statement::DropSchema { schema: stage }));
         self.flush(tx, &mut moves).await?;
-        Ok(held)
+        Ok(Ok(held))
     }
 
     /// Reads one row of the first of the schema's foreign tables that use
@@ -824,7 +893,11 @@ impl Database {
             let role: String = row.get("role");
             let extension_schema: Option<String> = row.get("extension_schema");
             let statements = plan::test(plan, wrapper_state(row.get("wrapper")), &role)?;
-            self.execute(&tx, &plan.schema, statements).await.map_err(|e| with_hint(err(e), plan, &role))?;
+            let done =
+                self.execute_for(&tx, &plan.schema, None, &f.wrapper, statements).await.map_err(|e| with_hint(err(e), plan, &role))?;
+            if let Some(refused) = done.refused {
+                return Err(Failure::new(Reason::SourceRefused, redact(&refused, &secrets)));
+            }
             self.count(1, 0);
             let tables: Vec<String> =
                 tx.query(sql::OWNED_FOREIGN_TABLES, &[&plan.schema, &f.server]).await.map_err(err)?.iter().map(|r| r.get(0)).collect();

@@ -331,6 +331,52 @@ SELECT c.relname::text, a.attname::text, pg_catalog.format_type(a.atttypid, a.at
    AND c.relkind = 'f' AND a.attnum > 0 AND NOT a.attisdropped
  ORDER BY c.relname, a.attnum";
 
+/// What an import left in a schema that the import cannot have been asked
+/// for, at most 10, described for a person: a foreign table on a server
+/// other than the attachment's own, a table or column option other than
+/// those the wrapper's import sets, anything depending on one of its
+/// foreign tables but their row types and defaults (a `serial` column's
+/// sequence, a constraint) and, in a schema made in this transaction
+/// (`fresh`), anything at all but foreign tables. A wrapper builds its
+/// CREATE FOREIGN TABLE from the source's answers, and postgres_fdw pastes
+/// the remote's type text unquoted. Parameters: schema name, server name,
+/// the allowed table options and column options (text[]; NULL: any), and
+/// whether the schema is fresh.
+pub const IMPORT_INTRUDERS: &str = "
+WITH nsp AS (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1),
+     members AS MATERIALIZED (
+       SELECT d.classid, d.objid FROM pg_catalog.pg_depend d
+        WHERE d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.refobjid = (SELECT oid FROM nsp)),
+     rels AS MATERIALIZED (
+       SELECT c.oid, c.relname, c.relkind, s.srvname, ft.ftoptions FROM members m
+         JOIN pg_catalog.pg_class c ON c.oid = m.objid
+         LEFT JOIN pg_catalog.pg_foreign_table ft ON ft.ftrelid = c.oid
+         LEFT JOIN pg_catalog.pg_foreign_server s ON s.oid = ft.ftserver
+        WHERE m.classid = 'pg_catalog.pg_class'::pg_catalog.regclass),
+     found AS (
+       SELECT pg_catalog.format('foreign table %I reads through server %I', r.relname, r.srvname) AS what
+         FROM rels r WHERE r.relkind = 'f' AND r.srvname <> $2
+       UNION ALL
+       SELECT pg_catalog.format('foreign table %I has option %I', r.relname, pg_catalog.split_part(o, '=', 1))
+         FROM rels r, pg_catalog.unnest(r.ftoptions) o
+        WHERE $3::text[] IS NOT NULL AND pg_catalog.split_part(o, '=', 1) <> ALL ($3::text[])
+       UNION ALL
+       SELECT pg_catalog.format('column %I.%I has option %I', r.relname, a.attname, pg_catalog.split_part(o, '=', 1))
+         FROM rels r JOIN pg_catalog.pg_attribute a ON a.attrelid = r.oid, pg_catalog.unnest(a.attfdwoptions) o
+        WHERE r.relkind = 'f' AND $4::text[] IS NOT NULL AND pg_catalog.split_part(o, '=', 1) <> ALL ($4::text[])
+       UNION ALL
+       SELECT pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid)
+         FROM rels r JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid = r.oid
+        WHERE r.relkind = 'f' AND r.srvname = $2
+          AND d.classid NOT IN ('pg_catalog.pg_type'::pg_catalog.regclass, 'pg_catalog.pg_attrdef'::pg_catalog.regclass)
+       UNION ALL
+       SELECT pg_catalog.format('%I is a relation of kind %s, not a foreign table', r.relname, r.relkind)
+         FROM rels r WHERE $5::bool AND r.relkind <> 'f'
+       UNION ALL
+       SELECT pg_catalog.pg_describe_object(m.classid, m.objid, 0)
+         FROM members m WHERE $5::bool AND m.classid <> 'pg_catalog.pg_class'::pg_catalog.regclass)
+SELECT ARRAY(SELECT what FROM found ORDER BY 1 LIMIT 10)";
+
 /// The aggregators' schemas whose marker lists a member schema: the ones a
 /// member's change must rebuild. Parameter: the member schema.
 pub const AGGREGATES_OF: &str = "
@@ -650,6 +696,9 @@ mod tests {
             "set_config(",
             "jsonb_array_length(",
             "jsonb_array_elements(",
+            "split_part(",
+            "unnest(",
+            "pg_describe_object(",
         ];
         for query in [
             OBSERVE_ONE,
@@ -663,6 +712,7 @@ mod tests {
             AGGREGATES_OF,
             TABLE_DEFS,
             SOURCE_COLUMNS,
+            IMPORT_INTRUDERS,
             &lock_extension("x"),
             &create_with_options(0),
             SET_OPTIONS,

@@ -6,9 +6,11 @@
 
 use std::time::Duration;
 
+use manifold::api::{TestOutcome, conditions};
+
 use crate::attach::World;
-use crate::support::world::{as_is, world_on};
-use crate::support::{Postgres, operator, secret_marker, wait_for};
+use crate::support::world::{as_is, count, foreign_tables, schema_exists, server_exists, world_on};
+use crate::support::{FakePostgres, Postgres, operator, secret_marker, wait_for};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -85,4 +87,39 @@ pub async fn no_password_reaches_the_server_log_or_the_statement_statistics() {
         ws_admin.query_one("SELECT coalesce(string_agg(query, E'\\n'), '') FROM pg_stat_statements", &[]).await.unwrap().get(0);
     assert!(statements.contains("manifold.ddl_options"), "the operator's statements are counted");
     assert!(!statements.contains(secret_marker()), "a password is in pg_stat_statements");
+}
+
+/// A source whose answer to postgres_fdw's import re-points a table at
+/// another attachment's server (the type text is pasted unquoted into
+/// CREATE FOREIGN TABLE): the attach and the test are refused with
+/// SourceRefused, and nothing of the import stays.
+pub async fn a_source_cannot_point_an_import_at_another_server() {
+    let w = crate::attach::world("refused").await;
+    w.workspace("ws");
+    w.connection("good", as_is);
+    w.attach("a-good", "ws", "good", as_is);
+    w.wait_ready("a-good").await;
+
+    let repointed = "int4) SERVER good OPTIONS (schema_name 'public', table_name 'customers'); CREATE FOREIGN TABLE pad (x int4";
+    let fake = FakePostgres::start(&[("stolen", "id", repointed)]).await;
+    w.credentials("evil", &format!("evil-{}", secret_marker()));
+    let port = fake.port;
+    w.connection_only("evil", move |c| {
+        let p = c.spec.plugin.as_mut().unwrap().postgres.as_mut().unwrap();
+        p.host = "127.0.0.1".into();
+        p.port = i32::from(port);
+    });
+    w.attach("a-evil", "ws", "evil", as_is);
+    let att = w.wait_reason("a-evil", "SourceRefused").await;
+    let message = conditions::find(&att.status.as_ref().unwrap().conditions, "Ready").unwrap().message.clone();
+    assert!(message.contains("foreign table stolen reads through server good"), "{message}");
+    assert!(fake.queries().iter().any(|q| q.contains("attname")), "the wrapper asked the source for its columns");
+    let test = w.wait_test_reason("evil", "SourceRefused").await;
+    assert_eq!(test.status.unwrap().test.unwrap().result, TestOutcome::Failed);
+
+    let ws = w.ws().await;
+    assert!(!schema_exists(&ws, "evil").await, "the refused attach left its schema");
+    assert!(!server_exists(&ws, "evil").await, "the refused attach left its server");
+    assert_eq!(count(&ws, "SELECT count(*) FROM pg_class WHERE relname IN ('stolen', 'pad')").await, 0);
+    assert_eq!(foreign_tables(&ws, "good").await, ["customers", "orders"]);
 }

@@ -53,6 +53,7 @@ fn main() {
         sources::a_sources_schema_changes_reach_every_workspace,
         sources::mysql_fdw_attaches_a_mariadb_database,
         db_safety::no_password_reaches_the_server_log_or_the_statement_statistics,
+        db_safety::a_source_cannot_point_an_import_at_another_server,
     ])
 }
 
