@@ -932,8 +932,11 @@ impl Database {
     /// nothing is dropped, and the error says `DependentObjects`.
     /// `readers`: the workspace's readers, who keep SELECT on the views of
     /// the aggregators that this schema leaves.
+    /// Readers lose their access first, in a transaction of its own
+    /// (`plan::revoke_readers`): what holds the rest cannot hold that.
     pub async fn detach(&self, owner: &Owner, schema: &str, readers: &[String]) -> Result<Detached, Failure> {
         let err = |e: tokio_postgres::Error| classify(&e, &[]);
+        self.revoke_readers(owner, schema).await?;
         let mut session = self.session(&self.work.pool).await?;
         let deadline = self.timeouts.deadline(self.timeouts.statement);
         let result = tokio::time::timeout(deadline, async {
@@ -950,13 +953,22 @@ impl Database {
             for (agg_schema, agg_locked) in &aggregates {
                 self.execute(&tx, agg_schema, plan::aggregate_teardown(agg_schema, agg_locked)).await.map_err(err)?;
             }
-            self.execute(&tx, schema, statements).await.map_err(|e| {
+            if let Err(e) = self.execute(&tx, schema, statements).await {
                 let mut f = err(e);
                 if f.reason == Reason::DependentObjects {
-                    f.message = format!("detach held, nothing was dropped: {}", f.message);
+                    let _ = tx.rollback().await;
+                    self.count(1, 0);
+                    let holders: Vec<String> = match session.client().query_one(sql::HOLDERS, &[&schema]).await {
+                        Ok(row) => row.get(0),
+                        Err(_) => Vec::new(),
+                    };
+                    f.message = format!("detach held (readers' access was revoked, nothing else was dropped): {}", f.message);
+                    if !holders.is_empty() {
+                        f.message = format!("{}; held by {}", f.message, sanitize(&holders.join(", ")));
+                    }
                 }
-                f
-            })?;
+                return Err(f);
+            }
             for (agg_schema, mut agg_locked) in aggregates {
                 if let Some(mut marker) = agg_locked.observed.schema_marker() {
                     marker.members = marker.members.map(|m| m.into_iter().filter(|m| m.schema != schema).collect());
@@ -967,6 +979,25 @@ impl Database {
             }
             tx.commit().await.map_err(err)?;
             Ok(detached)
+        })
+        .await;
+        self.finish(session, result, deadline)
+    }
+
+    /// Takes the readers' grants on an attachment's schema and their user
+    /// mappings, and commits (see `plan::revoke_readers`).
+    async fn revoke_readers(&self, owner: &Owner, schema: &str) -> Result<(), Failure> {
+        let err = |e: tokio_postgres::Error| classify(&e, &[]);
+        let mut session = self.session(&self.work.pool).await?;
+        let deadline = self.timeouts.deadline(self.timeouts.statement);
+        let result = tokio::time::timeout(deadline, async {
+            let tx = session.client().transaction().await.map_err(err)?;
+            let (locked, _) = self.lock_and_observe(&tx, owner, schema, schema, "", "").await.map_err(err)?;
+            let statements = plan::revoke_readers(owner, schema, &locked);
+            if !statements.is_empty() {
+                self.execute(&tx, schema, statements).await.map_err(err)?;
+            }
+            tx.commit().await.map_err(err)
         })
         .await;
         self.finish(session, result, deadline)

@@ -995,6 +995,23 @@ pub fn test(plan: &AttachPlan, wrapper: WrapperState, role: &str) -> Result<Vec<
     Ok(statements)
 }
 
+/// What a detach takes first, in a transaction of its own that nothing
+/// can hold: the readers' grants on the schema and their user mappings, if
+/// schema and server carry this attachment's marker. Whatever then holds
+/// the drop (a reader's temporary view on a foreign table), no reader can
+/// read through it any more.
+pub fn revoke_readers(owner: &Owner, schema: &str, locked: &Locked) -> Vec<Statement> {
+    let ours = |comment: &Option<String>| comment.as_deref().and_then(Marker::parse).is_some_and(|m| &m.owner == owner);
+    let mut statements = Vec::new();
+    if ours(&locked.observed.server_comment) {
+        statements.extend(locked.readers.iter().map(|role| Statement::DropReaderMapping { server: schema.to_owned(), role: role.clone() }));
+    }
+    if ours(&locked.observed.schema_comment) {
+        statements.extend(locked.readers.iter().map(|role| Statement::RevokeReader { schema: schema.to_owned(), role: role.clone() }));
+    }
+    statements
+}
+
 /// What a detach drops: only what carries this attachment's marker. The
 /// tables only if the server is ours too (they are the ones it imported),
 /// our views, then the schema; the readers' mappings, ours and the server
@@ -1505,6 +1522,19 @@ mod tests {
         assert!(detach(&p.owner, "sales", &theirs).is_empty());
         let schema_only = locked(Observed { server_comment: None, ..applied(&p, 2) }, &[]);
         assert_eq!(kinds(&detach(&p.owner, "sales", &schema_only)), ["drop-schema"]);
+    }
+
+    #[test]
+    fn a_detach_revokes_readers_first_and_only_on_what_is_ours() {
+        let p = plan();
+        let read = Locked { readers: vec!["analyst".into()], ..locked(applied(&p, 2), &["a"]) };
+        assert_eq!(kinds(&revoke_readers(&p.owner, "sales", &read)), ["drop-reader-mapping", "revoke"]);
+        assert!(revoke_readers(&p.owner, "sales", &locked(applied(&p, 2), &["a"])).is_empty());
+        let theirs = Locked {
+            readers: vec!["analyst".into()],
+            ..locked(Observed { schema_comment: Some("x".into()), server_comment: Some(String::new()), ..Default::default() }, &[])
+        };
+        assert!(revoke_readers(&p.owner, "sales", &theirs).is_empty());
     }
 
     #[test]

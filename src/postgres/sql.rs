@@ -377,6 +377,23 @@ WITH nsp AS (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1),
          FROM members m WHERE $5::bool AND m.classid <> 'pg_catalog.pg_class'::pg_catalog.regclass)
 SELECT ARRAY(SELECT what FROM found ORDER BY 1 LIMIT 10)";
 
+/// What holds a schema's drop: the views elsewhere built on its relations,
+/// each with its owner, and whether it is another session's temporary
+/// object (which goes when that session ends). Parameter: schema name.
+pub const HOLDERS: &str = "
+SELECT ARRAY(
+  SELECT DISTINCT pg_catalog.format('%s of role %I%s', pg_catalog.pg_describe_object('pg_catalog.pg_class'::pg_catalog.regclass, v.oid, 0),
+           r.rolname, CASE WHEN pg_catalog.pg_is_other_temp_schema(v.relnamespace)
+                           THEN ' (temporary: it goes when that session ends)' ELSE '' END)
+    FROM pg_catalog.pg_class t
+    JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid = t.oid
+     AND d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+    JOIN pg_catalog.pg_rewrite rw ON rw.oid = d.objid
+    JOIN pg_catalog.pg_class v ON v.oid = rw.ev_class
+    JOIN pg_catalog.pg_roles r ON r.oid = v.relowner
+   WHERE t.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1) AND v.relnamespace <> t.relnamespace
+   ORDER BY 1 LIMIT 10)";
+
 /// The aggregators' schemas whose marker lists a member schema: the ones a
 /// member's change must rebuild. Parameter: the member schema.
 pub const AGGREGATES_OF: &str = "
@@ -699,6 +716,7 @@ mod tests {
             "split_part(",
             "unnest(",
             "pg_describe_object(",
+            "pg_is_other_temp_schema(",
         ];
         for query in [
             OBSERVE_ONE,
@@ -713,6 +731,7 @@ mod tests {
             TABLE_DEFS,
             SOURCE_COLUMNS,
             IMPORT_INTRUDERS,
+            HOLDERS,
             &lock_extension("x"),
             &create_with_options(0),
             SET_OPTIONS,

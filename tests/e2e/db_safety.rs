@@ -6,11 +6,12 @@
 
 use std::time::Duration;
 
+use kube::api::DeleteParams;
 use manifold::api::{TestOutcome, conditions};
 
 use crate::attach::World;
 use crate::support::world::{as_is, count, foreign_tables, schema_exists, server_exists, world_on};
-use crate::support::{FakePostgres, Postgres, operator, secret_marker, wait_for};
+use crate::support::{FakePostgres, Postgres, operator, secret_marker, unique, wait_for};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -122,4 +123,44 @@ pub async fn a_source_cannot_point_an_import_at_another_server() {
     assert!(!server_exists(&ws, "evil").await, "the refused attach left its server");
     assert_eq!(count(&ws, "SELECT count(*) FROM pg_class WHERE relname IN ('stolen', 'pad')").await, 0);
     assert_eq!(foreign_tables(&ws, "good").await, ["customers", "orders"]);
+}
+
+/// A reader's session holds a temporary view on an attachment's foreign
+/// table, which holds the drop (RESTRICT). The detach takes the readers'
+/// grants and user mappings first, in a transaction of its own: the reader
+/// cannot read any more, and the held detach names what holds it. When the
+/// session ends, the detach completes.
+pub async fn a_detach_ends_readers_access_at_once() {
+    let w = crate::attach::world("revoke").await;
+    let reader = unique("analyst").replace('-', "_");
+    let password = unique("analyst-pw");
+    w.pg.login_role(&reader, &password).await;
+    let readers = vec![reader.clone()];
+    w.workspace_with("ws", move |ws| ws.spec.readers = readers);
+    w.connection("sales", as_is);
+    w.attach("ws-sales", "ws", "sales", as_is);
+    w.wait_ready("ws-sales").await;
+
+    let (session, connection) = tokio_postgres::connect(&w.pg.uri(&reader, &password, &w.ws_db), tokio_postgres::NoTls).await.unwrap();
+    let connection = tokio::spawn(connection);
+    wait_for("the reader reads the attachment", WAIT, || async {
+        session.query_one("SELECT count(*) FROM sales.orders", &[]).await.map(|r| r.get::<_, i64>(0)).map_err(|e| e.to_string())
+    })
+    .await;
+    session.batch_execute("CREATE TEMP VIEW keep AS SELECT * FROM sales.orders").await.unwrap();
+    assert_eq!(session.query_one("SELECT count(*) FROM keep", &[]).await.unwrap().get::<_, i64>(0), 3);
+
+    w.attachments().delete("ws-sales", &DeleteParams::default()).await.unwrap();
+    let held = w.wait_reason("ws-sales", "DependentObjects").await;
+    let message = conditions::find(&held.status.as_ref().unwrap().conditions, "Ready").unwrap().message.clone();
+    assert!(message.contains("keep") && message.contains(&reader) && message.contains("temporary"), "{message}");
+    let refused = session.query_one("SELECT count(*) FROM keep", &[]).await.expect_err("the reader still reads");
+    let text = refused.as_db_error().map(|e| e.message().to_owned()).unwrap_or_default();
+    assert!(text.contains("permission denied") || text.contains("user mapping not found"), "{text}");
+
+    // The session ends, its temporary view with it: the detach completes.
+    drop(session);
+    connection.abort();
+    w.wait_gone("ws-sales").await;
+    assert!(!schema_exists(&w.ws().await, "sales").await);
 }

@@ -54,6 +54,7 @@ fn main() {
         sources::mysql_fdw_attaches_a_mariadb_database,
         db_safety::no_password_reaches_the_server_log_or_the_statement_statistics,
         db_safety::a_source_cannot_point_an_import_at_another_server,
+        db_safety::a_detach_ends_readers_access_at_once,
     ])
 }
 
