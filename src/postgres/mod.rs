@@ -501,8 +501,11 @@ impl Database {
             // Only a schema or server that exists can be listed by an
             // aggregator's marker; a new one joins those the store names.
             let present = locked.observed.schema_comment.is_some() || locked.observed.server_comment.is_some();
-            let aggregates =
-                if tables_change { self.aggregates_of(&tx, &plan.schema, joins, present).await.map_err(err)? } else { Vec::new() };
+            let aggregates = if tables_change {
+                self.aggregates_of(&tx, &plan.schema, &plan.owner.namespace, joins, present).await.map_err(err)?
+            } else {
+                Vec::new()
+            };
             for (agg_schema, agg_locked) in &aggregates {
                 self.execute(&tx, agg_schema, plan::aggregate_teardown(agg_schema, agg_locked)).await.map_err(err)?;
             }
@@ -542,6 +545,7 @@ impl Database {
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
         member_schema: &str,
+        namespace: &str,
         joins: &[(Owner, String)],
         listed: bool,
     ) -> Result<Vec<(String, Locked)>, tokio_postgres::Error> {
@@ -554,7 +558,10 @@ impl Database {
         let mut owners: BTreeMap<String, Owner> = BTreeMap::new();
         for row in rows {
             let (schema, comment): (String, String) = (row.get("schema"), row.get("comment"));
+            // An aggregator covers connections of its own namespace only: a
+            // marker elsewhere that lists this schema is not read.
             if let Some(marker) = Marker::parse(&comment)
+                && marker.owner.namespace == namespace
                 && marker.members.as_ref().is_some_and(|m| m.iter().any(|m| m.schema == member_schema))
             {
                 owners.insert(schema, marker.owner);
@@ -782,7 +789,14 @@ impl Database {
         remote_schema: &str,
         filter: &plan::TableFilter,
     ) -> Result<Result<Vec<String>, String>, tokio_postgres::Error> {
-        let stage = plan::stage_schema(schema);
+        // The staging name is known to every role: one that took it first
+        // gets no say, the import goes to a name nobody could guess.
+        let mut stage = plan::stage_schema(schema);
+        self.count(1, 0);
+        if tx.query_one(&tx.prepare_cached(sql::SCHEMA_EXISTS).await?, &[&stage]).await?.get::<_, bool>(0) {
+            use std::hash::BuildHasher;
+            stage = format!("{stage}_{:016x}", std::collections::hash_map::RandomState::new().hash_one(schema));
+        }
         let import = Statement::Import {
             remote_schema: remote_schema.to_owned(),
             filter: filter.clone(),
@@ -949,7 +963,8 @@ impl Database {
             };
             // The aggregators' views over this schema are ours, not a user's:
             // they go first, and come back without it.
-            let aggregates = if detached.schema { self.aggregates_of(&tx, schema, &[], true).await.map_err(err)? } else { Vec::new() };
+            let aggregates =
+                if detached.schema { self.aggregates_of(&tx, schema, &owner.namespace, &[], true).await.map_err(err)? } else { Vec::new() };
             for (agg_schema, agg_locked) in &aggregates {
                 self.execute(&tx, agg_schema, plan::aggregate_teardown(agg_schema, agg_locked)).await.map_err(err)?;
             }

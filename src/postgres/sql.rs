@@ -259,22 +259,27 @@ pub const LOCK_SCHEMA: &str = "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalo
 /// pg_foreign_table, which is small and indexed: pg_class has no index on
 /// the namespace, and a scan of it grows with every attachment.
 pub const OBSERVE_ONE: &str = "
-WITH nsp AS (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1),
-     srv AS (SELECT oid FROM pg_catalog.pg_foreign_server WHERE srvname = $2),
+WITH nsp AS (SELECT oid, nspowner FROM pg_catalog.pg_namespace WHERE nspname = $1),
+     srv AS (SELECT oid, srvowner FROM pg_catalog.pg_foreign_server WHERE srvname = $2),
+     me AS (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER),
      rels AS MATERIALIZED (
        -- The schema's relations, through pg_depend's index: pg_class has no
        -- index on the namespace, and a scan of it grows with every schema.
-       SELECT c.oid, c.relname, c.relkind FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_class c ON c.oid = d.objid
+       SELECT c.oid, c.relname, c.relkind, c.relowner FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_class c ON c.oid = d.objid
         WHERE d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.refobjid = (SELECT oid FROM nsp)
           AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass),
      views AS (
+       -- A marker counts only on what the workspace role owns: any role
+       -- with CREATE can copy one onto its own objects.
        SELECT r.relname, d.description FROM rels r
          JOIN pg_catalog.pg_description d ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objsubid = 0
-        WHERE r.relkind = 'v' AND pg_catalog.starts_with(d.description, 'manifold.dev/owner='))
+        WHERE r.relkind = 'v' AND r.relowner = (SELECT oid FROM me) AND pg_catalog.starts_with(d.description, 'manifold.dev/owner='))
 SELECT
-  (SELECT coalesce(pg_catalog.obj_description(oid, 'pg_namespace'), '') FROM nsp) AS schema_comment,
+  (SELECT CASE WHEN nspowner = (SELECT oid FROM me) THEN coalesce(pg_catalog.obj_description(oid, 'pg_namespace'), '') ELSE '' END
+     FROM nsp) AS schema_comment,
   (SELECT pg_catalog.count(*) FROM rels WHERE relkind = 'f') + (SELECT pg_catalog.count(*) FROM views) AS foreign_tables,
-  (SELECT coalesce(pg_catalog.obj_description(oid, 'pg_foreign_server'), '') FROM srv) AS server_comment,
+  (SELECT CASE WHEN srvowner = (SELECT oid FROM me) THEN coalesce(pg_catalog.obj_description(oid, 'pg_foreign_server'), '') ELSE '' END
+     FROM srv) AS server_comment,
   EXISTS (SELECT 1 FROM pg_catalog.pg_user_mappings m WHERE m.srvid = (SELECT oid FROM srv)
             AND m.umuser = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER)) AS mapping,
   ARRAY(SELECT r.relname::text FROM rels r JOIN pg_catalog.pg_foreign_table ft ON ft.ftrelid = r.oid
@@ -394,12 +399,16 @@ SELECT ARRAY(
    WHERE t.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1) AND v.relnamespace <> t.relnamespace
    ORDER BY 1 LIMIT 10)";
 
+/// Whether a schema exists, whoever owns it. Parameter: schema name.
+pub const SCHEMA_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1)";
+
 /// The aggregators' schemas whose marker lists a member schema: the ones a
 /// member's change must rebuild. Parameter: the member schema.
 pub const AGGREGATES_OF: &str = "
 SELECT n.nspname::text AS schema, d.description AS comment
   FROM pg_catalog.pg_description d JOIN pg_catalog.pg_namespace n ON n.oid = d.objoid
  WHERE d.classoid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.objsubid = 0
+   AND n.nspowner = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER)
    AND pg_catalog.starts_with(d.description, 'manifold.dev/owner=')
    AND pg_catalog.strpos(d.description, pg_catalog.concat(':', $1::text)) > 0
  ORDER BY 1";
@@ -458,8 +467,12 @@ SELECT c.relname::text FROM pg_catalog.pg_depend d
 /// exist; a marked server whose schema is gone is listed under its name
 /// too, so that nothing of ours goes unseen (as one JSON array).
 pub const OBSERVE_ALL: &str = "
-WITH managed AS (
+WITH me AS (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER
+), managed AS (
+  -- A marker counts only on what the workspace role owns: any role with
+  -- CREATE on the database can copy one onto a schema of its own.
   SELECT d.objoid AS nsp, d.description FROM pg_catalog.pg_description d
+    JOIN pg_catalog.pg_namespace n ON n.oid = d.objoid AND n.nspowner = (SELECT oid FROM me)
    WHERE d.classoid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.objsubid = 0
      AND pg_catalog.starts_with(d.description, 'manifold.dev/owner=')
 ), foreign_tables AS MATERIALIZED (
@@ -472,9 +485,11 @@ WITH managed AS (
   SELECT pg_catalog.jsonb_object_agg(relnamespace::text, n) AS by_schema
     FROM (SELECT c.relnamespace, pg_catalog.count(*) AS n FROM pg_catalog.pg_class c
             JOIN pg_catalog.pg_description d ON d.objoid = c.oid AND d.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objsubid = 0
-           WHERE c.relkind = 'v' AND pg_catalog.starts_with(d.description, 'manifold.dev/owner=') GROUP BY c.relnamespace) v
+           WHERE c.relkind = 'v' AND c.relowner = (SELECT oid FROM me)
+             AND pg_catalog.starts_with(d.description, 'manifold.dev/owner=') GROUP BY c.relnamespace) v
 ), servers AS MATERIALIZED (
-  SELECT s.oid, s.srvname, coalesce(sd.description, '') AS comment FROM pg_catalog.pg_foreign_server s
+  SELECT s.oid, s.srvname, CASE WHEN s.srvowner = (SELECT oid FROM me) THEN coalesce(sd.description, '') ELSE '' END AS comment
+    FROM pg_catalog.pg_foreign_server s
     LEFT JOIN pg_catalog.pg_description sd ON sd.objoid = s.oid
      AND sd.classoid = 'pg_catalog.pg_foreign_server'::pg_catalog.regclass AND sd.objsubid = 0
 ), mappings AS (
@@ -511,11 +526,12 @@ SELECT pg_catalog.current_setting('server_version') AS version,
 /// `OWNED_FOREIGN_TABLES`. Parameters: schema name, server name.
 pub const AFTER_IMPORT: &str = "
 WITH rels AS MATERIALIZED (
-  SELECT c.oid, c.relname, c.relkind FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_class c ON c.oid = d.objid
+  SELECT c.oid, c.relname, c.relkind, c.relowner FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_class c ON c.oid = d.objid
    WHERE d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
      AND d.refobjid = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1))
 SELECT
-  (SELECT pg_catalog.count(*) FILTER (WHERE r.relkind = 'f' OR (r.relkind = 'v' AND pg_catalog.starts_with(
+  (SELECT pg_catalog.count(*) FILTER (WHERE r.relkind = 'f' OR (r.relkind = 'v'
+          AND r.relowner = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER) AND pg_catalog.starts_with(
           pg_catalog.obj_description(r.oid, 'pg_class'), 'manifold.dev/owner='))) FROM rels r) AS tables,
   (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(r.relname::text, a.attname::text,
           pg_catalog.format_type(a.atttypid, a.atttypmod)) ORDER BY r.relname, a.attnum)
@@ -732,6 +748,7 @@ mod tests {
             SOURCE_COLUMNS,
             IMPORT_INTRUDERS,
             HOLDERS,
+            SCHEMA_EXISTS,
             &lock_extension("x"),
             &create_with_options(0),
             SET_OPTIONS,

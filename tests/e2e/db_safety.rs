@@ -164,3 +164,73 @@ pub async fn a_detach_ends_readers_access_at_once() {
     w.wait_gone("ws-sales").await;
     assert!(!schema_exists(&w.ws().await, "sales").await);
 }
+
+/// Another role with CREATE on the database copies an attachment's marker
+/// onto schemas of its own: one beside the attachment's (which the
+/// operator would take for a stale copy of it, and drop), one with the name
+/// another attachment wants, one with the staging name of a re-import.
+/// None is dropped or rebuilt; the attachment that wants the taken name is
+/// a SchemaConflict; the others converge, re-import included, and their
+/// deletion leaves the decoys.
+pub async fn markers_count_only_on_what_the_workspace_role_owns() {
+    let w = crate::attach::world("decoy").await;
+    let mallory = unique("mallory").replace('-', "_");
+    let password = unique("mallory-pw");
+    w.pg.login_role(&mallory, &password).await;
+    w.ws_admin().await.batch_execute(&format!("GRANT CREATE ON DATABASE {} TO {mallory}", w.ws_db)).await.unwrap();
+    w.workspace("ws");
+    w.connection("sales", as_is);
+    w.attach("ws-sales", "ws", "sales", as_is);
+    w.wait_ready("ws-sales").await;
+
+    let ws = w.ws().await;
+    let marker: String = ws.query_one("SELECT obj_description('sales'::regnamespace, 'pg_namespace')", &[]).await.unwrap().get(0);
+    let forged_other = marker.replace("/ws-sales ", "/ws-other ");
+    let stage: String = {
+        // The staging name of a re-import of `sales`, as the operator makes it.
+        manifold::postgres::plan::stage_schema("sales")
+    };
+    let (m, connection) = tokio_postgres::connect(&w.pg.uri(&mallory, &password, &w.ws_db), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let literal = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    m.batch_execute(&format!(
+        "CREATE SCHEMA decoy; COMMENT ON SCHEMA decoy IS {};
+         CREATE SCHEMA other; COMMENT ON SCHEMA other IS {};
+         CREATE SCHEMA {stage}; COMMENT ON SCHEMA {stage} IS {};",
+        literal(&marker),
+        literal(&forged_other),
+        literal(&marker)
+    ))
+    .await
+    .unwrap();
+
+    // Resyncs pass: the decoy beside the attachment's schema stays.
+    tokio::time::sleep(Duration::from_secs(3 * crate::support::RESYNC_SECS)).await;
+    assert!(schema_exists(&ws, "decoy").await, "a decoy with a copied marker was dropped");
+
+    // The name another attachment wants is taken by someone else.
+    w.connection("other", as_is);
+    w.attach("ws-other", "ws", "other", as_is);
+    let conflict = w.wait_reason("ws-other", "SchemaConflict").await;
+    let message = conditions::find(&conflict.status.as_ref().unwrap().conditions, "Ready").unwrap().message.clone();
+    assert!(message.contains("other"), "{message}");
+    assert_eq!(foreign_tables(&ws, "other").await, Vec::<String>::new());
+
+    // A re-import of `sales` while its staging name is taken.
+    w.connection("sales", crate::support::world::include(&["orders"]));
+    wait_for("sales re-imported with orders only", WAIT, || async {
+        let tables = foreign_tables(&ws, "sales").await;
+        if tables == ["orders"] { Ok(()) } else { Err(format!("{tables:?}")) }
+    })
+    .await;
+    w.wait_ready("ws-sales").await;
+
+    w.attachments().delete("ws-sales", &DeleteParams::default()).await.unwrap();
+    w.wait_gone("ws-sales").await;
+    assert!(!schema_exists(&ws, "sales").await);
+    for decoy in ["decoy", "other", stage.as_str()] {
+        assert!(schema_exists(&ws, decoy).await, "{decoy} was dropped");
+    }
+    let comment: String = ws.query_one("SELECT obj_description('decoy'::regnamespace, 'pg_namespace')", &[]).await.unwrap().get(0);
+    assert_eq!(comment, marker, "the decoy's comment was rewritten");
+}
