@@ -659,6 +659,16 @@ impl Database {
         wrapper: &str,
         statements: Vec<Statement>,
     ) -> Result<Executed, tokio_postgres::Error> {
+        // A reader role is checked in this transaction, right before its
+        // grants and mappings: the workspace's observation may be older.
+        let roles = plan::reader_roles(&statements);
+        let statements = if roles.is_empty() {
+            statements
+        } else {
+            self.count(1, 0);
+            let existing: Vec<String> = tx.query_one(&tx.prepare_cached(sql::EXISTING_ROLES).await?, &[&roles]).await?.get(0);
+            plan::without_missing_roles(statements, &existing.into_iter().collect())
+        };
         let fresh: std::collections::BTreeSet<String> = statements
             .iter()
             .filter_map(|s| match s {

@@ -995,6 +995,47 @@ pub fn test(plan: &AttachPlan, wrapper: WrapperState, role: &str) -> Result<Vec<
     Ok(statements)
 }
 
+/// The reader roles that statements grant to, revoke from or map.
+pub fn reader_roles(statements: &[Statement]) -> Vec<String> {
+    let mut roles: Vec<String> = statements
+        .iter()
+        .flat_map(|s| match s {
+            Statement::GrantReaders { roles, .. } => roles.clone(),
+            Statement::RevokeReader { role, .. }
+            | Statement::CreateReaderMapping { role, .. }
+            | Statement::DropReaderMapping { role, .. } => vec![role.clone()],
+            _ => Vec::new(),
+        })
+        .collect();
+    roles.sort();
+    roles.dedup();
+    roles
+}
+
+/// The statements without what concerns a reader role that does not exist
+/// (`existing`: the roles that do): a role dropped since the workspace was
+/// observed, or never created, holds no attach, re-import or detach. Its
+/// grants and mappings went with it.
+pub fn without_missing_roles(statements: Vec<Statement>, existing: &std::collections::BTreeSet<String>) -> Vec<Statement> {
+    statements
+        .into_iter()
+        .filter_map(|s| match s {
+            Statement::GrantReaders { schema, roles } => {
+                let roles: Vec<String> = roles.into_iter().filter(|r| existing.contains(r)).collect();
+                (!roles.is_empty()).then_some(Statement::GrantReaders { schema, roles })
+            }
+            Statement::RevokeReader { ref role, .. }
+            | Statement::CreateReaderMapping { ref role, .. }
+            | Statement::DropReaderMapping { ref role, .. }
+                if !existing.contains(role) =>
+            {
+                None
+            }
+            other => Some(other),
+        })
+        .collect()
+}
+
 /// What a detach takes first, in a transaction of its own that nothing
 /// can hold: the readers' grants on the schema and their user mappings, if
 /// schema and server carry this attachment's marker. Whatever then holds
@@ -1563,5 +1604,28 @@ mod tests {
         let statements = test(&plan(), WrapperState::Usable, "app").unwrap();
         assert_eq!(kinds(&statements), ["create-server", "create-mapping", "create-schema", "import"]);
         assert_eq!(test(&plan(), WrapperState::NoUsage, "app").unwrap_err().reason, Reason::PermissionDenied);
+    }
+
+    #[test]
+    fn a_missing_reader_role_is_skipped() {
+        let statements = vec![
+            Statement::GrantReaders { schema: "s".into(), roles: vec!["ann".into(), "ghost".into()] },
+            Statement::GrantReaders { schema: "t".into(), roles: vec!["ghost".into()] },
+            Statement::DropReaderMapping { server: "s".into(), role: "ghost".into() },
+            Statement::CreateReaderMapping { server: "s".into(), role: "ghost".into(), options: Vec::new() },
+            Statement::RevokeReader { schema: "s".into(), role: "ghost".into() },
+            Statement::RevokeReader { schema: "s".into(), role: "ann".into() },
+            Statement::DropSchema { schema: "s".into() },
+        ];
+        assert_eq!(reader_roles(&statements), ["ann", "ghost"]);
+        let existing = ["ann".to_owned()].into_iter().collect();
+        assert_eq!(
+            without_missing_roles(statements, &existing),
+            [
+                Statement::GrantReaders { schema: "s".into(), roles: vec!["ann".into()] },
+                Statement::RevokeReader { schema: "s".into(), role: "ann".into() },
+                Statement::DropSchema { schema: "s".into() },
+            ]
+        );
     }
 }

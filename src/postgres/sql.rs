@@ -399,6 +399,9 @@ SELECT ARRAY(
    WHERE t.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1) AND v.relnamespace <> t.relnamespace
    ORDER BY 1 LIMIT 10)";
 
+/// Which of the roles ($1, text[]) exist, now.
+pub const EXISTING_ROLES: &str = "SELECT ARRAY(SELECT rolname::text FROM pg_catalog.pg_roles WHERE rolname = ANY($1::text[]))";
+
 /// Whether a schema exists, whoever owns it. Parameter: schema name.
 pub const SCHEMA_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1)";
 
@@ -748,6 +751,7 @@ mod tests {
             SOURCE_COLUMNS,
             IMPORT_INTRUDERS,
             HOLDERS,
+            EXISTING_ROLES,
             SCHEMA_EXISTS,
             &lock_extension("x"),
             &create_with_options(0),

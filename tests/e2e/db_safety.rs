@@ -234,3 +234,38 @@ pub async fn markers_count_only_on_what_the_workspace_role_owns() {
     let comment: String = ws.query_one("SELECT obj_description('decoy'::regnamespace, 'pg_namespace')", &[]).await.unwrap().get(0);
     assert_eq!(comment, marker, "the decoy's comment was rewritten");
 }
+
+/// `readers: [ghost]`, a role that does not exist: attaches, an
+/// aggregator over them, a re-import and a member's detach (which rebuilds
+/// the aggregator's views with the workspace's readers) all go through.
+pub async fn a_missing_reader_role_holds_nothing() {
+    let w = crate::attach::world("ghost").await;
+    w.workspace_with("ws", |ws| ws.spec.readers = vec!["ghost".to_owned()]);
+    w.connection("aws-a", as_is);
+    w.connection("aws-b", as_is);
+    w.attach("ws-aws-a", "ws", "aws-a", as_is);
+    w.attach("ws-aws-b", "ws", "aws-b", as_is);
+    w.apply_object(&crate::support::objects::aggregator("all-aws", &["aws-*"]));
+    w.attach("ws-all", "ws", "all-aws", as_is);
+    for name in ["ws-aws-a", "ws-aws-b", "ws-all"] {
+        w.wait_ready(name).await;
+    }
+    let ws = w.ws().await;
+    w.connection("aws-a", crate::support::world::include(&["orders"]));
+    wait_for("aws-a re-imported with orders only", WAIT, || async {
+        let tables = foreign_tables(&ws, "aws_a").await;
+        if tables == ["orders"] { Ok(()) } else { Err(format!("{tables:?}")) }
+    })
+    .await;
+    w.wait_ready("ws-aws-a").await;
+    w.attachments().delete("ws-aws-b", &DeleteParams::default()).await.unwrap();
+    w.wait_gone("ws-aws-b").await;
+    assert!(!schema_exists(&ws, "aws_b").await);
+    wait_for("the aggregator over aws-a alone", WAIT, || async {
+        let n: i64 =
+            ws.query_one("SELECT count(DISTINCT _manifold_connection) FROM all_aws.orders", &[]).await.map_err(|e| e.to_string())?.get(0);
+        if n == 1 { Ok(()) } else { Err(format!("{n} members")) }
+    })
+    .await;
+    w.wait_ready("ws-all").await;
+}

@@ -56,6 +56,7 @@ fn main() {
         db_safety::a_source_cannot_point_an_import_at_another_server,
         db_safety::a_detach_ends_readers_access_at_once,
         db_safety::markers_count_only_on_what_the_workspace_role_owns,
+        db_safety::a_missing_reader_role_holds_nothing,
     ])
 }
 
