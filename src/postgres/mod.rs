@@ -600,10 +600,44 @@ impl Database {
         let plan = AttachPlan::aggregate(marker.owner.clone(), &marker.uid, "", schema, members, readers.to_vec());
         let Source::Aggregate(aggregate) = &plan.source else { return Ok(()) };
         locked.columns = self.member_columns(tx, &aggregate.members).await?;
-        locked.views.clear(); // torn down before the member's change
-        let statements = plan::rebuild_views(&plan, &locked);
-        self.execute(tx, schema, statements).await?;
+        // Emptied before the member's change (`aggregate_teardown`), not
+        // dropped: each is redefined in place, and one no member has any
+        // more is dropped.
+        let emptied = std::mem::take(&mut locked.views);
+        let (views, rest): (Vec<Statement>, Vec<Statement>) =
+            plan::rebuild_views(&plan, &locked).into_iter().partition(|s| matches!(s, Statement::CreateView(_)));
+        let mut kept = std::collections::BTreeSet::new();
+        for statement in views {
+            let Statement::CreateView(view) = statement else { continue };
+            kept.insert(view.name.clone());
+            self.replace_view(tx, &view).await?;
+        }
+        let gone: Vec<Statement> = emptied
+            .into_iter()
+            .filter(|name| !kept.contains(name))
+            .map(|name| Statement::DropView { schema: schema.to_owned(), name })
+            .collect();
+        self.execute(tx, schema, gone).await?;
+        self.execute(tx, schema, rest).await?;
         Ok(())
+    }
+
+    /// Redefines an aggregator's view in place (`sql::replace_view`), under
+    /// a savepoint; where Postgres refuses (a column goes or changes its
+    /// type), drops it (RESTRICT) and creates it.
+    async fn replace_view(&self, tx: &deadpool_postgres::Transaction<'_>, view: &plan::View) -> Result<(), tokio_postgres::Error> {
+        self.count(3, 1);
+        let replace = format!("SAVEPOINT manifold_view; {}; RELEASE SAVEPOINT manifold_view", sql::replace_view(view));
+        match tx.batch_execute(&replace).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.as_db_error().is_some() => {
+                self.count(3, 2);
+                tx.batch_execute("ROLLBACK TO SAVEPOINT manifold_view").await?;
+                let drop = sql::render(&Statement::DropView { schema: view.schema.clone(), name: view.name.clone() });
+                tx.batch_execute(&format!("{drop}; {}", sql::render(&Statement::CreateView(view.clone())))).await
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn member_columns(

@@ -568,6 +568,14 @@ pub enum Statement {
         schema: String,
         name: String,
     },
+    /// Redefines one of our views to return no row, with its columns as
+    /// they are, so that it depends on nothing: what a member's change does
+    /// to an aggregator's views instead of dropping them, since another
+    /// session's temporary view on one would hold a drop.
+    EmptyView {
+        schema: String,
+        name: String,
+    },
     /// Writes the schema's marker. A marker without `tables` gets the count
     /// of foreign tables and views in the schema once the statements before
     /// it ran: the one fact the planner cannot know in advance.
@@ -916,12 +924,14 @@ pub fn rebuild_views(plan: &AttachPlan, locked: &Locked) -> Vec<Statement> {
     statements
 }
 
-/// An aggregator in a member's transaction: its views come down before the
-/// member's tables change (RESTRICT would refuse otherwise), and go up again
-/// after, over `members` (with or without the member, as it is joining,
-/// staying or leaving).
+/// An aggregator in a member's transaction: its views let go of the
+/// member's tables before they change (RESTRICT would refuse otherwise) by
+/// returning no row for a moment, and are redefined after, over `members`
+/// (with or without the member, as it is joining, staying or leaving). A
+/// view is not dropped here: a temporary view of a reader's session on it
+/// would hold the member's change.
 pub fn aggregate_teardown(schema: &str, locked: &Locked) -> Vec<Statement> {
-    drop_views(schema, &locked.views)
+    locked.views.iter().map(|name| Statement::EmptyView { schema: schema.to_owned(), name: name.clone() }).collect()
 }
 
 /// A foreign table's definition, as the catalog gives it: columns, their
@@ -1307,6 +1317,7 @@ mod tests {
                 Statement::RevokeReader { .. } => "revoke",
                 Statement::CreateView(_) => "create-view",
                 Statement::DropView { .. } => "drop-view",
+                Statement::EmptyView { .. } => "empty-view",
                 Statement::SetSearchPath { .. } => "search-path",
                 Statement::Reimport { .. } => "reimport",
                 Statement::MoveForeignTable { .. } => "move",

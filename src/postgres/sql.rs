@@ -55,6 +55,7 @@ pub fn render(statement: &Statement) -> String {
             import_foreign_schema(remote_schema, filter, server, &super::plan::stage_schema(schema))
         }
         Statement::DropView { schema, name } => format!("DROP VIEW {} RESTRICT", qualified(schema, name)),
+        Statement::EmptyView { schema, name } => empty_view(schema, name),
         Statement::SetSearchPath { database, path } if path.is_empty() => {
             format!("ALTER DATABASE {} RESET search_path", ident(database))
         }
@@ -167,6 +168,36 @@ EXCEPTION WHEN OTHERS THEN
   RAISE EXCEPTION USING ERRCODE = SQLSTATE, MESSAGE = SQLERRM;
 END
 $manifold$"
+    )
+}
+
+/// An aggregator's view again, in place: its privileges, comment and the
+/// views others built on it stay. Postgres refuses when a column would go
+/// or change its type; the caller then drops and creates it.
+pub fn replace_view(view: &View) -> String {
+    let created = create_view(view);
+    let rest = created.strip_prefix("CREATE VIEW ").expect("create_view begins so");
+    format!("CREATE OR REPLACE VIEW {rest}")
+}
+
+/// Redefines a view to return no row, with the columns (names and types)
+/// it has, read from the catalog: it then depends on no table. The type
+/// names are Postgres's own `format_type`, never text of ours.
+fn empty_view(schema: &str, name: &str) -> String {
+    format!(
+        "DO $manifold$
+DECLARE
+  target pg_catalog.regclass := pg_catalog.format('%I.%I', {schema}, {name})::pg_catalog.regclass;
+  columns pg_catalog.text;
+BEGIN
+  SELECT pg_catalog.string_agg(pg_catalog.format('NULL::%s AS %I', pg_catalog.format_type(a.atttypid, a.atttypmod), a.attname), ', '
+                               ORDER BY a.attnum)
+    INTO columns FROM pg_catalog.pg_attribute a WHERE a.attrelid = target AND a.attnum > 0 AND NOT a.attisdropped;
+  EXECUTE pg_catalog.format('CREATE OR REPLACE VIEW %s AS SELECT %s WHERE false', target, columns);
+END
+$manifold$",
+        schema = literal(schema),
+        name = literal(name)
     )
 }
 
@@ -683,7 +714,7 @@ mod tests {
 
             let mut want = words("DROP FOREIGN TABLE");
             want.extend([Token::Ident(schema.clone()), Token::Punct('.'), Token::Ident(key.clone()), Token::Word("RESTRICT".into())]);
-            prop_assert_eq!(tokens(&drop_foreign_tables(&schema, &[key.clone()]).unwrap()).unwrap(), want);
+            prop_assert_eq!(tokens(&drop_foreign_tables(&schema, std::slice::from_ref(&key)).unwrap()).unwrap(), want);
 
             let mut want = words("IMPORT FOREIGN SCHEMA");
             want.extend([Token::Ident(key.clone()), Token::Word("LIMIT".into()), Token::Word("TO".into()), Token::Punct('('),
@@ -755,6 +786,7 @@ mod tests {
             SCHEMA_EXISTS,
             &lock_extension("x"),
             &create_with_options(0),
+            &empty_view("s", "v"),
             SET_OPTIONS,
             RESET_OPTIONS,
         ] {

@@ -269,3 +269,58 @@ pub async fn a_missing_reader_role_holds_nothing() {
     .await;
     w.wait_ready("ws-all").await;
 }
+
+/// A reader's temporary view on an aggregator's view holds neither a
+/// member's re-import nor a member's detach: the aggregator's views are
+/// Manifold's, and are redefined in place rather than dropped, so the
+/// reader's view keeps working over the members that remain.
+pub async fn a_temporary_view_on_an_aggregator_holds_no_member() {
+    let w = crate::attach::world("aggtemp").await;
+    let reader = unique("viewer").replace('-', "_");
+    let password = unique("viewer-pw");
+    w.pg.login_role(&reader, &password).await;
+    let readers = vec![reader.clone()];
+    w.workspace_with("ws", move |ws| ws.spec.readers = readers);
+    w.connection("aws-a", as_is);
+    w.connection("aws-b", as_is);
+    w.attach("ws-aws-a", "ws", "aws-a", as_is);
+    w.attach("ws-aws-b", "ws", "aws-b", as_is);
+    w.apply_object(&crate::support::objects::aggregator("all-aws", &["aws-*"]));
+    w.attach("ws-all", "ws", "all-aws", as_is);
+    for name in ["ws-aws-a", "ws-aws-b", "ws-all"] {
+        w.wait_ready(name).await;
+    }
+
+    let (session, connection) = tokio_postgres::connect(&w.pg.uri(&reader, &password, &w.ws_db), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let rows = |sql: &'static str, want: i64| {
+        let session = &session;
+        async move {
+            wait_for(&format!("{sql} = {want}"), WAIT, || async {
+                let n: i64 = session.query_one(sql, &[]).await.map_err(|e| e.to_string())?.get(0);
+                if n == want { Ok(()) } else { Err(format!("{n}")) }
+            })
+            .await
+        }
+    };
+    rows("SELECT count(*) FROM all_aws.orders", 6).await;
+    session.batch_execute("CREATE TEMP VIEW mine AS SELECT * FROM all_aws.orders").await.unwrap();
+
+    // A member's re-import.
+    let ws = w.ws().await;
+    w.connection("aws-a", crate::support::world::include(&["orders"]));
+    wait_for("aws-a re-imported with orders only", WAIT, || async {
+        let tables = foreign_tables(&ws, "aws_a").await;
+        if tables == ["orders"] { Ok(()) } else { Err(format!("{tables:?}")) }
+    })
+    .await;
+    w.wait_ready("ws-aws-a").await;
+    rows("SELECT count(*) FROM mine", 6).await;
+
+    // A member's detach.
+    w.attachments().delete("ws-aws-b", &DeleteParams::default()).await.unwrap();
+    w.wait_gone("ws-aws-b").await;
+    assert!(!schema_exists(&ws, "aws_b").await);
+    rows("SELECT count(*) FROM mine", 3).await;
+    w.wait_ready("ws-all").await;
+}

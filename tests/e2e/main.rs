@@ -55,6 +55,7 @@ fn main() {
         db_safety::no_password_reaches_the_server_log_or_the_statement_statistics,
         db_safety::a_source_cannot_point_an_import_at_another_server,
         db_safety::a_detach_ends_readers_access_at_once,
+        db_safety::a_temporary_view_on_an_aggregator_holds_no_member,
         db_safety::markers_count_only_on_what_the_workspace_role_owns,
         db_safety::a_missing_reader_role_holds_nothing,
     ])
