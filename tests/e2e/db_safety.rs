@@ -123,6 +123,35 @@ pub async fn a_source_cannot_point_an_import_at_another_server() {
     assert!(!server_exists(&ws, "evil").await, "the refused attach left its server");
     assert_eq!(count(&ws, "SELECT count(*) FROM pg_class WHERE relname IN ('stolen', 'pad')").await, 0);
     assert_eq!(foreign_tables(&ws, "good").await, ["customers", "orders"]);
+
+    // The source answers plainly, and is attached; then a re-import (its
+    // staging schema) gets the re-pointed answer, and is refused too.
+    fake.answer(&[("stolen", "id", "int4")]);
+    w.wait_ready("a-evil").await;
+    assert_eq!(foreign_tables(&ws, "evil").await, ["stolen"]);
+    fake.answer(&[("stolen", "id", repointed)]);
+    w.connection_only("evil", move |c| {
+        let p = c.spec.plugin.as_mut().unwrap().postgres.as_mut().unwrap();
+        p.host = "127.0.0.1".into();
+        p.port = i32::from(port);
+        c.spec.tables = Some(manifold::api::TablesSpec { include: vec!["stolen".into()], exclude: Vec::new() });
+    });
+    let att = w
+        .wait_attachment("a-evil", "SourceRefused for its generation", |a| {
+            crate::support::world::ready_reason(a) == Some("SourceRefused")
+                && a.status.as_ref().and_then(|s| conditions::find(&s.conditions, "Ready")).and_then(|c| c.observed_generation)
+                    == a.metadata.generation
+        })
+        .await;
+    let message = conditions::find(&att.status.as_ref().unwrap().conditions, "Ready").unwrap().message.clone();
+    assert!(message.contains("foreign table stolen reads through server good"), "{message}");
+    let server: String = ws
+        .query_one("SELECT s.srvname::text FROM pg_foreign_table t JOIN pg_foreign_server s ON s.oid = t.ftserver WHERE t.ftrelid = 'evil.stolen'::regclass", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(server, "evil", "the attachment's table still reads through its own server");
+    assert_eq!(count(&ws, "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'manifold_stage%'").await, 0);
 }
 
 /// A reader's session holds a temporary view on an attachment's foreign

@@ -132,29 +132,37 @@ pub async fn silent_source() -> u16 {
 /// postgres_fdw accepts as a password used), answers the session settings
 /// and the transaction, says the remote schema exists, and answers the
 /// import's column query with `columns` (table, column, type text), as a
-/// hostile server may. Any other query gets an error.
+/// hostile server may (`answer` changes them). Savepoints are accepted; any
+/// other query gets an error.
 pub struct FakePostgres {
     pub port: u16,
     queries: std::sync::Arc<Mutex<Vec<String>>>,
+    columns: std::sync::Arc<Mutex<Vec<(String, String, String)>>>,
 }
 
 impl FakePostgres {
-    pub async fn start(columns: &[(&str, &str, &str)]) -> FakePostgres {
+    pub async fn start(columns_of: &[(&str, &str, &str)]) -> FakePostgres {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let queries: std::sync::Arc<Mutex<Vec<String>>> = Default::default();
-        let columns: Vec<(String, String, String)> =
-            columns.iter().map(|(t, c, ty)| (t.to_string(), c.to_string(), ty.to_string())).collect();
-        let log = queries.clone();
+        let columns: std::sync::Arc<Mutex<Vec<(String, String, String)>>> = Default::default();
+        let (log, answers) = (queries.clone(), columns.clone());
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
-                let (log, columns) = (log.clone(), columns.clone());
+                let (log, answers) = (log.clone(), answers.clone());
                 tokio::spawn(async move {
-                    let _ = serve_fake_postgres(socket, log, columns).await;
+                    let _ = serve_fake_postgres(socket, log, answers).await;
                 });
             }
         });
-        FakePostgres { port, queries }
+        let fake = FakePostgres { port, queries, columns };
+        fake.answer(columns_of);
+        fake
+    }
+
+    /// What the next imports are answered.
+    pub fn answer(&self, columns: &[(&str, &str, &str)]) {
+        *self.columns.lock().unwrap() = columns.iter().map(|(t, c, ty)| (t.to_string(), c.to_string(), ty.to_string())).collect();
     }
 
     /// The queries the clients sent, in order.
@@ -207,10 +215,20 @@ fn fake_rows(names: &[&str], rows: &[Vec<Option<String>>]) -> Vec<u8> {
     out
 }
 
+fn fake_error() -> Vec<u8> {
+    let mut fields = Vec::new();
+    for (code, value) in [(b'S', "ERROR"), (b'V', "ERROR"), (b'C', "0A000"), (b'M', "this fake source answers only an import")] {
+        fields.push(code);
+        cstr(&mut fields, value);
+    }
+    fields.push(0);
+    backend_message(b'E', &fields)
+}
+
 async fn serve_fake_postgres(
     mut socket: tokio::net::TcpStream,
     log: std::sync::Arc<Mutex<Vec<String>>>,
-    columns: Vec<(String, String, String)>,
+    answers: std::sync::Arc<Mutex<Vec<(String, String, String)>>>,
 ) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // The startup packet, after refused SSL or GSS encryption requests.
@@ -221,6 +239,9 @@ async fn serve_fake_postgres(
         if body.len() == 4 && (body[..] == [0x04, 0xd2, 0x16, 0x2f] || body[..] == [0x04, 0xd2, 0x16, 0x30]) {
             socket.write_all(b"N").await?;
             continue;
+        }
+        if body.len() == 12 && body[..4] == [0x04, 0xd2, 0x16, 0x2e] {
+            return Ok(()); // a cancel request: nothing runs to cancel
         }
         break;
     }
@@ -256,6 +277,16 @@ async fn serve_fake_postgres(
         if kind == b'X' {
             return Ok(());
         }
+        if kind == b'S' {
+            // The end of an extended-protocol query (a cursor): refused.
+            let mut out = fake_error();
+            if status == b'T' {
+                status = b'E';
+            }
+            out.extend(backend_message(b'Z', &[status]));
+            socket.write_all(&out).await?;
+            continue;
+        }
         if kind != b'Q' {
             continue;
         }
@@ -267,6 +298,7 @@ async fn serve_fake_postgres(
         if query.contains("FROM pg_catalog.pg_namespace") && !query.contains("attname") {
             out = fake_rows(&["?column?"], &[vec![Some("1".into())]]);
         } else if query.contains("attname") {
+            let columns = answers.lock().unwrap().clone();
             let rows: Vec<Vec<Option<String>>> = columns
                 .iter()
                 .map(|(t, c, ty)| vec![Some(t.clone()), Some(c.clone()), Some(ty.clone()), Some("f".into()), None, None, None, None])
@@ -275,9 +307,11 @@ async fn serve_fake_postgres(
                 &["relname", "attname", "format_type", "attnotnull", "pg_get_expr", "attgenerated", "collname", "nspname"],
                 &rows,
             );
-        } else if ["SET", "START", "BEGIN", "COMMIT", "ABORT", "ROLLBACK", "DEALLOCATE"].contains(&word.as_str()) {
+        } else if ["SET", "START", "BEGIN", "COMMIT", "ABORT", "ROLLBACK", "DEALLOCATE", "SAVEPOINT", "RELEASE"].contains(&word.as_str()) {
+            let to_savepoint = query.to_ascii_uppercase().starts_with("ROLLBACK TO");
             status = match word.as_str() {
                 "START" | "BEGIN" => b'T',
+                "ROLLBACK" if to_savepoint => b'T',
                 "COMMIT" | "ABORT" | "ROLLBACK" => b'I',
                 _ => status,
             };
@@ -285,13 +319,7 @@ async fn serve_fake_postgres(
             cstr(&mut tag, &command);
             out.extend(backend_message(b'C', &tag));
         } else {
-            let mut fields = Vec::new();
-            for (code, value) in [(b'S', "ERROR"), (b'V', "ERROR"), (b'C', "0A000"), (b'M', "this fake source answers only an import")] {
-                fields.push(code);
-                cstr(&mut fields, value);
-            }
-            fields.push(0);
-            out.extend(backend_message(b'E', &fields));
+            out.extend(fake_error());
             if status == b'T' {
                 status = b'E';
             }
