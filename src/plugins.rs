@@ -27,6 +27,16 @@ pub struct AllowedWrapper {
     pub server_options: Vec<String>,
     #[serde(default)]
     pub user_mapping_options: Vec<String>,
+    /// The server options that name the source's host (mysql_fdw: `host`;
+    /// tds_fdw: `servername`; oracle_fdw: `dbserver`): each one set must
+    /// be a network endpoint inside the admin's fence, and with a fence,
+    /// one must be set. Unset: `host`.
+    #[serde(default = "host_option")]
+    pub host_options: Vec<String>,
+}
+
+fn host_option() -> Vec<String> {
+    vec!["host".to_owned()]
 }
 
 /// Where sources may be: DNS patterns (`db.example.com`, `*.svc.cluster.local`)
@@ -110,6 +120,18 @@ pub struct SourcePolicy {
 impl Default for SourcePolicy {
     fn default() -> Self {
         SourcePolicy { wrappers: Vec::new(), hosts: HostFence::default(), connect_timeout_secs: 10 }
+    }
+}
+
+/// The options a wrapper's IMPORT FOREIGN SCHEMA sets on the tables and on
+/// their columns: anything else on an imported table came from the source's
+/// answers, and the import is refused. None: not known for this wrapper,
+/// and not checked (the tables' server still is).
+pub fn imported_options(wrapper: &str) -> Option<(&'static [&'static str], &'static [&'static str])> {
+    match wrapper {
+        "postgres_fdw" => Some((&["schema_name", "table_name"], &["column_name"])),
+        "mysql_fdw" => Some((&["dbname", "table_name"], &[])),
+        _ => None,
     }
 }
 
@@ -308,8 +330,22 @@ fn generic(fdw: &FdwPlugin, credentials: Option<&BTreeMap<String, Vec<u8>>>, pol
             allowed.server_options.join(", ")
         )));
     }
-    if let Some(host) = fdw.server_options.get("host") {
+    // The fence holds only where the admin said which options carry the
+    // host: a server that sets none of them cannot be fenced.
+    let hosts: Vec<&String> = allowed.host_options.iter().filter_map(|k| fdw.server_options.get(k)).collect();
+    for host in &hosts {
         check_host(host, policy)?;
+    }
+    if hosts.is_empty() && !policy.hosts.is_open() {
+        return Err(PluginError::Invalid(format!(
+            "plugin.fdw.serverOptions must set the source's host ({}) for {}: the cluster admin fences sources (--source-hosts)",
+            if allowed.host_options.is_empty() {
+                "the cluster admin named no host option".to_owned()
+            } else {
+                allowed.host_options.join(" or ")
+            },
+            fdw.wrapper
+        )));
     }
     let mapping_options = credentials
         .into_iter()
@@ -535,6 +571,7 @@ mod tests {
                 wrapper: "mysql_fdw".into(),
                 server_options: vec!["host".into(), "port".into()],
                 user_mapping_options: vec!["username".into(), "password".into()],
+                host_options: host_option(),
             }],
             ..Default::default()
         }
@@ -561,5 +598,46 @@ mod tests {
         );
         let extra = secret(&[("username", "u"), ("ssl_key", "/etc/key")]);
         assert!(invalid(resolve(&mysql("mysql_fdw", &[]), "shop", Some(&extra), &mysql_allowed())).contains("ssl_key"));
+    }
+
+    /// The admin names which server options carry the host; each one set
+    /// is fenced, and with a fence one must be set.
+    #[test]
+    fn the_fence_holds_on_every_option_that_names_the_host() {
+        let creds = secret(&[("username", "u"), ("password", "p")]);
+        let tds = |hosts: Vec<String>| SourcePolicy {
+            wrappers: vec![AllowedWrapper {
+                extension: "tds_fdw".into(),
+                wrapper: "mysql_fdw".into(),
+                server_options: vec!["servername".into(), "host".into(), "port".into()],
+                user_mapping_options: vec!["username".into(), "password".into()],
+                host_options: hosts,
+            }],
+            hosts: HostFence::parse(&["10.0.0.0/8".into()]).unwrap(),
+            ..Default::default()
+        };
+        let named = tds(vec!["servername".into()]);
+        assert!(resolve(&mysql("tds_fdw", &[("servername", "10.1.2.3")]), "shop", Some(&creds), &named).is_ok());
+        assert!(invalid(resolve(&mysql("tds_fdw", &[("servername", "192.168.1.1")]), "shop", Some(&creds), &named)).contains("outside"));
+        assert!(invalid(resolve(&mysql("tds_fdw", &[("servername", "/var/run/x")]), "shop", Some(&creds), &named)).contains("network"));
+        // No host at all, with a fence: nothing to check, so refused.
+        assert!(
+            invalid(resolve(&mysql("tds_fdw", &[("port", "1433")]), "shop", Some(&creds), &named)).contains("must set the source's host")
+        );
+        // Only `servername` carries the host here; `host` is another option.
+        assert!(invalid(resolve(&mysql("tds_fdw", &[("host", "10.1.2.3")]), "shop", Some(&creds), &named)).contains("servername"));
+        // An admin who named none: with a fence, nothing can be attached.
+        assert!(
+            invalid(resolve(&mysql("tds_fdw", &[("servername", "10.1.2.3")]), "shop", Some(&creds), &tds(Vec::new())))
+                .contains("named no host option")
+        );
+        // Without a fence, a host is still a network endpoint, and may be absent.
+        let open = SourcePolicy { hosts: HostFence::default(), ..named.clone() };
+        assert!(resolve(&mysql("tds_fdw", &[("port", "1433")]), "shop", Some(&creds), &open).is_ok());
+        assert!(invalid(resolve(&mysql("tds_fdw", &[("servername", "/var/run/x")]), "shop", Some(&creds), &open)).contains("network"));
+        // Unset in the admin's JSON: `host`, as before.
+        let parsed: AllowedWrapper =
+            serde_json::from_str(r#"{"extension":"mysql_fdw","wrapper":"mysql_fdw","serverOptions":["host"]}"#).unwrap();
+        assert_eq!(parsed.host_options, ["host"]);
     }
 }

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use manifold::postgres::plan::{SecretString, TableFilter};
+use manifold::postgres::plan::TableFilter;
 use manifold::postgres::sql::{self, lex::Token, lex::tokens};
 
 fn words(s: &str) -> Vec<Token> {
@@ -18,18 +18,6 @@ fuzz_target!(|input: (String, String, String)| {
     if [&name, &key, &value].iter().any(|s| s.contains('\0')) {
         return;
     }
-    let opts = vec![(key.clone(), SecretString::new(value.clone()))];
-    let mut want = words("CREATE USER MAPPING FOR CURRENT_USER SERVER");
-    want.extend([
-        Token::Ident(name.clone()),
-        Token::Word("OPTIONS".into()),
-        Token::Punct('('),
-        Token::Ident(key.clone()),
-        Token::Literal(value.clone()),
-        Token::Punct(')'),
-    ]);
-    assert_eq!(tokens(&sql::create_user_mapping(&name, &opts)).unwrap(), want);
-
     let mut want = words("COMMENT ON SERVER");
     want.extend([Token::Ident(name.clone()), Token::Word("IS".into()), Token::Literal(value.clone())]);
     assert_eq!(tokens(&sql::comment_on_server(&name, &value)).unwrap(), want);

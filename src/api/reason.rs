@@ -51,6 +51,11 @@ reasons! {
     RemoteSchemaMissing,
     PermissionDenied,
     Timeout,
+    /// What a source answered to an import would have created something
+    /// other than foreign tables on the attachment's own server (a table
+    /// reading through another server, other options, other objects): the
+    /// import was rolled back.
+    SourceRefused,
     SchemaConflict,
     DependentObjects,
     InvalidSpec,
@@ -116,6 +121,7 @@ impl Reason {
                 | Reason::AuthenticationFailed
                 | Reason::PermissionDenied
                 | Reason::RemoteSchemaMissing
+                | Reason::SourceRefused
                 | Reason::RoleNotFound
                 | Reason::TestFailed
                 | Reason::CleanupAbandoned
@@ -190,6 +196,7 @@ mod tests {
             (Reason::RemoteSchemaMissing, true, Backoff),
             (Reason::PermissionDenied, true, Backoff),
             (Reason::Timeout, false, Backoff),
+            (Reason::SourceRefused, true, Backoff),
             (Reason::SchemaConflict, true, AwaitChange),
             (Reason::DependentObjects, true, Backoff),
             (Reason::InvalidSpec, true, AwaitChange),

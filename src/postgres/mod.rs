@@ -222,6 +222,10 @@ struct Executed {
     /// The first foreign table of the schema that uses the server, when
     /// the marker's count was read with the server named.
     first_owned: Option<Option<String>>,
+    /// What an import created that it may not have (see
+    /// `sql::IMPORT_INTRUDERS`), for a person; nothing ran after it, and
+    /// the caller rolls back.
+    refused: Option<String>,
 }
 
 /// The result of a detach: what was dropped.
@@ -497,13 +501,21 @@ impl Database {
             // Only a schema or server that exists can be listed by an
             // aggregator's marker; a new one joins those the store names.
             let present = locked.observed.schema_comment.is_some() || locked.observed.server_comment.is_some();
-            let aggregates =
-                if tables_change { self.aggregates_of(&tx, &plan.schema, joins, present).await.map_err(err)? } else { Vec::new() };
+            let aggregates = if tables_change {
+                self.aggregates_of(&tx, &plan.schema, &plan.owner.namespace, joins, present).await.map_err(err)?
+            } else {
+                Vec::new()
+            };
             for (agg_schema, agg_locked) in &aggregates {
                 self.execute(&tx, agg_schema, plan::aggregate_teardown(agg_schema, agg_locked)).await.map_err(err)?;
             }
-            let done =
-                self.execute_for(&tx, &plan.schema, Some(server), statements).await.map_err(|e| with_hint(err(e), plan, &locked.role))?;
+            let done = self
+                .execute_for(&tx, &plan.schema, Some(server), wrapper, statements)
+                .await
+                .map_err(|e| with_hint(err(e), plan, &locked.role))?;
+            if let Some(refused) = done.refused {
+                return Err(Failure::new(Reason::SourceRefused, redact(&refused, &secrets)));
+            }
             // An import that also reads a row proves what a test proves.
             let proven = if tables_change && done.held.is_empty() {
                 self.read_a_row(&tx, &plan.schema, server, done.first_owned.clone()).await.map_err(err)?
@@ -533,6 +545,7 @@ impl Database {
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
         member_schema: &str,
+        namespace: &str,
         joins: &[(Owner, String)],
         listed: bool,
     ) -> Result<Vec<(String, Locked)>, tokio_postgres::Error> {
@@ -545,7 +558,10 @@ impl Database {
         let mut owners: BTreeMap<String, Owner> = BTreeMap::new();
         for row in rows {
             let (schema, comment): (String, String) = (row.get("schema"), row.get("comment"));
+            // An aggregator covers connections of its own namespace only: a
+            // marker elsewhere that lists this schema is not read.
             if let Some(marker) = Marker::parse(&comment)
+                && marker.owner.namespace == namespace
                 && marker.members.as_ref().is_some_and(|m| m.iter().any(|m| m.schema == member_schema))
             {
                 owners.insert(schema, marker.owner);
@@ -584,10 +600,44 @@ impl Database {
         let plan = AttachPlan::aggregate(marker.owner.clone(), &marker.uid, "", schema, members, readers.to_vec());
         let Source::Aggregate(aggregate) = &plan.source else { return Ok(()) };
         locked.columns = self.member_columns(tx, &aggregate.members).await?;
-        locked.views.clear(); // torn down before the member's change
-        let statements = plan::rebuild_views(&plan, &locked);
-        self.execute(tx, schema, statements).await?;
+        // Emptied before the member's change (`aggregate_teardown`), not
+        // dropped: each is redefined in place, and one no member has any
+        // more is dropped.
+        let emptied = std::mem::take(&mut locked.views);
+        let (views, rest): (Vec<Statement>, Vec<Statement>) =
+            plan::rebuild_views(&plan, &locked).into_iter().partition(|s| matches!(s, Statement::CreateView(_)));
+        let mut kept = std::collections::BTreeSet::new();
+        for statement in views {
+            let Statement::CreateView(view) = statement else { continue };
+            kept.insert(view.name.clone());
+            self.replace_view(tx, &view).await?;
+        }
+        let gone: Vec<Statement> = emptied
+            .into_iter()
+            .filter(|name| !kept.contains(name))
+            .map(|name| Statement::DropView { schema: schema.to_owned(), name })
+            .collect();
+        self.execute(tx, schema, gone).await?;
+        self.execute(tx, schema, rest).await?;
         Ok(())
+    }
+
+    /// Redefines an aggregator's view in place (`sql::replace_view`), under
+    /// a savepoint; where Postgres refuses (a column goes or changes its
+    /// type), drops it (RESTRICT) and creates it.
+    async fn replace_view(&self, tx: &deadpool_postgres::Transaction<'_>, view: &plan::View) -> Result<(), tokio_postgres::Error> {
+        self.count(3, 1);
+        let replace = format!("SAVEPOINT manifold_view; {}; RELEASE SAVEPOINT manifold_view", sql::replace_view(view));
+        match tx.batch_execute(&replace).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.as_db_error().is_some() => {
+                self.count(3, 2);
+                tx.batch_execute("ROLLBACK TO SAVEPOINT manifold_view").await?;
+                let drop = sql::render(&Statement::DropView { schema: view.schema.clone(), name: view.name.clone() });
+                tx.batch_execute(&format!("{drop}; {}", sql::render(&Statement::CreateView(view.clone())))).await
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn member_columns(
@@ -628,22 +678,59 @@ impl Database {
         schema: &str,
         statements: Vec<Statement>,
     ) -> Result<Executed, tokio_postgres::Error> {
-        self.execute_for(tx, schema, None, statements).await
+        self.execute_for(tx, schema, None, "", statements).await
     }
 
     /// `execute`, and, if it reads the count of an import, the first
-    /// foreign table that uses `server` too.
+    /// foreign table that uses `server` too. What an import created is
+    /// checked before anything else runs (`Executed::refused`), with the
+    /// options `wrapper`'s import sets.
     async fn execute_for(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
         schema: &str,
         server: Option<&str>,
+        wrapper: &str,
         statements: Vec<Statement>,
     ) -> Result<Executed, tokio_postgres::Error> {
+        // A reader role is checked in this transaction, right before its
+        // grants and mappings: the workspace's observation may be older.
+        let roles = plan::reader_roles(&statements);
+        let statements = if roles.is_empty() {
+            statements
+        } else {
+            self.count(1, 0);
+            let existing: Vec<String> = tx.query_one(&tx.prepare_cached(sql::EXISTING_ROLES).await?, &[&roles]).await?.get(0);
+            plan::without_missing_roles(statements, &existing.into_iter().collect())
+        };
+        let fresh: std::collections::BTreeSet<String> = statements
+            .iter()
+            .filter_map(|s| match s {
+                Statement::CreateSchema { schema } => Some(schema.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut imported: Option<(String, String)> = None;
         let mut batch: Vec<String> = Vec::new();
         let mut pending_marker: Option<Marker> = None;
         let mut executed = Executed::default();
+        // Option values go ahead, as one bind parameter; the statements that
+        // create servers and mappings read them (see `sql::SET_OPTIONS`).
+        let specs: Vec<serde_json::Value> = statements.iter().filter_map(sql::options_spec).collect();
+        if !specs.is_empty() {
+            self.count(1, 0);
+            tx.execute(&tx.prepare_cached(sql::SET_OPTIONS).await?, &[&sql::options_parameter(&specs)]).await?;
+        }
+        let mut created = 0;
         for statement in statements {
+            if sql::options_spec(&statement).is_some() {
+                batch.push(sql::create_with_options(created));
+                created += 1;
+                if created == specs.len() {
+                    batch.push(sql::RESET_OPTIONS.to_owned());
+                }
+                continue;
+            }
             match statement {
                 Statement::MarkSchema { marker, .. } if marker.tables.is_none() => pending_marker = Some(marker),
                 Statement::MarkSchema { ref marker, .. } => {
@@ -652,12 +739,28 @@ impl Database {
                 }
                 Statement::Reimport { schema, server, remote_schema, filter } => {
                     self.flush(tx, &mut batch).await?;
-                    executed.held.extend(self.reimport(tx, &schema, &server, &remote_schema, &filter).await?);
+                    match self.reimport(tx, &schema, &server, wrapper, &remote_schema, &filter).await? {
+                        Ok(held) => executed.held.extend(held),
+                        Err(refused) => {
+                            executed.refused = Some(refused);
+                            return Ok(executed);
+                        }
+                    }
+                }
+                Statement::Import { ref schema, ref server, .. } => {
+                    imported = Some((schema.clone(), server.clone()));
+                    batch.push(sql::render(&statement));
                 }
                 other => batch.push(sql::render(&other)),
             }
         }
         self.flush(tx, &mut batch).await?;
+        if let Some((into, server)) = imported {
+            executed.refused = self.intruders(tx, &into, &server, wrapper, fresh.contains(&into)).await?;
+            if executed.refused.is_some() {
+                return Ok(executed);
+            }
+        }
         let Some(mut marker) = pending_marker else { return Ok(executed) };
         self.count(1, 0);
         let after = tx.query_one(&tx.prepare_cached(sql::AFTER_IMPORT).await?, &[&schema, &server.unwrap_or("")]).await?;
@@ -677,6 +780,34 @@ impl Database {
         Ok(executed)
     }
 
+    /// What an import into `schema` through `server` created that it may
+    /// not have (see `sql::IMPORT_INTRUDERS`), as a message; None if
+    /// nothing. `fresh`: the schema was made in this transaction, so
+    /// everything in it is the import's.
+    async fn intruders(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        schema: &str,
+        server: &str,
+        wrapper: &str,
+        fresh: bool,
+    ) -> Result<Option<String>, tokio_postgres::Error> {
+        let (tables, columns) = match crate::plugins::imported_options(wrapper) {
+            Some((tables, columns)) => (Some(tables.to_vec()), Some(columns.to_vec())),
+            None => (None, None),
+        };
+        self.count(1, 0);
+        let row = tx.query_one(&tx.prepare_cached(sql::IMPORT_INTRUDERS).await?, &[&schema, &server, &tables, &columns, &fresh]).await?;
+        let found: Vec<String> = row.get(0);
+        if found.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(sanitize(&format!(
+            "the source's answer to the import would have created what an import may not, so nothing was imported: {}",
+            found.join("; ")
+        ))))
+    }
+
     async fn flush(&self, tx: &deadpool_postgres::Transaction<'_>, batch: &mut Vec<String>) -> Result<(), tokio_postgres::Error> {
         if batch.is_empty() {
             return Ok(());
@@ -691,16 +822,25 @@ impl Database {
     /// staging schema, then only what changed, as `plan::reimport` decides.
     /// Each drop is RESTRICT and alone, under a savepoint: a table that a
     /// user's object depends on is kept and reported, and the rest goes
-    /// through. Returns what was kept, in Postgres's own words.
+    /// through. Returns what was kept, in Postgres's own words, or why the
+    /// staged import was refused (see `intruders`): then nothing moved.
     async fn reimport(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
         schema: &str,
         server: &str,
+        wrapper: &str,
         remote_schema: &str,
         filter: &plan::TableFilter,
-    ) -> Result<Vec<String>, tokio_postgres::Error> {
-        let stage = plan::stage_schema(schema);
+    ) -> Result<Result<Vec<String>, String>, tokio_postgres::Error> {
+        // The staging name is known to every role: one that took it first
+        // gets no say, the import goes to a name nobody could guess.
+        let mut stage = plan::stage_schema(schema);
+        self.count(1, 0);
+        if tx.query_one(&tx.prepare_cached(sql::SCHEMA_EXISTS).await?, &[&stage]).await?.get::<_, bool>(0) {
+            use std::hash::BuildHasher;
+            stage = format!("{stage}_{:016x}", std::collections::hash_map::RandomState::new().hash_one(schema));
+        }
         let import = Statement::Import {
             remote_schema: remote_schema.to_owned(),
             filter: filter.clone(),
@@ -708,6 +848,9 @@ impl Database {
             schema: stage.clone(),
         };
         self.flush(tx, &mut vec![sql::render(&Statement::CreateSchema { schema: stage.clone() }), sql::render(&import)]).await?;
+        if let Some(refused) = self.intruders(tx, &stage, server, wrapper, true).await? {
+            return Ok(Err(refused));
+        }
         let defs = |rows: Vec<tokio_postgres::Row>| -> Vec<TableDef> {
             rows.iter().map(|r| TableDef { name: r.get(0), definition: r.get(1) }).collect()
         };
@@ -744,7 +887,7 @@ impl Database {
         }
         moves.push(sql::render(&Statement::DropSchema { schema: stage }));
         self.flush(tx, &mut moves).await?;
-        Ok(held)
+        Ok(Ok(held))
     }
 
     /// Reads one row of the first of the schema's foreign tables that use
@@ -808,7 +951,11 @@ impl Database {
             let role: String = row.get("role");
             let extension_schema: Option<String> = row.get("extension_schema");
             let statements = plan::test(plan, wrapper_state(row.get("wrapper")), &role)?;
-            self.execute(&tx, &plan.schema, statements).await.map_err(|e| with_hint(err(e), plan, &role))?;
+            let done =
+                self.execute_for(&tx, &plan.schema, None, &f.wrapper, statements).await.map_err(|e| with_hint(err(e), plan, &role))?;
+            if let Some(refused) = done.refused {
+                return Err(Failure::new(Reason::SourceRefused, redact(&refused, &secrets)));
+            }
             self.count(1, 0);
             let tables: Vec<String> =
                 tx.query(sql::OWNED_FOREIGN_TABLES, &[&plan.schema, &f.server]).await.map_err(err)?.iter().map(|r| r.get(0)).collect();
@@ -843,8 +990,11 @@ impl Database {
     /// nothing is dropped, and the error says `DependentObjects`.
     /// `readers`: the workspace's readers, who keep SELECT on the views of
     /// the aggregators that this schema leaves.
+    /// Readers lose their access first, in a transaction of its own
+    /// (`plan::revoke_readers`): what holds the rest cannot hold that.
     pub async fn detach(&self, owner: &Owner, schema: &str, readers: &[String]) -> Result<Detached, Failure> {
         let err = |e: tokio_postgres::Error| classify(&e, &[]);
+        self.revoke_readers(owner, schema).await?;
         let mut session = self.session(&self.work.pool).await?;
         let deadline = self.timeouts.deadline(self.timeouts.statement);
         let result = tokio::time::timeout(deadline, async {
@@ -857,17 +1007,27 @@ impl Database {
             };
             // The aggregators' views over this schema are ours, not a user's:
             // they go first, and come back without it.
-            let aggregates = if detached.schema { self.aggregates_of(&tx, schema, &[], true).await.map_err(err)? } else { Vec::new() };
+            let aggregates =
+                if detached.schema { self.aggregates_of(&tx, schema, &owner.namespace, &[], true).await.map_err(err)? } else { Vec::new() };
             for (agg_schema, agg_locked) in &aggregates {
                 self.execute(&tx, agg_schema, plan::aggregate_teardown(agg_schema, agg_locked)).await.map_err(err)?;
             }
-            self.execute(&tx, schema, statements).await.map_err(|e| {
+            if let Err(e) = self.execute(&tx, schema, statements).await {
                 let mut f = err(e);
                 if f.reason == Reason::DependentObjects {
-                    f.message = format!("detach held, nothing was dropped: {}", f.message);
+                    let _ = tx.rollback().await;
+                    self.count(1, 0);
+                    let holders: Vec<String> = match session.client().query_one(sql::HOLDERS, &[&schema]).await {
+                        Ok(row) => row.get(0),
+                        Err(_) => Vec::new(),
+                    };
+                    f.message = format!("detach held (readers' access was revoked, nothing else was dropped): {}", f.message);
+                    if !holders.is_empty() {
+                        f.message = format!("{}; held by {}", f.message, sanitize(&holders.join(", ")));
+                    }
                 }
-                f
-            })?;
+                return Err(f);
+            }
             for (agg_schema, mut agg_locked) in aggregates {
                 if let Some(mut marker) = agg_locked.observed.schema_marker() {
                     marker.members = marker.members.map(|m| m.into_iter().filter(|m| m.schema != schema).collect());
@@ -878,6 +1038,25 @@ impl Database {
             }
             tx.commit().await.map_err(err)?;
             Ok(detached)
+        })
+        .await;
+        self.finish(session, result, deadline)
+    }
+
+    /// Takes the readers' grants on an attachment's schema and their user
+    /// mappings, and commits (see `plan::revoke_readers`).
+    async fn revoke_readers(&self, owner: &Owner, schema: &str) -> Result<(), Failure> {
+        let err = |e: tokio_postgres::Error| classify(&e, &[]);
+        let mut session = self.session(&self.work.pool).await?;
+        let deadline = self.timeouts.deadline(self.timeouts.statement);
+        let result = tokio::time::timeout(deadline, async {
+            let tx = session.client().transaction().await.map_err(err)?;
+            let (locked, _) = self.lock_and_observe(&tx, owner, schema, schema, "", "").await.map_err(err)?;
+            let statements = plan::revoke_readers(owner, schema, &locked);
+            if !statements.is_empty() {
+                self.execute(&tx, schema, statements).await.map_err(err)?;
+            }
+            tx.commit().await.map_err(err)
         })
         .await;
         self.finish(session, result, deadline)

@@ -568,6 +568,14 @@ pub enum Statement {
         schema: String,
         name: String,
     },
+    /// Redefines one of our views to return no row, with its columns as
+    /// they are, so that it depends on nothing: what a member's change does
+    /// to an aggregator's views instead of dropping them, since another
+    /// session's temporary view on one would hold a drop.
+    EmptyView {
+        schema: String,
+        name: String,
+    },
     /// Writes the schema's marker. A marker without `tables` gets the count
     /// of foreign tables and views in the schema once the statements before
     /// it ran: the one fact the planner cannot know in advance.
@@ -916,12 +924,14 @@ pub fn rebuild_views(plan: &AttachPlan, locked: &Locked) -> Vec<Statement> {
     statements
 }
 
-/// An aggregator in a member's transaction: its views come down before the
-/// member's tables change (RESTRICT would refuse otherwise), and go up again
-/// after, over `members` (with or without the member, as it is joining,
-/// staying or leaving).
+/// An aggregator in a member's transaction: its views let go of the
+/// member's tables before they change (RESTRICT would refuse otherwise) by
+/// returning no row for a moment, and are redefined after, over `members`
+/// (with or without the member, as it is joining, staying or leaving). A
+/// view is not dropped here: a temporary view of a reader's session on it
+/// would hold the member's change.
 pub fn aggregate_teardown(schema: &str, locked: &Locked) -> Vec<Statement> {
-    drop_views(schema, &locked.views)
+    locked.views.iter().map(|name| Statement::EmptyView { schema: schema.to_owned(), name: name.clone() }).collect()
 }
 
 /// A foreign table's definition, as the catalog gives it: columns, their
@@ -993,6 +1003,64 @@ pub fn test(plan: &AttachPlan, wrapper: WrapperState, role: &str) -> Result<Vec<
     let (_, mut statements) = attach(plan, &locked)?;
     statements.retain(|s| !matches!(s, Statement::MarkSchema { .. } | Statement::CommentOnServer { .. } | Statement::GrantReaders { .. }));
     Ok(statements)
+}
+
+/// The reader roles that statements grant to, revoke from or map.
+pub fn reader_roles(statements: &[Statement]) -> Vec<String> {
+    let mut roles: Vec<String> = statements
+        .iter()
+        .flat_map(|s| match s {
+            Statement::GrantReaders { roles, .. } => roles.clone(),
+            Statement::RevokeReader { role, .. }
+            | Statement::CreateReaderMapping { role, .. }
+            | Statement::DropReaderMapping { role, .. } => vec![role.clone()],
+            _ => Vec::new(),
+        })
+        .collect();
+    roles.sort();
+    roles.dedup();
+    roles
+}
+
+/// The statements without what concerns a reader role that does not exist
+/// (`existing`: the roles that do): a role dropped since the workspace was
+/// observed, or never created, holds no attach, re-import or detach. Its
+/// grants and mappings went with it.
+pub fn without_missing_roles(statements: Vec<Statement>, existing: &std::collections::BTreeSet<String>) -> Vec<Statement> {
+    statements
+        .into_iter()
+        .filter_map(|s| match s {
+            Statement::GrantReaders { schema, roles } => {
+                let roles: Vec<String> = roles.into_iter().filter(|r| existing.contains(r)).collect();
+                (!roles.is_empty()).then_some(Statement::GrantReaders { schema, roles })
+            }
+            Statement::RevokeReader { ref role, .. }
+            | Statement::CreateReaderMapping { ref role, .. }
+            | Statement::DropReaderMapping { ref role, .. }
+                if !existing.contains(role) =>
+            {
+                None
+            }
+            other => Some(other),
+        })
+        .collect()
+}
+
+/// What a detach takes first, in a transaction of its own that nothing
+/// can hold: the readers' grants on the schema and their user mappings, if
+/// schema and server carry this attachment's marker. Whatever then holds
+/// the drop (a reader's temporary view on a foreign table), no reader can
+/// read through it any more.
+pub fn revoke_readers(owner: &Owner, schema: &str, locked: &Locked) -> Vec<Statement> {
+    let ours = |comment: &Option<String>| comment.as_deref().and_then(Marker::parse).is_some_and(|m| &m.owner == owner);
+    let mut statements = Vec::new();
+    if ours(&locked.observed.server_comment) {
+        statements.extend(locked.readers.iter().map(|role| Statement::DropReaderMapping { server: schema.to_owned(), role: role.clone() }));
+    }
+    if ours(&locked.observed.schema_comment) {
+        statements.extend(locked.readers.iter().map(|role| Statement::RevokeReader { schema: schema.to_owned(), role: role.clone() }));
+    }
+    statements
 }
 
 /// What a detach drops: only what carries this attachment's marker. The
@@ -1249,6 +1317,7 @@ mod tests {
                 Statement::RevokeReader { .. } => "revoke",
                 Statement::CreateView(_) => "create-view",
                 Statement::DropView { .. } => "drop-view",
+                Statement::EmptyView { .. } => "empty-view",
                 Statement::SetSearchPath { .. } => "search-path",
                 Statement::Reimport { .. } => "reimport",
                 Statement::MoveForeignTable { .. } => "move",
@@ -1508,6 +1577,19 @@ mod tests {
     }
 
     #[test]
+    fn a_detach_revokes_readers_first_and_only_on_what_is_ours() {
+        let p = plan();
+        let read = Locked { readers: vec!["analyst".into()], ..locked(applied(&p, 2), &["a"]) };
+        assert_eq!(kinds(&revoke_readers(&p.owner, "sales", &read)), ["drop-reader-mapping", "revoke"]);
+        assert!(revoke_readers(&p.owner, "sales", &locked(applied(&p, 2), &["a"])).is_empty());
+        let theirs = Locked {
+            readers: vec!["analyst".into()],
+            ..locked(Observed { schema_comment: Some("x".into()), server_comment: Some(String::new()), ..Default::default() }, &[])
+        };
+        assert!(revoke_readers(&p.owner, "sales", &theirs).is_empty());
+    }
+
+    #[test]
     fn held_removals_still_forget_credentials() {
         let p = plan();
         assert_eq!(kinds(&forget_credentials(&p.owner, "sales", &locked(applied(&p, 2), &[]))), ["drop-mapping"]);
@@ -1533,5 +1615,28 @@ mod tests {
         let statements = test(&plan(), WrapperState::Usable, "app").unwrap();
         assert_eq!(kinds(&statements), ["create-server", "create-mapping", "create-schema", "import"]);
         assert_eq!(test(&plan(), WrapperState::NoUsage, "app").unwrap_err().reason, Reason::PermissionDenied);
+    }
+
+    #[test]
+    fn a_missing_reader_role_is_skipped() {
+        let statements = vec![
+            Statement::GrantReaders { schema: "s".into(), roles: vec!["ann".into(), "ghost".into()] },
+            Statement::GrantReaders { schema: "t".into(), roles: vec!["ghost".into()] },
+            Statement::DropReaderMapping { server: "s".into(), role: "ghost".into() },
+            Statement::CreateReaderMapping { server: "s".into(), role: "ghost".into(), options: Vec::new() },
+            Statement::RevokeReader { schema: "s".into(), role: "ghost".into() },
+            Statement::RevokeReader { schema: "s".into(), role: "ann".into() },
+            Statement::DropSchema { schema: "s".into() },
+        ];
+        assert_eq!(reader_roles(&statements), ["ann", "ghost"]);
+        let existing = ["ann".to_owned()].into_iter().collect();
+        assert_eq!(
+            without_missing_roles(statements, &existing),
+            [
+                Statement::GrantReaders { schema: "s".into(), roles: vec!["ann".into()] },
+                Statement::RevokeReader { schema: "s".into(), role: "ann".into() },
+                Statement::DropSchema { schema: "s".into() },
+            ]
+        );
     }
 }

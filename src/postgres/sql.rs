@@ -22,11 +22,10 @@ pub fn render(statement: &Statement) -> String {
     match statement {
         Statement::LockExtension { extension } => lock_extension(extension),
         Statement::CreateExtension { extension, schema } => create_extension(extension, schema),
-        Statement::CreateServer { server, wrapper, options: opts } => {
-            format!("CREATE SERVER {} FOREIGN DATA WRAPPER {}{}", ident(server), ident(wrapper), options(opts))
+        Statement::CreateServer { .. } | Statement::CreateUserMapping { .. } | Statement::CreateReaderMapping { .. } => {
+            create_with_options(0)
         }
         Statement::CommentOnServer { server, marker } => comment_on_server(server, &marker.render()),
-        Statement::CreateUserMapping { server, options } => create_user_mapping(server, options),
         Statement::DropUserMapping { server } => drop_user_mapping(server),
         Statement::DropServer { server } => drop_server(server),
         Statement::CreateSchema { schema } => create_schema(schema),
@@ -34,9 +33,6 @@ pub fn render(statement: &Statement) -> String {
         Statement::DropForeignTables { schema, tables } => drop_foreign_tables(schema, tables).unwrap_or_default(),
         Statement::Import { remote_schema, filter, server, schema } => import_foreign_schema(remote_schema, filter, server, schema),
         Statement::MarkSchema { schema, marker } => comment_on_schema(schema, &marker.render()),
-        Statement::CreateReaderMapping { server, role, options: opts } => {
-            format!("CREATE USER MAPPING FOR {} SERVER {}{}", ident(role), ident(server), options(opts))
-        }
         Statement::DropReaderMapping { server, role } => {
             format!("DROP USER MAPPING IF EXISTS FOR {} SERVER {}", ident(role), ident(server))
         }
@@ -59,6 +55,7 @@ pub fn render(statement: &Statement) -> String {
             import_foreign_schema(remote_schema, filter, server, &super::plan::stage_schema(schema))
         }
         Statement::DropView { schema, name } => format!("DROP VIEW {} RESTRICT", qualified(schema, name)),
+        Statement::EmptyView { schema, name } => empty_view(schema, name),
         Statement::SetSearchPath { database, path } if path.is_empty() => {
             format!("ALTER DATABASE {} RESET search_path", ident(database))
         }
@@ -93,12 +90,115 @@ fn create_view(view: &View) -> String {
     format!("CREATE VIEW {name} AS {}; COMMENT ON VIEW {name} IS {}", branches.join(" UNION ALL "), literal(&view.marker.render()))
 }
 
-fn options(options: &[(String, SecretString)]) -> String {
-    if options.is_empty() {
-        return String::new();
+// Options travel apart from the statement text
+//
+// A server's and a user mapping's option values (passwords, a steampipe
+// `config`) never appear in the text of a statement: Postgres writes the
+// text of a failing statement to its log (`log_min_error_statement`, whole
+// multi-statement batch included), shows it in `pg_stat_activity` and
+// keeps it in `pg_stat_statements`. They go as a bind parameter (which the
+// log leaves out on error by default) into a transaction-local setting,
+// seen by this session only; a DO block of fixed text builds each
+// statement from it with `format('%I')`/`%L` and runs it, and re-raises
+// its error without the executed text (PL/pgSQL would put it in the
+// error's CONTEXT). The setting is emptied right after the last one.
+// `pg_stat_statements.track = all` (not the default) records statements
+// nested in functions, and so the executed text: only to superusers,
+// `pg_read_all_stats` and the workspace role itself, who reads its
+// mappings anyway.
+
+/// The transaction-local setting that carries the option values.
+const OPTIONS_SETTING: &str = "manifold.ddl_options";
+
+/// Sets the options of the statements that follow (a JSON array of
+/// `options_spec`), for the rest of the transaction. Parameter: the JSON.
+pub const SET_OPTIONS: &str = "SELECT pg_catalog.set_config('manifold.ddl_options', $1, true)";
+
+/// Empties the setting once the statements that read it ran.
+pub const RESET_OPTIONS: &str = "SELECT pg_catalog.set_config('manifold.ddl_options', '', true)";
+
+/// What a statement that creates a server or a user mapping carries apart
+/// from its text (see `create_with_options`); None for other statements.
+pub fn options_spec(statement: &Statement) -> Option<serde_json::Value> {
+    let pairs = |options: &[(String, SecretString)]| -> serde_json::Value {
+        options.iter().map(|(k, v)| serde_json::json!([k, v.expose()])).collect()
+    };
+    match statement {
+        Statement::CreateServer { server, wrapper, options } => {
+            Some(serde_json::json!({"kind": "server", "server": server, "wrapper": wrapper, "options": pairs(options)}))
+        }
+        Statement::CreateUserMapping { server, options } => {
+            Some(serde_json::json!({"kind": "mapping", "server": server, "role": null, "options": pairs(options)}))
+        }
+        Statement::CreateReaderMapping { server, role, options } => {
+            Some(serde_json::json!({"kind": "mapping", "server": server, "role": role, "options": pairs(options)}))
+        }
+        _ => None,
     }
-    let rendered: Vec<String> = options.iter().map(|(k, v)| format!("{} {}", ident(k), literal(v.expose()))).collect();
-    format!(" OPTIONS ({})", rendered.join(", "))
+}
+
+/// The parameter of `SET_OPTIONS`: the specs of `options_spec`, in order.
+pub fn options_parameter(specs: &[serde_json::Value]) -> String {
+    serde_json::Value::Array(specs.to_vec()).to_string()
+}
+
+/// Creates the server or user mapping that entry `index` of the options
+/// set by `SET_OPTIONS` describes. The text holds no value of a spec or a
+/// Secret: only the index.
+pub fn create_with_options(index: usize) -> String {
+    format!(
+        "DO $manifold$
+DECLARE
+  spec pg_catalog.jsonb := pg_catalog.current_setting('{OPTIONS_SETTING}')::pg_catalog.jsonb -> {index};
+  ddl pg_catalog.text;
+BEGIN
+  IF spec ->> 'kind' = 'server' THEN
+    ddl := pg_catalog.format('CREATE SERVER %I FOREIGN DATA WRAPPER %I', spec ->> 'server', spec ->> 'wrapper');
+  ELSIF spec ->> 'role' IS NULL THEN
+    ddl := pg_catalog.format('CREATE USER MAPPING FOR CURRENT_USER SERVER %I', spec ->> 'server');
+  ELSE
+    ddl := pg_catalog.format('CREATE USER MAPPING FOR %I SERVER %I', spec ->> 'role', spec ->> 'server');
+  END IF;
+  IF pg_catalog.jsonb_array_length(spec -> 'options') > 0 THEN
+    ddl := ddl || ' OPTIONS (' || (SELECT pg_catalog.string_agg(pg_catalog.format('%I %L', o ->> 0, o ->> 1), ', ' ORDER BY n)
+                                     FROM pg_catalog.jsonb_array_elements(spec -> 'options') WITH ORDINALITY AS t(o, n)) || ')';
+  END IF;
+  EXECUTE ddl;
+EXCEPTION WHEN OTHERS THEN
+  RAISE EXCEPTION USING ERRCODE = SQLSTATE, MESSAGE = SQLERRM;
+END
+$manifold$"
+    )
+}
+
+/// An aggregator's view again, in place: its privileges, comment and the
+/// views others built on it stay. Postgres refuses when a column would go
+/// or change its type; the caller then drops and creates it.
+pub fn replace_view(view: &View) -> String {
+    let created = create_view(view);
+    let rest = created.strip_prefix("CREATE VIEW ").expect("create_view begins so");
+    format!("CREATE OR REPLACE VIEW {rest}")
+}
+
+/// Redefines a view to return no row, with the columns (names and types)
+/// it has, read from the catalog: it then depends on no table. The type
+/// names are Postgres's own `format_type`, never text of ours.
+fn empty_view(schema: &str, name: &str) -> String {
+    format!(
+        "DO $manifold$
+DECLARE
+  target pg_catalog.regclass := pg_catalog.format('%I.%I', {schema}, {name})::pg_catalog.regclass;
+  columns pg_catalog.text;
+BEGIN
+  SELECT pg_catalog.string_agg(pg_catalog.format('NULL::%s AS %I', pg_catalog.format_type(a.atttypid, a.atttypmod), a.attname), ', '
+                               ORDER BY a.attnum)
+    INTO columns FROM pg_catalog.pg_attribute a WHERE a.attrelid = target AND a.attnum > 0 AND NOT a.attisdropped;
+  EXECUTE pg_catalog.format('CREATE OR REPLACE VIEW %s AS SELECT %s WHERE false', target, columns);
+END
+$manifold$",
+        schema = literal(schema),
+        name = literal(name)
+    )
 }
 
 fn qualified(schema: &str, name: &str) -> String {
@@ -114,14 +214,6 @@ pub fn create_extension(extension: &str, schema: &str) -> String {
 /// A transaction-scoped lock on an extension's name.
 pub fn lock_extension(extension: &str) -> String {
     format!("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext({}))", literal(&format!("manifold.dev/extension/{extension}")))
-}
-
-pub fn create_server(server: &str, wrapper: &str, server_options: &[(String, SecretString)]) -> String {
-    render(&Statement::CreateServer { server: server.to_owned(), wrapper: wrapper.to_owned(), options: server_options.to_vec() })
-}
-
-pub fn create_user_mapping(server: &str, mapping_options: &[(String, SecretString)]) -> String {
-    format!("CREATE USER MAPPING FOR CURRENT_USER SERVER {}{}", ident(server), options(mapping_options))
 }
 
 pub fn drop_user_mapping(server: &str) -> String {
@@ -198,22 +290,27 @@ pub const LOCK_SCHEMA: &str = "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalo
 /// pg_foreign_table, which is small and indexed: pg_class has no index on
 /// the namespace, and a scan of it grows with every attachment.
 pub const OBSERVE_ONE: &str = "
-WITH nsp AS (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1),
-     srv AS (SELECT oid FROM pg_catalog.pg_foreign_server WHERE srvname = $2),
+WITH nsp AS (SELECT oid, nspowner FROM pg_catalog.pg_namespace WHERE nspname = $1),
+     srv AS (SELECT oid, srvowner FROM pg_catalog.pg_foreign_server WHERE srvname = $2),
+     me AS (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER),
      rels AS MATERIALIZED (
        -- The schema's relations, through pg_depend's index: pg_class has no
        -- index on the namespace, and a scan of it grows with every schema.
-       SELECT c.oid, c.relname, c.relkind FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_class c ON c.oid = d.objid
+       SELECT c.oid, c.relname, c.relkind, c.relowner FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_class c ON c.oid = d.objid
         WHERE d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.refobjid = (SELECT oid FROM nsp)
           AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass),
      views AS (
+       -- A marker counts only on what the workspace role owns: any role
+       -- with CREATE can copy one onto its own objects.
        SELECT r.relname, d.description FROM rels r
          JOIN pg_catalog.pg_description d ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objsubid = 0
-        WHERE r.relkind = 'v' AND pg_catalog.starts_with(d.description, 'manifold.dev/owner='))
+        WHERE r.relkind = 'v' AND r.relowner = (SELECT oid FROM me) AND pg_catalog.starts_with(d.description, 'manifold.dev/owner='))
 SELECT
-  (SELECT coalesce(pg_catalog.obj_description(oid, 'pg_namespace'), '') FROM nsp) AS schema_comment,
+  (SELECT CASE WHEN nspowner = (SELECT oid FROM me) THEN coalesce(pg_catalog.obj_description(oid, 'pg_namespace'), '') ELSE '' END
+     FROM nsp) AS schema_comment,
   (SELECT pg_catalog.count(*) FROM rels WHERE relkind = 'f') + (SELECT pg_catalog.count(*) FROM views) AS foreign_tables,
-  (SELECT coalesce(pg_catalog.obj_description(oid, 'pg_foreign_server'), '') FROM srv) AS server_comment,
+  (SELECT CASE WHEN srvowner = (SELECT oid FROM me) THEN coalesce(pg_catalog.obj_description(oid, 'pg_foreign_server'), '') ELSE '' END
+     FROM srv) AS server_comment,
   EXISTS (SELECT 1 FROM pg_catalog.pg_user_mappings m WHERE m.srvid = (SELECT oid FROM srv)
             AND m.umuser = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER)) AS mapping,
   ARRAY(SELECT r.relname::text FROM rels r JOIN pg_catalog.pg_foreign_table ft ON ft.ftrelid = r.oid
@@ -270,12 +367,82 @@ SELECT c.relname::text, a.attname::text, pg_catalog.format_type(a.atttypid, a.at
    AND c.relkind = 'f' AND a.attnum > 0 AND NOT a.attisdropped
  ORDER BY c.relname, a.attnum";
 
+/// What an import left in a schema that the import cannot have been asked
+/// for, at most 10, described for a person: a foreign table on a server
+/// other than the attachment's own, a table or column option other than
+/// those the wrapper's import sets, anything depending on one of its
+/// foreign tables but their row types and defaults (a `serial` column's
+/// sequence, a constraint) and, in a schema made in this transaction
+/// (`fresh`), anything at all but foreign tables. A wrapper builds its
+/// CREATE FOREIGN TABLE from the source's answers, and postgres_fdw pastes
+/// the remote's type text unquoted. Parameters: schema name, server name,
+/// the allowed table options and column options (text[]; NULL: any), and
+/// whether the schema is fresh.
+pub const IMPORT_INTRUDERS: &str = "
+WITH nsp AS (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1),
+     members AS MATERIALIZED (
+       SELECT d.classid, d.objid FROM pg_catalog.pg_depend d
+        WHERE d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.refobjid = (SELECT oid FROM nsp)),
+     rels AS MATERIALIZED (
+       SELECT c.oid, c.relname, c.relkind, s.srvname, ft.ftoptions FROM members m
+         JOIN pg_catalog.pg_class c ON c.oid = m.objid
+         LEFT JOIN pg_catalog.pg_foreign_table ft ON ft.ftrelid = c.oid
+         LEFT JOIN pg_catalog.pg_foreign_server s ON s.oid = ft.ftserver
+        WHERE m.classid = 'pg_catalog.pg_class'::pg_catalog.regclass),
+     found AS (
+       SELECT pg_catalog.format('foreign table %I reads through server %I', r.relname, r.srvname) AS what
+         FROM rels r WHERE r.relkind = 'f' AND r.srvname <> $2
+       UNION ALL
+       SELECT pg_catalog.format('foreign table %I has option %I', r.relname, pg_catalog.split_part(o, '=', 1))
+         FROM rels r, pg_catalog.unnest(r.ftoptions) o
+        WHERE $3::text[] IS NOT NULL AND pg_catalog.split_part(o, '=', 1) <> ALL ($3::text[])
+       UNION ALL
+       SELECT pg_catalog.format('column %I.%I has option %I', r.relname, a.attname, pg_catalog.split_part(o, '=', 1))
+         FROM rels r JOIN pg_catalog.pg_attribute a ON a.attrelid = r.oid, pg_catalog.unnest(a.attfdwoptions) o
+        WHERE r.relkind = 'f' AND $4::text[] IS NOT NULL AND pg_catalog.split_part(o, '=', 1) <> ALL ($4::text[])
+       UNION ALL
+       SELECT pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid)
+         FROM rels r JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid = r.oid
+        WHERE r.relkind = 'f' AND r.srvname = $2
+          AND d.classid NOT IN ('pg_catalog.pg_type'::pg_catalog.regclass, 'pg_catalog.pg_attrdef'::pg_catalog.regclass)
+       UNION ALL
+       SELECT pg_catalog.format('%I is a relation of kind %s, not a foreign table', r.relname, r.relkind)
+         FROM rels r WHERE $5::bool AND r.relkind <> 'f'
+       UNION ALL
+       SELECT pg_catalog.pg_describe_object(m.classid, m.objid, 0)
+         FROM members m WHERE $5::bool AND m.classid <> 'pg_catalog.pg_class'::pg_catalog.regclass)
+SELECT ARRAY(SELECT what FROM found ORDER BY 1 LIMIT 10)";
+
+/// What holds a schema's drop: the views elsewhere built on its relations,
+/// each with its owner, and whether it is another session's temporary
+/// object (which goes when that session ends). Parameter: schema name.
+pub const HOLDERS: &str = "
+SELECT ARRAY(
+  SELECT DISTINCT pg_catalog.format('%s of role %I%s', pg_catalog.pg_describe_object('pg_catalog.pg_class'::pg_catalog.regclass, v.oid, 0),
+           r.rolname, CASE WHEN pg_catalog.pg_is_other_temp_schema(v.relnamespace)
+                           THEN ' (temporary: it goes when that session ends)' ELSE '' END)
+    FROM pg_catalog.pg_class t
+    JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid = t.oid
+     AND d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+    JOIN pg_catalog.pg_rewrite rw ON rw.oid = d.objid
+    JOIN pg_catalog.pg_class v ON v.oid = rw.ev_class
+    JOIN pg_catalog.pg_roles r ON r.oid = v.relowner
+   WHERE t.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1) AND v.relnamespace <> t.relnamespace
+   ORDER BY 1 LIMIT 10)";
+
+/// Which of the roles ($1, text[]) exist, now.
+pub const EXISTING_ROLES: &str = "SELECT ARRAY(SELECT rolname::text FROM pg_catalog.pg_roles WHERE rolname = ANY($1::text[]))";
+
+/// Whether a schema exists, whoever owns it. Parameter: schema name.
+pub const SCHEMA_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1)";
+
 /// The aggregators' schemas whose marker lists a member schema: the ones a
 /// member's change must rebuild. Parameter: the member schema.
 pub const AGGREGATES_OF: &str = "
 SELECT n.nspname::text AS schema, d.description AS comment
   FROM pg_catalog.pg_description d JOIN pg_catalog.pg_namespace n ON n.oid = d.objoid
  WHERE d.classoid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.objsubid = 0
+   AND n.nspowner = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER)
    AND pg_catalog.starts_with(d.description, 'manifold.dev/owner=')
    AND pg_catalog.strpos(d.description, pg_catalog.concat(':', $1::text)) > 0
  ORDER BY 1";
@@ -334,8 +501,12 @@ SELECT c.relname::text FROM pg_catalog.pg_depend d
 /// exist; a marked server whose schema is gone is listed under its name
 /// too, so that nothing of ours goes unseen (as one JSON array).
 pub const OBSERVE_ALL: &str = "
-WITH managed AS (
+WITH me AS (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER
+), managed AS (
+  -- A marker counts only on what the workspace role owns: any role with
+  -- CREATE on the database can copy one onto a schema of its own.
   SELECT d.objoid AS nsp, d.description FROM pg_catalog.pg_description d
+    JOIN pg_catalog.pg_namespace n ON n.oid = d.objoid AND n.nspowner = (SELECT oid FROM me)
    WHERE d.classoid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.objsubid = 0
      AND pg_catalog.starts_with(d.description, 'manifold.dev/owner=')
 ), foreign_tables AS MATERIALIZED (
@@ -348,9 +519,11 @@ WITH managed AS (
   SELECT pg_catalog.jsonb_object_agg(relnamespace::text, n) AS by_schema
     FROM (SELECT c.relnamespace, pg_catalog.count(*) AS n FROM pg_catalog.pg_class c
             JOIN pg_catalog.pg_description d ON d.objoid = c.oid AND d.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objsubid = 0
-           WHERE c.relkind = 'v' AND pg_catalog.starts_with(d.description, 'manifold.dev/owner=') GROUP BY c.relnamespace) v
+           WHERE c.relkind = 'v' AND c.relowner = (SELECT oid FROM me)
+             AND pg_catalog.starts_with(d.description, 'manifold.dev/owner=') GROUP BY c.relnamespace) v
 ), servers AS MATERIALIZED (
-  SELECT s.oid, s.srvname, coalesce(sd.description, '') AS comment FROM pg_catalog.pg_foreign_server s
+  SELECT s.oid, s.srvname, CASE WHEN s.srvowner = (SELECT oid FROM me) THEN coalesce(sd.description, '') ELSE '' END AS comment
+    FROM pg_catalog.pg_foreign_server s
     LEFT JOIN pg_catalog.pg_description sd ON sd.objoid = s.oid
      AND sd.classoid = 'pg_catalog.pg_foreign_server'::pg_catalog.regclass AND sd.objsubid = 0
 ), mappings AS (
@@ -387,11 +560,12 @@ SELECT pg_catalog.current_setting('server_version') AS version,
 /// `OWNED_FOREIGN_TABLES`. Parameters: schema name, server name.
 pub const AFTER_IMPORT: &str = "
 WITH rels AS MATERIALIZED (
-  SELECT c.oid, c.relname, c.relkind FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_class c ON c.oid = d.objid
+  SELECT c.oid, c.relname, c.relkind, c.relowner FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_class c ON c.oid = d.objid
    WHERE d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
      AND d.refobjid = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1))
 SELECT
-  (SELECT pg_catalog.count(*) FILTER (WHERE r.relkind = 'f' OR (r.relkind = 'v' AND pg_catalog.starts_with(
+  (SELECT pg_catalog.count(*) FILTER (WHERE r.relkind = 'f' OR (r.relkind = 'v'
+          AND r.relowner = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER) AND pg_catalog.starts_with(
           pg_catalog.obj_description(r.oid, 'pg_class'), 'manifold.dev/owner='))) FROM rels r) AS tables,
   (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(r.relname::text, a.attname::text,
           pg_catalog.format_type(a.atttypid, a.atttypmod)) ORDER BY r.relname, a.attnum)
@@ -481,13 +655,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn identifiers_and_literals_are_quoted() {
+    fn option_values_travel_apart_from_the_statement_text() {
         let opts =
             vec![("user".to_owned(), SecretString::new("o'brien".into())), ("pass\"word".to_owned(), SecretString::new("a\\b".into()))];
-        assert_eq!(
-            create_user_mapping("sa\"les", &opts),
-            r#"CREATE USER MAPPING FOR CURRENT_USER SERVER "sa""les" OPTIONS ("user" 'o''brien', "pass""word"  E'a\\b')"#
-        );
+        let statements = [
+            Statement::CreateServer { server: "sa\"les".into(), wrapper: "postgres_fdw".into(), options: opts.clone() },
+            Statement::CreateUserMapping { server: "sa\"les".into(), options: opts.clone() },
+            Statement::CreateReaderMapping { server: "sa\"les".into(), role: "ann".into(), options: opts.clone() },
+        ];
+        let specs: Vec<serde_json::Value> = statements.iter().filter_map(options_spec).collect();
+        assert_eq!(specs.len(), 3);
+        assert_eq!(specs[1]["options"], serde_json::json!([["user", "o'brien"], ["pass\"word", "a\\b"]]));
+        assert_eq!(specs[1]["role"], serde_json::Value::Null);
+        assert_eq!(specs[2]["role"], "ann");
+        assert_eq!(specs[0]["wrapper"], "postgres_fdw");
+        let parameter = options_parameter(&specs);
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&parameter).unwrap(), serde_json::Value::Array(specs));
+        for (i, statement) in statements.iter().enumerate() {
+            let text = if i == 0 { render(statement) } else { create_with_options(i) };
+            assert!(!text.contains("brien") && !text.contains("a\\b") && !text.contains("sa\""), "{text}");
+            assert!(text.contains(&format!("::pg_catalog.jsonb -> {i};")), "{text}");
+            assert!(text.contains("EXCEPTION WHEN OTHERS THEN\n  RAISE EXCEPTION USING ERRCODE = SQLSTATE, MESSAGE = SQLERRM;"));
+        }
+        assert_eq!(options_spec(&Statement::DropServer { server: "x".into() }), None);
+        assert!(SET_OPTIONS.contains("$1") && RESET_OPTIONS.ends_with("'', true)"));
     }
 
     #[test]
@@ -517,19 +708,13 @@ mod tests {
         /// token holding it: no statement can be smuggled in.
         #[test]
         fn rendered_statements_lex_back_to_their_inputs(server in "\\PC*", key in "\\PC*", value in "\\PC*", schema in "\\PC*") {
-            let opts = vec![(key.clone(), SecretString::new(value.clone()))];
-            let mut want = words("CREATE USER MAPPING FOR CURRENT_USER SERVER");
-            want.extend([Token::Ident(server.clone()), Token::Word("OPTIONS".into()), Token::Punct('('),
-                         Token::Ident(key.clone()), Token::Literal(value.clone()), Token::Punct(')')]);
-            prop_assert_eq!(tokens(&create_user_mapping(&server, &opts)).unwrap(), want);
-
             let mut want = words("COMMENT ON SCHEMA");
             want.extend([Token::Ident(schema.clone()), Token::Word("IS".into()), Token::Literal(value.clone())]);
             prop_assert_eq!(tokens(&comment_on_schema(&schema, &value)).unwrap(), want);
 
             let mut want = words("DROP FOREIGN TABLE");
             want.extend([Token::Ident(schema.clone()), Token::Punct('.'), Token::Ident(key.clone()), Token::Word("RESTRICT".into())]);
-            prop_assert_eq!(tokens(&drop_foreign_tables(&schema, &[key.clone()]).unwrap()).unwrap(), want);
+            prop_assert_eq!(tokens(&drop_foreign_tables(&schema, std::slice::from_ref(&key)).unwrap()).unwrap(), want);
 
             let mut want = words("IMPORT FOREIGN SCHEMA");
             want.extend([Token::Ident(key.clone()), Token::Word("LIMIT".into()), Token::Word("TO".into()), Token::Punct('('),
@@ -574,6 +759,14 @@ mod tests {
             "string_agg(",
             "jsonb_agg(",
             "jsonb_build_array(",
+            "format(",
+            "set_config(",
+            "jsonb_array_length(",
+            "jsonb_array_elements(",
+            "split_part(",
+            "unnest(",
+            "pg_describe_object(",
+            "pg_is_other_temp_schema(",
         ];
         for query in [
             OBSERVE_ONE,
@@ -587,7 +780,15 @@ mod tests {
             AGGREGATES_OF,
             TABLE_DEFS,
             SOURCE_COLUMNS,
+            IMPORT_INTRUDERS,
+            HOLDERS,
+            EXISTING_ROLES,
+            SCHEMA_EXISTS,
             &lock_extension("x"),
+            &create_with_options(0),
+            &empty_view("s", "v"),
+            SET_OPTIONS,
+            RESET_OPTIONS,
         ] {
             for call in calls {
                 for (i, _) in query.match_indices(call) {

@@ -54,11 +54,18 @@ fn main() {
         workspace::a_users_view_on_an_aggregator_holds_its_detach,
         sources::a_sources_schema_changes_reach_every_workspace,
         sources::mysql_fdw_attaches_a_mariadb_database,
+        db_safety::no_password_reaches_the_server_log_or_the_statement_statistics,
+        db_safety::a_source_cannot_point_an_import_at_another_server,
+        db_safety::a_detach_ends_readers_access_at_once,
+        db_safety::a_temporary_view_on_an_aggregator_holds_no_member,
+        db_safety::markers_count_only_on_what_the_workspace_role_owns,
+        db_safety::a_missing_reader_role_holds_nothing,
     ])
 }
 
 mod attach;
 mod crds;
+mod db_safety;
 mod gitops;
 mod hostile;
 mod quoting;

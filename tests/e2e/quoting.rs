@@ -3,7 +3,7 @@
 //! the real Postgres byte for byte, and nothing else is executed.
 
 use manifold::plugins::Wrapper;
-use manifold::postgres::plan::{AttachPlan, Owner, PlanInput, SecretString, TableFilter};
+use manifold::postgres::plan::{AttachPlan, Owner, PlanInput, SecretString, Statement, TableFilter};
 use manifold::postgres::sql;
 use postgres_protocol::escape::{escape_identifier, escape_literal};
 use proptest::prelude::*;
@@ -130,10 +130,22 @@ pub async fn generated_strings_round_trip_through_postgres() {
                 // is rolled back.
                 let plan = plan_with_option(&value);
                 let foreign = plan.foreign().unwrap();
+                // The option values go as a bind parameter, not in any text.
+                let create = [
+                    Statement::CreateServer {
+                        server: foreign.server.clone(),
+                        wrapper: foreign.wrapper.clone(),
+                        options: foreign.server_options.clone(),
+                    },
+                    Statement::CreateUserMapping { server: foreign.server.clone(), options: foreign.mapping_options.clone() },
+                ];
+                let specs: Vec<_> = create.iter().filter_map(sql::options_spec).collect();
+                simple(&client, "BEGIN").await;
+                client.execute(sql::SET_OPTIONS, &[&sql::options_parameter(&specs)]).await.unwrap();
                 let statements = [
-                    "BEGIN".to_owned(),
-                    sql::create_server(&foreign.server, &foreign.wrapper, &foreign.server_options),
-                    sql::create_user_mapping(&foreign.server, &foreign.mapping_options),
+                    sql::create_with_options(0),
+                    sql::create_with_options(1),
+                    sql::RESET_OPTIONS.to_owned(),
                     sql::comment_on_server(&foreign.server, &value),
                 ];
                 let (_, completed, _) = simple(&client, &statements.join(";\n")).await;

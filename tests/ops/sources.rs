@@ -11,7 +11,8 @@ use crate::support::{Operator, control_plane};
 
 pub async fn the_admin_fences_sources_and_allows_wrappers() {
     let w = world_without_operator("fence").await;
-    let wrappers = r#"[{"extension":"postgres_fdw","wrapper":"postgres_fdw","serverOptions":["host","port","dbname"],"userMappingOptions":["user","password"]}]"#;
+    // `hostaddr` names the host too: the admin says so, and it is fenced.
+    let wrappers = r#"[{"extension":"postgres_fdw","wrapper":"postgres_fdw","serverOptions":["host","hostaddr","port","dbname"],"userMappingOptions":["user","password"],"hostOptions":["host","hostaddr"]}]"#;
     let _op = Operator::start(
         &control_plane().kubeconfig,
         &["--namespaces", &w.t.ns, "--resync", "3s", "--source-hosts", "127.0.0.1/32,*.db.internal", "--wrappers", wrappers],
@@ -30,18 +31,21 @@ pub async fn the_admin_fences_sources_and_allows_wrappers() {
     postgres("inside", "127.0.0.1");
     postgres("by-address", "127.0.0.2");
     postgres("by-name", "localhost");
-    let generic = |name: &str, options: &str| {
+    let generic = |name: &str, hosts: &str, options: &str| {
         w.apply(&format!(
             "apiVersion: manifold.dev/v1alpha1\nkind: Connection\nmetadata: {{ name: {name} }}\nspec:\n\
              \x20 plugin: {{ fdw: {{ extension: postgres_fdw, wrapper: postgres_fdw, remoteSchema: public,\n\
-             \x20   serverOptions: {{ host: 127.0.0.1, port: \"{}\", dbname: {}{options} }} }} }}\n\
+             \x20   serverOptions: {{ {hosts}port: \"{}\", dbname: {}{options} }} }} }}\n\
              \x20 credentials: {{ secretRef: {{ name: shared-creds }} }}\n",
             w.pg.port, w.src.db
         ));
         w.attach(&format!("ws-{name}"), "ws", name, as_is);
     };
-    generic("generic", "");
-    generic("generic-extra", ", passfile: /etc/passwd");
+    let inside = "host: 127.0.0.1, ";
+    generic("generic", inside, "");
+    generic("generic-extra", inside, ", passfile: /etc/passwd");
+    generic("generic-hostaddr", "host: 127.0.0.1, hostaddr: 10.9.9.9, ", "");
+    generic("generic-no-host", "", "");
 
     w.wait_ready("ws-inside").await;
     w.wait_ready("ws-generic").await;
@@ -50,6 +54,8 @@ pub async fn the_admin_fences_sources_and_allows_wrappers() {
         ("by-address", "outside the sources the cluster admin allows"),
         ("by-name", "outside the sources the cluster admin allows"),
         ("generic-extra", "may not set \"passfile\""),
+        ("generic-hostaddr", "outside the sources the cluster admin allows"),
+        ("generic-no-host", "must set the source's host (host or hostaddr)"),
     ] {
         let att = w.wait_reason(&format!("ws-{name}"), "InvalidSpec").await;
         let message = conditions::find(&att.status.unwrap().conditions, "Ready").unwrap().message.clone();

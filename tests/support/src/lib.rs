@@ -27,7 +27,7 @@ pub use devenv::{Devenv, bin_dir, repo_root, unique};
 pub use objects::{secret_yaml, unlabelled_secret_yaml};
 pub use operator::{Operator, RESYNC_SECS, free_port, operator, operator_logs};
 pub use postgres::{MariaDb, Postgres, Source, mariadb, postgres};
-pub use proxy::{FakeSource, Proxy, silent_source};
+pub use proxy::{FakePostgres, FakeSource, Proxy, silent_source};
 
 /// This run's secret marker: every credential the tests create contains it,
 /// and after the suite it must appear nowhere else.

@@ -122,6 +122,13 @@ impl Postgres {
         name
     }
 
+    /// Everything the server has logged so far (devenv starts it with
+    /// `pg_ctl -l`; `log_statement` is unset and `log_min_error_statement`
+    /// is the default, so a failing statement's text is logged with it).
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.devenv.dir.join("postgres.log")).unwrap_or_default()
+    }
+
     pub fn data_dir(&self) -> &Path {
         Path::new(self.devenv.env["dataDir"].as_str().unwrap())
     }
