@@ -383,9 +383,8 @@ fn removal(att: &WorkspaceConnection, workspace: Option<&crate::api::Workspace>)
 /// An attachment's deletion never waits for what cannot come back: with
 /// its Workspace gone, the Workspace's own removal already dropped what
 /// this attachment made (or gave up on that database, and said so); with
-/// its Workspace going, it drops its own schema while it still can, and
-/// leaves the rest to the Workspace's removal; with its Connection gone,
-/// it drops what the catalog shows as its own.
+/// its Workspace going, that removal is on its way and drops it; with its
+/// Connection gone, it drops what the catalog shows as its own.
 async fn cleanup(att: &WorkspaceConnection, ctx: &Context) -> Result<Action, Error> {
     let ns = att.namespace().unwrap_or_default();
     let ws_key = (ns.clone(), att.spec.workspace.clone());
@@ -399,18 +398,11 @@ async fn cleanup(att: &WorkspaceConnection, ctx: &Context) -> Result<Action, Err
             Some(db) => orphan(ctx, &ws_key, &db, att).await.map(|_| Vec::new()),
             None => Ok(Vec::new()),
         },
-        Removal::Detach { workspace_going: true } => match cleanup_database(ctx, &ns, &att.spec.workspace) {
-            Some(db) => {
-                let readers = workspace.as_ref().map(|w| w.spec.readers.clone()).unwrap_or_default();
-                // Whatever this cannot drop, the Workspace's removal finds
-                // in the catalog, and holds or reports there.
-                detach(ctx, &ws_key, &db, &readers, att, None).await.or_else(|e| {
-                    debug!(attachment = %att.name_any(), reason = %e.reason, "left to the workspace's removal");
-                    Ok(Vec::new())
-                })
-            }
-            None => Ok(Vec::new()),
-        },
+        // The Workspace's own removal finds in the catalog whatever any
+        // attachment of its namespace made, whether the attachment is still
+        // around or not, and drops it before the Workspace goes (or says
+        // what it left, if the database is gone): nothing here to wait for.
+        Removal::Detach { workspace_going: true } => Ok(Vec::new()),
         Removal::Detach { workspace_going: false } => match resolve::workspace_database(ctx, &ns, &att.spec.workspace).await {
             Ok((ws, db)) => {
                 let desired = ctx.stores.connection(&ns, &att.spec.connection).and_then(|c| resolve::connection_schema(&c).ok());

@@ -41,6 +41,7 @@ fn main() {
         tenancy::a_secret_nobody_opted_in_is_never_read,
         tenancy::a_tenant_cannot_carry_another_connections_credentials,
         tenancy::a_workspace_database_does_not_move_under_its_attachments,
+        tenancy::a_gitops_service_account_with_attach_converges_in_any_order,
         security::planted_functions_never_run_as_the_operator,
         security::the_fdw_plugin_installs_only_what_an_admin_allowed,
         security::a_password_is_required_even_for_a_superuser_workspace,

@@ -325,3 +325,47 @@ pub async fn a_workspace_database_does_not_move_under_its_attachments() {
     w.wait_workspace_ready("ws").await;
     w.wait_ready("ws-src").await;
 }
+
+/// A GitOps controller's ServiceAccount, as Flux or Argo CD run it: it may
+/// write the three kinds and the Secrets it manages, read those Secrets,
+/// and attach (the chart's attacher role). It applies a whole repository
+/// in one call with the attachments first, as a sync in any order does,
+/// and everything converges.
+pub async fn a_gitops_service_account_with_attach_converges_in_any_order() {
+    let cp = control_plane();
+    let w: World = world("gitops-sa").await;
+    w.apply(&tenant_rbac("flux"));
+    w.apply(&attacher_rbac("flux"));
+    w.apply(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: { name: flux-secrets }\nrules:\n\
+         - apiGroups: [\"\"]\n  resources: [secrets]\n  resourceNames: [repo-db, repo-creds]\n  verbs: [get, patch, update]\n\
+         - apiGroups: [\"\"]\n  resources: [secrets]\n  verbs: [create]\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: { name: flux-secrets }\n\
+         roleRef: { apiGroup: rbac.authorization.k8s.io, kind: Role, name: flux-secrets }\n\
+         subjects: [{ kind: ServiceAccount, name: flux }]\n",
+    );
+    let kubeconfig = cp.token_kubeconfig(&w.t.ns, "flux");
+    // The repository, attachments first: nothing they need exists yet.
+    let mut repo = String::new();
+    for c in ["orders", "customers"] {
+        repo.push_str(&format!("---\n{}", attachment_yaml(&format!("repo-{c}"), "repo", c)));
+    }
+    for c in ["orders", "customers"] {
+        repo.push_str(&format!(
+            "---\napiVersion: manifold.dev/v1alpha1\nkind: Connection\nmetadata: {{ name: {c} }}\nspec:\n\
+             \x20 plugin:\n    postgres: {{ host: 127.0.0.1, port: {}, database: {} }}\n\
+             \x20 credentials: {{ secretRef: {{ name: repo-creds }} }}\n\
+             \x20 tables: {{ include: [{c}] }}\n",
+            w.pg.port, w.src.db
+        ));
+    }
+    repo.push_str(&format!("---\n{}", workspace_with("repo", "repo-db")));
+    repo.push_str(&format!("---\n{}", secret_yaml("repo-db", &[("uri", &w.pg.owner_uri(&w.ws_db))])));
+    repo.push_str(&format!("---\n{}", secret_yaml("repo-creds", &[("user", &w.src.user), ("password", &w.src.password)])));
+    let args = ["--kubeconfig", kubeconfig.to_str().unwrap(), "-n", w.t.ns.as_str(), "apply", "--server-side", "-f", "-"];
+    stdout_ok(&cp.kubectl_stdin(&args, &repo));
+    w.wait_ready("repo-orders").await;
+    w.wait_ready("repo-customers").await;
+    let ws = w.ws().await;
+    assert_eq!(crate::support::world::count(&ws, "SELECT count(*) FROM customers.customers").await, 2);
+}
