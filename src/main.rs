@@ -1,17 +1,22 @@
 //! The `manifold` command: `run` the controller, print the `crds`, or `test`
 //! a connection.
 
+mod cli;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use manifold::controller::Settings;
 use manifold::plugins::{AllowedWrapper, HostFence, SourcePolicy};
 use manifold::postgres::{PoolSizes, Timeouts};
 
 #[derive(Parser)]
 #[command(name = "manifold", version, about = "Steampipe-style data connections on Kubernetes")]
+#[command(after_help = "Installed as kubectl-manifold, this is the kubectl plugin `kubectl manifold`.")]
 struct Cli {
+    #[command(flatten)]
+    kube: cli::KubeFlags,
     #[command(subcommand)]
     command: Command,
 }
@@ -20,19 +25,29 @@ struct Cli {
 enum Command {
     /// Run the controller.
     Run(RunArgs),
-    /// Test a connection now and print the result: sets the
-    /// manifold.dev/test-request annotation, then waits for the operator's
-    /// answer. Exits 0 if the test passed, 1 if it failed or could not run,
+    /// Create a connection, with its credentials Secret and attachments.
+    #[command(subcommand)]
+    Create(cli::create::CreateKind),
+    /// Attach a connection to workspaces.
+    Attach(cli::attach::AttachArgs),
+    /// Detach a connection from workspaces.
+    Detach(cli::attach::DetachArgs),
+    /// Test a connection now and print the result.
+    ///
+    /// Sets the manifold.dev/test-request annotation, then waits for the
+    /// operator's answer. Exits 0 if the test passed, 1 if it failed or could not run,
     /// 2 if no answer came in time.
-    Test {
-        /// Name of the Connection.
-        name: String,
-        /// Its namespace; defaults to the kubeconfig's.
-        #[arg(short, long)]
-        namespace: Option<String>,
-        /// How long to wait for the result.
-        #[arg(long, default_value = "30s", value_parser = duration)]
-        timeout: Duration,
+    Test(cli::test::TestArgs),
+    /// Show connections, workspaces or attachments with their status.
+    #[command(visible_alias = "status")]
+    Get(cli::get::GetArgs),
+    /// Delete a connection from every workspace, after confirmation.
+    #[command(subcommand)]
+    Delete(cli::delete::DeleteKind),
+    /// Print a shell completion script.
+    Completion {
+        #[arg(value_enum)]
+        shell: Shell,
     },
     /// Print the CustomResourceDefinitions as YAML.
     Crds {
@@ -40,6 +55,20 @@ enum Command {
         #[arg(long)]
         write: Option<PathBuf>,
     },
+    /// Completion candidates for the words given (the last one is being
+    /// typed), as kubectl's plugin completion asks for them.
+    #[command(name = "__complete", hide = true)]
+    Complete {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        words: Vec<String>,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy)]
+enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Args)]
@@ -138,54 +167,69 @@ fn wrappers(s: &str) -> Result<WrapperList, String> {
     serde_json::from_str(s).map(WrapperList).map_err(|e| format!("not a JSON list of wrappers: {e}"))
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Crds { write } => print_crds(write),
-        Command::Run(args) => run(args),
-        Command::Test { name, namespace, timeout } => {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let code = runtime.block_on(test_connection(&name, namespace, timeout))?;
-            std::process::exit(code)
+/// The name the binary was started under: `kubectl-manifold` as a kubectl
+/// plugin, `kubectl_complete-manifold` for kubectl's completion.
+fn invoked_as() -> String {
+    std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "manifold".into())
+}
+
+fn main() {
+    let name = invoked_as();
+    if name.starts_with("kubectl_complete-") {
+        let words: Vec<String> = std::env::args().skip(1).collect();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+        runtime.block_on(cli::complete::answer(&Cli::command(), &words));
+        return;
+    }
+    let mut command = Cli::command();
+    if name.starts_with("kubectl-") {
+        command = command.bin_name("kubectl manifold").name("kubectl manifold");
+    }
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    match dispatch(cli, &name) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
         }
     }
 }
 
-/// The command-line Test Connection button.
-async fn test_connection(name: &str, namespace: Option<String>, timeout: Duration) -> Result<i32, Box<dyn std::error::Error>> {
-    use kube::api::{Api, Patch, PatchParams};
-    use manifold::api::{Connection, TEST_REQUEST_ANNOTATION, TestOutcome};
-
-    let client = kube::Client::try_default().await?;
-    let ns = namespace.unwrap_or_else(|| client.default_namespace().to_owned());
-    let api: Api<Connection> = Api::namespaced(client, &ns);
-    let request = format!("{}-{}", jiff::Timestamp::now(), std::process::id());
-    let patch = serde_json::json!({ "metadata": { "annotations": { TEST_REQUEST_ANNOTATION: request } } });
-    api.patch(name, &PatchParams { field_manager: Some("manifold-cli".into()), ..Default::default() }, &Patch::Merge(&patch)).await?;
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let conn = api.get(name).await?;
-        if let Some(test) = conn.status.and_then(|s| s.test).filter(|t| t.request.as_deref() == Some(request.as_str())) {
-            let place = test.workspace.map(|w| format!(" in workspace {w}")).unwrap_or_default();
-            match test.result {
-                TestOutcome::Passed => {
-                    let tables = test.tables.unwrap_or(0);
-                    println!("{ns}/{name}: Passed: {tables} tables, {} ms{place}", test.duration_ms);
-                    println!("  {}", test.message);
-                    return Ok(0);
-                }
-                outcome => {
-                    println!("{ns}/{name}: {outcome:?}: {}{place}", test.reason);
-                    println!("  {}", test.message);
-                    return Ok(1);
-                }
-            }
+fn dispatch(cli: Cli, name: &str) -> Result<i32, Box<dyn std::error::Error>> {
+    let flags = cli.kube;
+    let verb = |future: std::pin::Pin<Box<dyn std::future::Future<Output = cli::Result<i32>>>>| {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(future)
+    };
+    match cli.command {
+        Command::Crds { write } => print_crds(write).map(|()| 0),
+        Command::Run(args) => run(flags, args).map(|()| 0),
+        Command::Test(args) => verb(Box::pin(async move { cli::test::run(&flags, args).await })),
+        Command::Create(kind) => verb(Box::pin(async move { cli::create::run(&flags, kind).await.map(|()| 0) })),
+        Command::Attach(args) => verb(Box::pin(async move { cli::attach::attach(&flags, args).await.map(|()| 0) })),
+        Command::Detach(args) => verb(Box::pin(async move { cli::attach::detach(&flags, args).await.map(|()| 0) })),
+        Command::Get(args) => verb(Box::pin(async move { cli::get::run(&flags, args).await.map(|()| 0) })),
+        Command::Delete(kind) => verb(Box::pin(async move { cli::delete::run(&flags, kind).await.map(|()| 0) })),
+        Command::Complete { words } => verb(Box::pin(async move {
+            cli::complete::answer(&Cli::command(), &words).await;
+            Ok(0)
+        })),
+        Command::Completion { shell } => {
+            let shell = match shell {
+                Shell::Bash => clap_complete::Shell::Bash,
+                Shell::Zsh => clap_complete::Shell::Zsh,
+                Shell::Fish => clap_complete::Shell::Fish,
+            };
+            let bin = if name.starts_with("kubectl-") { name.to_string() } else { "manifold".to_string() };
+            clap_complete::generate(shell, &mut Cli::command(), bin, &mut std::io::stdout());
+            Ok(0)
         }
-        if tokio::time::Instant::now() >= deadline {
-            eprintln!("{ns}/{name}: no test result after {timeout:?}; is the operator running?");
-            return Ok(2);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -211,7 +255,7 @@ fn init_tracing(format: &str) {
     }
 }
 
-fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
+fn run(flags: cli::KubeFlags, args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     init_tracing(&args.log_format);
     let settings = Settings {
         resync: args.resync,
@@ -231,7 +275,7 @@ fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let lost = runtime.block_on(async move {
-        let client = kube::Client::try_default().await?;
+        let client = kube::Client::try_from(flags.config().await?)?;
         let metrics = std::sync::Arc::new(manifold::metrics::Metrics::default());
         let health = manifold::metrics::Health::default();
         let admin = manifold::metrics::serve(args.admin_address, metrics.clone(), health.clone()).await?;

@@ -61,6 +61,9 @@ fn main() {
         db_safety::a_temporary_view_on_an_aggregator_holds_no_member,
         db_safety::markers_count_only_on_what_the_workspace_role_owns,
         db_safety::a_missing_reader_role_holds_nothing,
+        plugin::the_plugin_verbs_work_through_kubectl,
+        plugin::dry_run_yaml_applies_back_and_converges,
+        plugin::plugin_errors_say_what_to_do,
     ])
 }
 
@@ -69,6 +72,7 @@ mod crds;
 mod db_safety;
 mod gitops;
 mod hostile;
+mod plugin;
 mod quoting;
 mod security;
 mod sources;
