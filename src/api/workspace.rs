@@ -58,6 +58,18 @@ pub struct WorkspaceSpec {
     /// an `Orphan` Workspace (a namespace's deletion) leave theirs too.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// Attach by label, as Turbot Pipes' connection folders: every
+    /// Connection of this namespace whose labels match any of these
+    /// selectors is attached, including those created later, and one that
+    /// stops matching is detached. Manifold makes one WorkspaceConnection
+    /// per member, named `<workspace>-<connection>` and owned by this
+    /// Workspace. Setting or changing them needs the verb `attach` on every
+    /// Connection of the namespace (a grant without `resourceNames`), or
+    /// `get` on its Secrets: the selector attaches Connections that do not
+    /// exist yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub connection_selectors: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
 }
 
 /// How the database's search path is made.
@@ -133,6 +145,12 @@ pub struct WorkspaceStatus {
     /// The connections attached now, sorted by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub connections: Vec<AttachedConnection>,
+    /// The Connections that `connectionSelectors` select, sorted by name,
+    /// each with its attachment and its state: `Ready`, or why it is not
+    /// attached (the attachment's reason, or `NameTaken` when another
+    /// object holds the attachment's name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub selected: Vec<SelectedConnection>,
     /// The number of entries in `connections`.
     #[serde(default)]
     pub connection_count: i32,
@@ -152,6 +170,22 @@ pub struct ReaderState {
     /// The role.
     pub name: String,
     /// `Ready`, or the reason it is not.
+    pub state: String,
+    /// Why, for a person.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// One Connection that a workspace's selectors select.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SelectedConnection {
+    /// Name of the Connection.
+    pub name: String,
+    /// The WorkspaceConnection that attaches it (one made by hand counts).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub attachment: String,
+    /// `Ready`, or the reason it is not attached yet.
     pub state: String,
     /// Why, for a person.
     #[serde(default, skip_serializing_if = "String::is_empty")]

@@ -395,6 +395,14 @@ pub fn describe_workspace(w: &Workspace, connections: &[Connection], _now: jiff:
             let _ = writeln!(out, "  {line}");
         }
     }
+    if !w.spec.connection_selectors.is_empty() || !status.selected.is_empty() {
+        let _ = writeln!(out, "Selected:    {} connections by label", status.selected.len());
+        let rows: Vec<Vec<String>> =
+            status.selected.iter().map(|c| vec![c.name.clone(), c.attachment.clone(), c.state.clone(), c.message.clone()]).collect();
+        for line in table(Some(&["CONNECTION", "ATTACHMENT", "STATE", "MESSAGE"]), &rows).lines() {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
     if !status.readers.is_empty() {
         out.push_str("Readers:\n");
         let rows: Vec<Vec<String>> = status.readers.iter().map(|r| vec![r.name.clone(), r.state.clone(), r.message.clone()]).collect();

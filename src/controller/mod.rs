@@ -11,6 +11,8 @@
 //!   reconciler owns tests and the connection's status.
 //! - `deletion`: the way into a database while objects go, and when a
 //!   deletion stops waiting for it.
+//! - `selection`: a Workspace's connection selectors, carried out as
+//!   WorkspaceConnections it owns.
 //! - `status`: conditions, status writes and Events, for all three.
 
 mod admission;
@@ -24,6 +26,7 @@ mod observations;
 mod relations;
 mod resolve;
 mod run;
+mod selection;
 mod status;
 mod workspace;
 

@@ -71,6 +71,16 @@ pub fn workspace_changed(stores: &Stores, triggers: &Triggers, event: &Event<Wor
 }
 
 pub fn connection_changed(stores: &Stores, triggers: &Triggers, event: &Event<Connection>) {
+    // Workspaces with connection selectors select by labels: a connection
+    // that comes, goes or is relabelled may join or leave them.
+    if let Some(conn) = changed(&stores.connections, event, |c| (c.metadata.labels.clone(), c.metadata.deletion_timestamp.is_some())) {
+        let ns = conn.namespace().unwrap_or_default();
+        for ws in stores.workspaces.state() {
+            if ws.namespace().as_deref() == Some(ns.as_str()) && !ws.spec.connection_selectors.is_empty() {
+                triggers.workspace(&ns, &ws.name_any());
+            }
+        }
+    }
     // Aggregators list their members' states, and cover connections by
     // name and labels: a change to any of those reaches them.
     if let Some(conn) = changed(&stores.connections, event, |c| {

@@ -17,7 +17,9 @@ use super::deletion::{self, cleanup_database};
 use super::resolve::{self, SecretUser};
 use super::status::{self, Announce};
 use crate::api::conditions::{self, Desired, Status};
-use crate::api::{AttachedConnection, DeletionPolicy, Failure, ReaderState, Reason, Retry, SearchPathMode, Workspace, WorkspaceStatus};
+use crate::api::{
+    AttachedConnection, DeletionPolicy, Failure, ReaderState, Reason, Retry, SearchPathMode, SelectedConnection, Workspace, WorkspaceStatus,
+};
 use crate::postgres::Database;
 use crate::postgres::plan::{self, LiveAttachment, WorkspaceRemoval};
 
@@ -63,6 +65,10 @@ async fn apply(ws: &Workspace, ctx: &Context) -> Result<Action, Error> {
     let (ns, name) = key(ws);
     let backoff = BackoffKey::of(ws);
     let resync = ctx.settings.resync;
+    // Selected connections are Kubernetes objects: made whether or not the
+    // database answers now. Without selectors, this only deletes what
+    // earlier selectors made.
+    let selected = super::selection::reconcile(ws, ctx).await;
     // A Secret that goes missing leaves the workspace's sessions as they
     // are: deleting a namespace deletes the Secret before the Workspace,
     // whose cleanup still needs a way in.
@@ -134,7 +140,7 @@ async fn apply(ws: &Workspace, ctx: &Context) -> Result<Action, Error> {
             (f, None, action)
         }
     };
-    report(ws, ctx, &outcome, seen.map(|s| Seen { identity, ..s }), extra).await?;
+    report(ws, ctx, &outcome, seen.map(|s| Seen { identity, ..s }), extra, selected).await?;
     Ok(action)
 }
 
@@ -202,7 +208,14 @@ fn least_privilege(seen: &Seen) -> Desired {
     }
 }
 
-async fn report(ws: &Workspace, ctx: &Context, outcome: &Failure, seen: Option<Seen>, mut extra: Vec<Desired>) -> Result<(), Error> {
+async fn report(
+    ws: &Workspace,
+    ctx: &Context,
+    outcome: &Failure,
+    seen: Option<Seen>,
+    mut extra: Vec<Desired>,
+    selected: Vec<SelectedConnection>,
+) -> Result<(), Error> {
     let (ns, name) = key(ws);
     let current = ws.status.as_ref();
     let connections = connections(ctx, &ns, &name);
@@ -240,6 +253,7 @@ async fn report(ws: &Workspace, ctx: &Context, outcome: &Failure, seen: Option<S
         connection_count: connections.iter().filter(|c| c.state == "Ready").count() as i32,
         connections,
         readers,
+        selected,
         search_path: match &seen {
             Some(seen) if ws.spec.search_path.is_some() => Some(seen.search_path.join(", ")),
             Some(_) => None,
@@ -351,7 +365,7 @@ async fn cleanup(ws: &Workspace, ctx: &Context) -> Result<Action, Error> {
             }
             None => {
                 let held = Failure::new(e.reason, deletion::held_message("mws", &name, &e));
-                report(ws, ctx, &held, None, Vec::new()).await?;
+                report(ws, ctx, &held, None, Vec::new(), ws.status.as_ref().map(|s| s.selected.clone()).unwrap_or_default()).await?;
                 return Err(Error::Held(held));
             }
         },

@@ -64,6 +64,8 @@ fn main() {
         plugin::the_plugin_verbs_work_through_kubectl,
         plugin::dry_run_yaml_applies_back_and_converges,
         plugin::plugin_errors_say_what_to_do,
+        selector::a_selector_attaches_matching_connections_now_and_later,
+        selector::a_selector_needs_attach_on_every_connection,
     ])
 }
 
@@ -75,6 +77,7 @@ mod hostile;
 mod plugin;
 mod quoting;
 mod security;
+mod selector;
 mod sources;
 mod tenancy;
 mod test_connection;

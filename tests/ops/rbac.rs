@@ -60,6 +60,15 @@ pub async fn the_chart_rbac_is_enough_and_no_more() {
     w.attachments().delete("ws-sales", &DeleteParams::default()).await.unwrap();
     w.wait_gone("ws-sales").await;
     assert!(!schema_exists(&w.ws().await, "sales").await);
+    // A connection selector: the operator makes and deletes the
+    // Workspace's attachments with the chart's RBAC.
+    w.connection("picked", |c| c.metadata.labels = Some([("team".to_string(), "x".to_string())].into()));
+    w.workspace_with("ws", |ws| {
+        ws.spec.connection_selectors = vec![serde_json::from_value(serde_json::json!({ "matchLabels": { "team": "x" } })).unwrap()];
+    });
+    w.wait_ready("ws-picked").await;
+    w.workspace_with("ws", as_is);
+    w.wait_gone("ws-picked").await;
     let logs = op.logs();
     assert!(!logs.to_lowercase().contains("forbidden"), "the operator was refused something it needs:\n{logs}");
 

@@ -29,6 +29,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: ["manifold.dev"]
   resources: ["workspaces", "connections", "workspaceconnections"]
   verbs: ["get", "list", "watch", "patch"]
+# The attachments of a Workspace's connection selectors, owned by it.
+- apiGroups: ["manifold.dev"]
+  resources: ["workspaceconnections"]
+  verbs: ["create", "delete"]
 - apiGroups: ["manifold.dev"]
   resources: ["workspaces/status", "connections/status", "workspaceconnections/status"]
   verbs: ["patch"]

@@ -38,6 +38,7 @@ pub fn workspace(name: &str, secret: &str) -> Workspace {
             readers: Vec::new(),
             search_path: None,
             deletion_policy: DeletionPolicy::Delete,
+            connection_selectors: Vec::new(),
         },
     )
 }
