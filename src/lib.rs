@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod controller;
+pub mod import;
 pub mod metrics;
 pub mod plugins;
 pub mod postgres;

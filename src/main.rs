@@ -44,6 +44,9 @@ enum Command {
     /// Delete a connection from every workspace, after confirmation.
     #[command(subcommand)]
     Delete(cli::delete::DeleteKind),
+    /// Turn other tools' configuration into Manifold's objects.
+    #[command(subcommand)]
+    Import(cli::import::ImportKind),
     /// Print a shell completion script.
     Completion {
         #[arg(value_enum)]
@@ -216,6 +219,7 @@ fn dispatch(cli: Cli, name: &str) -> Result<i32, Box<dyn std::error::Error>> {
         Command::Detach(args) => verb(Box::pin(async move { cli::attach::detach(&flags, args).await.map(|()| 0) })),
         Command::Get(args) => verb(Box::pin(async move { cli::get::run(&flags, args).await.map(|()| 0) })),
         Command::Delete(kind) => verb(Box::pin(async move { cli::delete::run(&flags, kind).await.map(|()| 0) })),
+        Command::Import(kind) => verb(Box::pin(async move { cli::import::run(&flags, kind).await.map(|()| 0) })),
         Command::Complete { words } => verb(Box::pin(async move {
             cli::complete::answer(&Cli::command(), &words).await;
             Ok(0)

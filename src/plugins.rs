@@ -373,7 +373,7 @@ fn generic(fdw: &FdwPlugin, credentials: Option<&BTreeMap<String, Vec<u8>>>, pol
 }
 
 /// An HCL identifier: a letter or `_`, then letters, digits, `_` or `-`.
-fn is_hcl_identifier(key: &str) -> bool {
+pub(crate) fn is_hcl_identifier(key: &str) -> bool {
     let mut chars = key.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')

@@ -151,6 +151,30 @@ pub fn is_network_host(host: &str) -> bool {
     dns || host.parse::<std::net::Ipv6Addr>().is_ok()
 }
 
+/// Whether a name matches a glob with `*` (any run) and `?` (any one
+/// character), as an aggregator's `connections` are matched.
+pub fn glob(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
 /// The CEL rule that applies `is_network_host` to `self`.
 pub(crate) const NETWORK_HOST_CEL: &str = r"self.matches('^([A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)(\\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*\\.?$') || (self.matches('^[0-9A-Fa-f:.]+$') && self.contains(':'))";
 
@@ -169,7 +193,7 @@ pub fn schema_name_problem(name: &str) -> Option<String> {
     }
 }
 
-fn is_reserved_schema(name: &str) -> bool {
+pub(crate) fn is_reserved_schema(name: &str) -> bool {
     name == "public" || name == "information_schema" || name.starts_with("pg_")
 }
 
@@ -192,6 +216,16 @@ mod tests {
         }
         for bad in ["", "/var/run/postgresql", "a,b", "db:5432", "-db", "db-", "a..b", "@x", "db name", ".", "x/y"] {
             assert!(!is_network_host(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn globs_match_names() {
+        for (p, n) in [("aws-*", "aws-prod"), ("aws-*", "aws-"), ("*", "x"), ("a?c", "abc"), ("*-prod", "aws-prod"), ("legacy", "legacy")] {
+            assert!(glob(p, n), "{p} {n}");
+        }
+        for (p, n) in [("aws-*", "gcp-prod"), ("a?c", "ac"), ("legacy", "legacy-billing"), ("*-prod", "aws-dev")] {
+            assert!(!glob(p, n), "{p} {n}");
         }
     }
 

@@ -234,7 +234,7 @@ mod tests {
     #[test]
     fn verbs_then_kinds_then_names() {
         let verbs = words(offer_for(""));
-        for verb in ["create", "attach", "detach", "test", "get", "delete", "completion"] {
+        for verb in ["create", "attach", "detach", "test", "get", "delete", "import", "completion"] {
             assert!(verbs.contains(&verb.to_string()), "{verb} in {verbs:?}");
         }
         assert!(!verbs.iter().any(|v| v.starts_with("__")), "hidden commands stay hidden");
@@ -254,6 +254,7 @@ mod tests {
         assert_eq!(offer_for("create connection x --credentials "), Offer::Names(Names::Secrets));
         assert_eq!(words(offer_for("get conn -o ")), ["yaml", "json", "name"]);
         assert_eq!(words(offer_for("completion ")), ["bash", "zsh", "fish"]);
+        assert_eq!(offer_for("import steampipe "), Offer::Files);
         assert!(words(offer_for("attach sales --")).contains(&"--workspace".to_string()));
         assert!(words(offer_for("attach sales --")).contains(&"--kubeconfig".to_string()), "kubectl's flags are global");
     }

@@ -10,6 +10,7 @@ pub mod complete;
 pub mod create;
 pub mod delete;
 pub mod get;
+pub mod import;
 pub mod test;
 
 use std::path::PathBuf;
@@ -137,7 +138,7 @@ impl WriteFlags {
 /// `kind.group/name <verb>` lines.
 pub fn print_objects(objects: &[serde_json::Value], output: Option<Output>, verb: &str, suffix: &str) -> Result<()> {
     match output {
-        Some(Output::Yaml) => print!("{}", yaml_stream(objects)?),
+        Some(Output::Yaml) => print!("{}", manifold::import::to_yaml(objects)),
         Some(Output::Json) => {
             let value = if objects.len() == 1 {
                 objects[0].clone()
@@ -150,18 +151,6 @@ pub fn print_objects(objects: &[serde_json::Value], output: Option<Output>, verb
         None => objects.iter().for_each(|o| println!("{} {verb}{suffix}", kind_name(o))),
     }
     Ok(())
-}
-
-/// Objects as one YAML stream, `---` between documents.
-pub fn yaml_stream(objects: &[serde_json::Value]) -> Result<String> {
-    let mut out = String::new();
-    for (i, object) in objects.iter().enumerate() {
-        if i > 0 {
-            out.push_str("---\n");
-        }
-        out.push_str(&serde_saphyr::to_string(object)?);
-    }
-    Ok(out)
 }
 
 /// `connection.manifold.dev/sales`, as kubectl names an object.

@@ -11,31 +11,8 @@ use kube::ResourceExt;
 use super::context::Stores;
 use super::resolve;
 use super::status::attachment_state;
-use crate::api::{AggregatorSpec, Connection, MemberState, conditions};
+use crate::api::{AggregatorSpec, Connection, MemberState, conditions, glob};
 use crate::postgres::plan::{Member, Owner};
-
-/// A glob with `*` (any run) and `?` (any one character).
-pub fn glob(pattern: &str, name: &str) -> bool {
-    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
-    let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
-    while ni < n.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
-            pi += 1;
-            ni += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ni;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ni = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
-}
 
 /// Whether labels match a selector (matchLabels and matchExpressions).
 pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
@@ -144,16 +121,6 @@ pub fn states(stores: &Stores, ns: &str, aggregator: &AggregatorSpec) -> Vec<Mem
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
-
-    #[test]
-    fn globs_match_names() {
-        for (p, n) in [("aws-*", "aws-prod"), ("aws-*", "aws-"), ("*", "x"), ("a?c", "abc"), ("*-prod", "aws-prod"), ("legacy", "legacy")] {
-            assert!(glob(p, n), "{p} {n}");
-        }
-        for (p, n) in [("aws-*", "gcp-prod"), ("a?c", "ac"), ("legacy", "legacy-billing"), ("*-prod", "aws-dev")] {
-            assert!(!glob(p, n), "{p} {n}");
-        }
-    }
 
     #[test]
     fn selectors_match_labels() {

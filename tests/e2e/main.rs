@@ -65,6 +65,8 @@ fn main() {
         plugin::dry_run_yaml_applies_back_and_converges,
         plugin::plugin_errors_say_what_to_do,
         selector::a_selector_attaches_matching_connections_now_and_later,
+        import::steampipe_configs_round_trip_into_the_cluster,
+        import::a_postgres_connection_of_a_spc_file_attaches,
         selector::a_selector_needs_attach_on_every_connection,
     ])
 }
@@ -74,6 +76,7 @@ mod crds;
 mod db_safety;
 mod gitops;
 mod hostile;
+mod import;
 mod plugin;
 mod quoting;
 mod security;
