@@ -125,6 +125,40 @@ pub async fn the_plugin_verbs_work_through_kubectl() {
     let asked = run(&["test", "sales", "--wait=false"], "");
     assert!(text(&asked).contains("test requested"), "{}", text(&asked));
 
+    // get -w follows the connection: the answer to a new test request is
+    // printed again without asking.
+    let mut follow = Command::new(bin_dir().join("kubectl"))
+        .args(["manifold", "-n", &ns, "get", "connection", "sales", "-w"])
+        .env("KUBECONFIG", &control_plane().kubeconfig)
+        .env("PATH", format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let (stdout, seen) = (follow.stdout.take().unwrap(), seen.clone());
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                seen.lock().unwrap().push_str(&(line + "\n"));
+            }
+        })
+    };
+    crate::support::wait_for("get -w prints the connection", std::time::Duration::from_secs(20), || async {
+        if seen.lock().unwrap().contains("Connection:") { Ok(()) } else { Err(String::new()) }
+    })
+    .await;
+    stdout_ok(&run(&["test", "sales", "--wait=false"], ""));
+    crate::support::wait_for("get -w prints the change", std::time::Duration::from_secs(30), || async {
+        let text = seen.lock().unwrap().clone();
+        if text.matches("Connection:").count() >= 2 { Ok(()) } else { Err(text) }
+    })
+    .await;
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+    reader.join().unwrap();
+
     // detach, attach again, each waiting for the database.
     let out = run(&["detach", "sales", "--workspace", "ws", "--wait"], "");
     assert!(out.status.success(), "{}", text(&out));
