@@ -44,6 +44,8 @@ enum Command {
     /// Delete a connection from every workspace, after confirmation.
     #[command(subcommand)]
     Delete(cli::delete::DeleteKind),
+    /// Serve the web console on 127.0.0.1, acting as the kubeconfig's user.
+    Console(cli::console::ConsoleArgs),
     /// Turn other tools' configuration into Manifold's objects.
     #[command(subcommand)]
     Import(cli::import::ImportKind),
@@ -219,6 +221,7 @@ fn dispatch(cli: Cli, name: &str) -> Result<i32, Box<dyn std::error::Error>> {
         Command::Detach(args) => verb(Box::pin(async move { cli::attach::detach(&flags, args).await.map(|()| 0) })),
         Command::Get(args) => verb(Box::pin(async move { cli::get::run(&flags, args).await.map(|()| 0) })),
         Command::Delete(kind) => verb(Box::pin(async move { cli::delete::run(&flags, kind).await.map(|()| 0) })),
+        Command::Console(args) => verb(Box::pin(async move { cli::console::run(&flags, args).await.map(|()| 0) })),
         Command::Import(kind) => verb(Box::pin(async move { cli::import::run(&flags, kind).await.map(|()| 0) })),
         Command::Complete { words } => verb(Box::pin(async move {
             cli::complete::answer(&Cli::command(), &words).await;

@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod attach;
 pub mod complete;
+pub mod console;
 pub mod create;
 pub mod delete;
 pub mod get;

@@ -66,12 +66,14 @@ fn main() {
         plugin::plugin_errors_say_what_to_do,
         selector::a_selector_attaches_matching_connections_now_and_later,
         import::steampipe_configs_round_trip_into_the_cluster,
+        console::the_console_shows_connections_as_the_user_sees_them,
         import::a_postgres_connection_of_a_spc_file_attaches,
         selector::a_selector_needs_attach_on_every_connection,
     ])
 }
 
 mod attach;
+mod console;
 mod crds;
 mod db_safety;
 mod gitops;
