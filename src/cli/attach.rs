@@ -33,12 +33,8 @@ pub struct AttachArgs {
     /// it (`Orphan`).
     #[arg(long, value_enum, ignore_case = true)]
     pub deletion_policy: Option<Policy>,
-    /// Wait until the attachment is Ready.
-    #[arg(long)]
-    pub wait: bool,
-    /// How long `--wait` waits.
-    #[arg(long, default_value = "2m", value_parser = super::test::duration)]
-    pub timeout: Duration,
+    #[command(flatten)]
+    pub wait: super::WaitFlags,
     #[command(flatten)]
     pub write: WriteFlags,
 }
@@ -53,12 +49,8 @@ pub struct DetachArgs {
     /// Detach it from every workspace of the namespace.
     #[arg(long, conflicts_with = "workspaces")]
     pub all: bool,
-    /// Wait until the schema is gone from the workspaces.
-    #[arg(long)]
-    pub wait: bool,
-    /// How long `--wait` waits.
-    #[arg(long, default_value = "2m", value_parser = super::test::duration)]
-    pub timeout: Duration,
+    #[command(flatten)]
+    pub wait: super::WaitFlags,
     #[command(flatten)]
     pub write: WriteFlags,
 }
@@ -103,11 +95,11 @@ pub async fn attach(flags: &KubeFlags, args: AttachArgs) -> Result<()> {
     super::check_attach(&client, &ns, &args.connection).await?;
     let written = super::apply::create_all(&client, &ns, &objects, &args.write).await?;
     super::print_objects(&written, args.write.output, "created", args.write.suffix())?;
-    if args.wait && args.write.dry_run == super::DryRun::None {
+    if args.wait.wait && args.write.dry_run == super::DryRun::None {
         let api: Api<WorkspaceConnection> = Api::namespaced(client, &ns);
         for object in &written {
             let name = object["metadata"]["name"].as_str().unwrap_or_default();
-            wait_ready(&api, name, args.timeout).await?;
+            wait_ready(&api, name, args.wait.timeout).await?;
         }
     }
     Ok(())
@@ -215,7 +207,7 @@ pub async fn detach(flags: &KubeFlags, args: DetachArgs) -> Result<()> {
     if let Some(missing) = args.workspaces.iter().find(|ws| !found.iter().any(|a| &a.spec.workspace == *ws)) {
         eprintln!("Connection {} is not attached to workspace {missing}", args.connection);
     }
-    delete_attachments(&client, &ns, &found, &args.write, args.wait.then_some(args.timeout)).await
+    delete_attachments(&client, &ns, &found, &args.write, args.wait.bound()).await
 }
 
 #[cfg(test)]

@@ -218,6 +218,12 @@ fn ready(list: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> 
     }
 }
 
+/// A test's result, green when it passed, its message on hover.
+fn outcome(t: &manifold::api::TestResult) -> Markup {
+    let class = if t.result == manifold::api::TestOutcome::Passed { "ok" } else { "bad" };
+    html! { span class=(class) title=(t.message) { (format!("{:?}", t.result)) } }
+}
+
 fn conditions_table(list: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> Markup {
     html! {
         h2 { "Conditions" }
@@ -259,7 +265,7 @@ async fn connections(State(console): State<Shared>, Path(ns): Path<String>, requ
                         td { code { (status.schema.clone().unwrap_or_default()) } }
                         td {
                             @if let Some(t) = &status.test {
-                                span class=(if t.result == manifold::api::TestOutcome::Passed { "ok" } else { "bad" }) title=(t.message) { (format!("{:?}", t.result)) }
+                                (outcome(t))
                                 " " span.muted { (super::get::age(Some(&t.tested_at), now)) " ago" }
                             } @else { span.muted { "not tested" } }
                         }
@@ -314,7 +320,7 @@ async fn connection(State(console): State<Shared>, Path((ns, name)): Path<(Strin
             h2 { "Test" }
             @if let Some(t) = &status.test {
                 dl {
-                    dt { "Result" } dd { span class=(if t.result == manifold::api::TestOutcome::Passed { "ok" } else { "bad" }) { (format!("{:?}", t.result)) } " (" (t.reason) ")" }
+                    dt { "Result" } dd { (outcome(t)) " (" (t.reason) ")" }
                     dt { "When" } dd { (super::get::age(Some(&t.tested_at), now)) " ago, " (t.duration_ms) " ms" @if let Some(w) = &t.workspace { ", in workspace " (w) } }
                     dt { "Message" } dd { (t.message) }
                 }

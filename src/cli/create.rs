@@ -209,12 +209,11 @@ fn is_hcl_identifier(key: &str) -> bool {
 /// Runs `create connection`.
 pub async fn run(flags: &KubeFlags, kind: CreateKind) -> Result<()> {
     let CreateKind::Connection(args) = kind;
+    let objects = manifests(&args, flags.namespace.as_deref())?;
     if args.write.dry_run == super::DryRun::Client {
-        let objects = manifests(&args, flags.namespace.as_deref())?;
         return super::print_objects(&objects, args.write.output, "created", args.write.suffix());
     }
     let (client, ns) = flags.client().await?;
-    let objects = manifests(&args, flags.namespace.as_deref())?;
     if let (Some(secret), true) = (&args.credentials, args.from_literal.is_empty()) {
         check_secret(&client, &ns, secret).await?;
     }

@@ -26,12 +26,8 @@ pub struct DeleteConnection {
     /// Do not ask for the name to be typed.
     #[arg(long, short = 'y')]
     pub yes: bool,
-    /// Wait until the Connection and its attachments are gone.
-    #[arg(long)]
-    pub wait: bool,
-    /// How long `--wait` waits.
-    #[arg(long, default_value = "2m", value_parser = super::test::duration)]
-    pub timeout: Duration,
+    #[command(flatten)]
+    pub wait: super::WaitFlags,
     #[command(flatten)]
     pub write: WriteFlags,
 }
@@ -86,17 +82,19 @@ pub async fn run(flags: &KubeFlags, kind: DeleteKind) -> Result<()> {
             return Err("not deleted: the name typed is not the connection's (use --yes to skip the question)".into());
         }
     }
-    super::attach::delete_attachments(&client, &ns, &attachments, &args.write, args.wait.then_some(args.timeout)).await?;
+    super::attach::delete_attachments(&client, &ns, &attachments, &args.write, args.wait.bound()).await?;
     super::apply::delete::<Connection>(&client, &ns, &args.name, &args.write).await?;
     println!("connection.manifold.dev/{} deleted{}", args.name, args.write.suffix());
-    if args.wait && args.write.dry_run == super::DryRun::None {
-        let deadline = tokio::time::Instant::now() + args.timeout;
+    if args.wait.wait && args.write.dry_run == super::DryRun::None {
+        let deadline = tokio::time::Instant::now() + args.wait.timeout;
         loop {
             match api.get_metadata(&args.name).await {
                 Err(e) if is_not_found(&e) => break,
                 Err(e) => return Err(super::explain(e)),
                 Ok(_) if tokio::time::Instant::now() >= deadline => {
-                    return Err(format!("connection.manifold.dev/{} is still being deleted after {:?}", args.name, args.timeout).into());
+                    return Err(
+                        format!("connection.manifold.dev/{} is still being deleted after {:?}", args.name, args.wait.timeout).into()
+                    );
                 }
                 Ok(_) => tokio::time::sleep(Duration::from_millis(250)).await,
             }

@@ -88,6 +88,24 @@ impl KubeFlags {
     }
 }
 
+/// `--wait` and how long it waits, for the verbs that can wait.
+#[derive(Args, Clone, Debug)]
+pub struct WaitFlags {
+    /// Wait until the change has reached the workspace databases.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long `--wait` waits.
+    #[arg(long, default_value = "2m", value_parser = test::duration)]
+    pub timeout: std::time::Duration,
+}
+
+impl WaitFlags {
+    /// The time to wait, if waiting was asked for.
+    pub fn bound(&self) -> Option<std::time::Duration> {
+        self.wait.then_some(self.timeout)
+    }
+}
+
 /// kubectl's `--dry-run`.
 #[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DryRun {

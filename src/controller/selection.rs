@@ -11,6 +11,7 @@
 //! delete. `reconcile` carries it out with the API.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, PostParams};
@@ -60,8 +61,14 @@ pub fn made_by(att: &WorkspaceConnection, ws: &Workspace) -> bool {
 }
 
 /// Pure: the members of `ws`'s selectors among `connections`, given the
-/// workspace's `attachments` (all of them, made by hand or not).
-pub fn members(ws: &Workspace, connections: &[std::sync::Arc<Connection>], attachments: &[std::sync::Arc<WorkspaceConnection>]) -> Members {
+/// workspace's attachments (`live`, made by hand or not) and `holder`, which
+/// finds the namespace's attachment of a name.
+pub fn members(
+    ws: &Workspace,
+    connections: &[Arc<Connection>],
+    live: &[Arc<WorkspaceConnection>],
+    holder: impl Fn(&str) -> Option<Arc<WorkspaceConnection>>,
+) -> Members {
     let name = ws.name_any();
     let wanted: Vec<String> = {
         let mut names: Vec<String> = connections
@@ -73,7 +80,7 @@ pub fn members(ws: &Workspace, connections: &[std::sync::Arc<Connection>], attac
         names.sort();
         names
     };
-    let live: Vec<&std::sync::Arc<WorkspaceConnection>> = attachments.iter().filter(|a| a.spec.workspace == name).collect();
+    let live: Vec<&Arc<WorkspaceConnection>> = live.iter().filter(|a| a.spec.workspace == name).collect();
     let mut out = Members::default();
     for conn in &wanted {
         // One attachment of the connection in this workspace is enough,
@@ -83,8 +90,7 @@ pub fn members(ws: &Workspace, connections: &[std::sync::Arc<Connection>], attac
             Some(a) => out.selected.push((conn.clone(), a.name_any())),
             None => {
                 let att = attachment_name(&name, conn);
-                let holder = attachments.iter().find(|a| a.name_any() == att);
-                match holder {
+                match holder(&att) {
                     // Being deleted (a detach on its way): made again once it is gone.
                     Some(a) if a.spec.workspace == name && a.spec.connection == *conn => out.selected.push((conn.clone(), String::new())),
                     Some(_) => {
@@ -111,11 +117,17 @@ pub fn members(ws: &Workspace, connections: &[std::sync::Arc<Connection>], attac
 /// selected Connection where it stands.
 pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Vec<SelectedConnection> {
     let ns = ws.namespace().unwrap_or_default();
-    let connections: Vec<_> =
-        ctx.stores.connections.state().into_iter().filter(|c| c.namespace().as_deref() == Some(ns.as_str())).collect();
-    let attachments: Vec<_> =
-        ctx.stores.attachments.state().into_iter().filter(|a| a.namespace().as_deref() == Some(ns.as_str())).collect();
-    let plan = members(ws, &connections, &attachments);
+    // Every workspace reconcile passes here: one without selectors that
+    // made nothing costs one index lookup, not a walk of the stores.
+    let live = ctx.stores.attachments_of_workspace(&ns, &ws.name_any());
+    if ws.spec.connection_selectors.is_empty() && !live.iter().any(|a| made_by(a, ws)) {
+        return Vec::new();
+    }
+    let connections: Vec<_> = match ws.spec.connection_selectors.is_empty() {
+        true => Vec::new(),
+        false => ctx.stores.connections.state().into_iter().filter(|c| c.namespace().as_deref() == Some(ns.as_str())).collect(),
+    };
+    let plan = members(ws, &connections, &live, |name| ctx.stores.attachment(&ns, name));
     let api: Api<WorkspaceConnection> = Api::namespaced(ctx.client.clone(), &ns);
     let mut failed: BTreeMap<String, String> = BTreeMap::new();
     let owner = OwnerReference {
@@ -173,8 +185,6 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Vec<SelectedConnection>
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::api::{DatabaseSpec, SecretKeyRef, WorkspaceSpec};
 
@@ -225,6 +235,10 @@ mod tests {
         Arc::new(a)
     }
 
+    fn plan(ws: &Workspace, conns: &[Arc<Connection>], atts: &[Arc<WorkspaceConnection>]) -> Members {
+        members(ws, conns, atts, |name| atts.iter().find(|a| a.name_any() == name).cloned())
+    }
+
     #[test]
     fn selected_connections_get_an_attachment_and_unselected_ones_lose_theirs() {
         let ws = workspace(&[("team", "payments")]);
@@ -235,7 +249,7 @@ mod tests {
             attachment("by-hand", "ws", "d", None),        // made by hand: never deleted
             attachment("other-ws-a", "other", "a", None),  // another workspace's
         ];
-        let m = members(&ws, &conns, &atts);
+        let m = plan(&ws, &conns, &atts);
         assert_eq!(m.create, [("ws-a".to_string(), "a".to_string())]);
         assert_eq!(m.delete, ["ws-c"]);
         assert_eq!(m.selected, [("a".to_string(), String::new()), ("b".to_string(), "ws-b".to_string())]);
@@ -247,7 +261,7 @@ mod tests {
         let ws = workspace(&[("team", "payments")]);
         let conns = [connection("a", "payments"), connection("b", "payments")];
         let atts = [attachment("mine", "ws", "a", None), attachment("ws-b", "elsewhere", "zzz", None)];
-        let m = members(&ws, &conns, &atts);
+        let m = plan(&ws, &conns, &atts);
         assert!(m.create.is_empty(), "{m:?}");
         assert_eq!(m.selected[0], ("a".to_string(), "mine".to_string()));
         assert_eq!(m.taken, ["b"]);
@@ -258,7 +272,7 @@ mod tests {
         let ws = workspace(&[]);
         let conns = [connection("a", "payments")];
         let atts = [attachment("ws-a", "ws", "a", Some("ws-uid")), attachment("hand", "ws", "a", None)];
-        let m = members(&ws, &conns, &atts);
+        let m = plan(&ws, &conns, &atts);
         assert_eq!(m.delete, ["ws-a"]);
         assert!(m.create.is_empty() && m.selected.is_empty());
     }
