@@ -110,6 +110,9 @@ pub async fn the_plugin_verbs_work_through_kubectl() {
     assert!(shown.contains("Ready:       True"), "{shown}");
     assert!(shown.contains("Test:        Passed"), "{shown}");
     assert!(shown.lines().any(|l| l.trim_start().starts_with("ws ") && l.contains("sales") && l.contains("True")), "{shown}");
+    // The workspace's list of connections is written a moment after the
+    // attachment reports (it is batched during bulk applies).
+    w.wait_workspace("ws", "sales listed", |ws| ws.status.as_ref().is_some_and(|s| s.connections.iter().any(|c| c.name == "sales"))).await;
     let shown = stdout_ok(&run(&["status", "mws", "ws"], ""));
     assert!(shown.lines().any(|l| l.trim_start().starts_with("sales") && l.contains("Ready")), "{shown}");
     assert!(shown.contains("Search path:"), "{shown}");
