@@ -198,6 +198,9 @@ fn main() {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    // One TLS provider for every client (kube, Postgres), whichever rustls
+    // features other crates of a build turn on.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match dispatch(cli, &name) {
         Ok(code) => std::process::exit(code),
         Err(e) => {

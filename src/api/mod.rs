@@ -52,6 +52,19 @@ pub const TEST_REQUEST_ANNOTATION: &str = "manifold.dev/test-request";
 /// changed.
 pub const REFRESH_REQUEST_ANNOTATION: &str = "manifold.dev/refresh-request";
 
+/// A Connection that carries this annotation is a draft: the operator
+/// resolves and tests it (where an untested connection is tested: the
+/// cluster admin's test database when it is attached nowhere), but attaches
+/// it nowhere and no selector picks it, until the annotation is removed.
+/// The console's New Connection creates a draft so that Test Connection is
+/// the operator's real test before Create.
+pub const DRAFT_ANNOTATION: &str = "manifold.dev/draft";
+
+/// Whether a Connection is a draft (`DRAFT_ANNOTATION`, any value).
+pub fn is_draft(conn: &Connection) -> bool {
+    conn.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(DRAFT_ANNOTATION))
+}
+
 /// The label that opts a Secret in for Manifold's use. The operator watches
 /// only Secrets that carry it with the value `"true"` (unless a cluster
 /// admin chooses another selector), so a Secret that nobody opted in is

@@ -40,6 +40,9 @@ macro_rules! reasons {
 reasons! {
     WorkspaceNotFound,
     ConnectionNotFound,
+    /// The Connection is a draft (`manifold.dev/draft`): tested, attached
+    /// nowhere until it is created.
+    ConnectionDraft,
     SecretNotFound,
     SecretKeyMissing,
     /// The Secret exists but has not been opted in for Manifold's use.
@@ -138,6 +141,7 @@ impl Reason {
             // bring every such change.
             Reason::WorkspaceNotFound
             | Reason::ConnectionNotFound
+            | Reason::ConnectionDraft
             | Reason::SecretNotFound
             | Reason::SecretKeyMissing
             | Reason::SecretNotPermitted
@@ -186,6 +190,7 @@ mod tests {
         let table: &[(Reason, bool, Retry)] = &[
             (Reason::WorkspaceNotFound, false, AwaitChange),
             (Reason::ConnectionNotFound, false, AwaitChange),
+            (Reason::ConnectionDraft, false, AwaitChange),
             (Reason::SecretNotFound, false, AwaitChange),
             (Reason::SecretKeyMissing, true, AwaitChange),
             (Reason::SecretNotPermitted, true, AwaitChange),

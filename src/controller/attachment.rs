@@ -201,6 +201,19 @@ async fn attach(att: &WorkspaceConnection, ctx: &Context, finalized: Finalized) 
             Err(e) => e.into(),
         });
     };
+    // A draft is tested, and attached nowhere until it is created; what an
+    // attachment made before it became one stays as it is.
+    if crate::api::is_draft(&conn) {
+        return Ok(Failure::new(
+            Reason::ConnectionDraft,
+            format!(
+                "Connection {:?} is a draft (annotation {}): it is attached once it is created, when the annotation is removed",
+                att.spec.connection,
+                crate::api::DRAFT_ANNOTATION
+            ),
+        )
+        .into());
+    }
     let (owner, schema) = match resolve::connection_schema(&conn) {
         Ok(schema) => (resolve::owner(att), schema),
         Err(f) => return Ok(f.into()),

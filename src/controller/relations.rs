@@ -73,7 +73,9 @@ pub fn workspace_changed(stores: &Stores, triggers: &Triggers, event: &Event<Wor
 pub fn connection_changed(stores: &Stores, triggers: &Triggers, event: &Event<Connection>) {
     // Workspaces with connection selectors select by labels: a connection
     // that comes, goes or is relabelled may join or leave them.
-    if let Some(conn) = changed(&stores.connections, event, |c| (c.metadata.labels.clone(), c.metadata.deletion_timestamp.is_some())) {
+    if let Some(conn) = changed(&stores.connections, event, |c| {
+        (c.metadata.labels.clone(), c.metadata.deletion_timestamp.is_some(), crate::api::is_draft(c))
+    }) {
         let ns = conn.namespace().unwrap_or_default();
         for ws in stores.workspaces.state() {
             if ws.namespace().as_deref() == Some(ns.as_str()) && !ws.spec.connection_selectors.is_empty() {
@@ -100,7 +102,7 @@ pub fn connection_changed(stores: &Stores, triggers: &Triggers, event: &Event<Co
     stores.index.write().unwrap().connection_event(event);
     // Attachments depend on the spec, on deletion, and on the source's
     // schema as the last test saw it; not on test results.
-    let spec = |c: &Connection| (c.metadata.generation, c.metadata.deletion_timestamp.is_some());
+    let spec = |c: &Connection| (c.metadata.generation, c.metadata.deletion_timestamp.is_some(), crate::api::is_draft(c));
     let Some(conn) = changed(&stores.connections, event, |c| {
         let source = c.status.as_ref().and_then(|s| s.source_schema.as_ref()).map(|s| s.hash.clone());
         (spec(c), source)

@@ -73,7 +73,7 @@ pub fn members(
     let wanted: Vec<String> = {
         let mut names: Vec<String> = connections
             .iter()
-            .filter(|c| c.metadata.deletion_timestamp.is_none())
+            .filter(|c| c.metadata.deletion_timestamp.is_none() && !crate::api::is_draft(c))
             .filter(|c| ws.spec.connection_selectors.iter().any(|s| selects(s, c.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()))))
             .map(|c| c.name_any())
             .collect();
@@ -275,6 +275,18 @@ mod tests {
         let m = plan(&ws, &conns, &atts);
         assert_eq!(m.delete, ["ws-a"]);
         assert!(m.create.is_empty() && m.selected.is_empty());
+    }
+
+    #[test]
+    fn a_draft_is_selected_once_it_is_created() {
+        let ws = workspace(&[("team", "payments")]);
+        let mut draft = (*connection("a", "payments")).clone();
+        draft.metadata.annotations = Some([(crate::api::DRAFT_ANNOTATION.to_string(), "true".to_string())].into());
+        let m = plan(&ws, &[Arc::new(draft.clone())], &[]);
+        assert!(m.create.is_empty() && m.selected.is_empty(), "{m:?}");
+        draft.metadata.annotations = None;
+        let m = plan(&ws, &[Arc::new(draft)], &[]);
+        assert_eq!(m.create, [("ws-a".to_string(), "a".to_string())]);
     }
 
     #[test]

@@ -67,6 +67,7 @@ fn main() {
         selector::a_selector_attaches_matching_connections_now_and_later,
         import::steampipe_configs_round_trip_into_the_cluster,
         console::the_console_shows_connections_as_the_user_sees_them,
+        console::every_flow_of_the_seed_works_in_a_browser,
         import::a_postgres_connection_of_a_spc_file_attaches,
         selector::a_selector_needs_attach_on_every_connection,
     ])

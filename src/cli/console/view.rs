@@ -1,0 +1,398 @@
+//! The screens that show: Connections, a connection's page, Workspaces and
+//! a workspace's page, with the buttons the user's RBAC allows.
+
+use axum::extract::{Path, Request, State};
+use axum::response::Html;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use manifold::api::{Connection, GROUP, Workspace, WorkspaceConnection, conditions, is_draft};
+use maud::{Markup, html};
+
+use super::{Console, Shared, button, page, post_form, query_param};
+
+pub fn error_page(ns: &str, title: &str, error: kube::Error) -> Html<String> {
+    let message = match &error {
+        kube::Error::Api(status) => status.message.clone(),
+        other => other.to_string(),
+    };
+    page(ns, title, html! { h1 { (title) } p.error { (message) } })
+}
+
+/// What a page may offer, asked of the apiserver as the user. A question
+/// that cannot be asked counts as a no.
+pub async fn allowed(console: &Console, ns: &str, checks: &[(&str, &str, Option<&str>)]) -> Vec<bool> {
+    let asks = checks.iter().map(|(resource, verb, name)| {
+        let group = if *resource == "secrets" { "" } else { GROUP };
+        async move { super::super::may(&console.client, ns, group, resource, verb, *name).await.unwrap_or(false) }
+    });
+    futures::future::join_all(asks).await
+}
+
+/// Whether the user may attach `connection`: the verb `attach` on it, or
+/// reading the namespace's Secrets (the admission policy's rule).
+pub async fn may_attach(console: &Console, ns: &str, connection: &str) -> bool {
+    super::super::check_attach(&console.client, ns, connection).await.is_ok()
+}
+
+/// The GitOps tool that applied an object, from the labels and annotations
+/// each one sets; its changes belong in Git, where the tool would revert a
+/// change made here.
+pub fn managed_by(meta: &ObjectMeta) -> Option<&'static str> {
+    let label = |k: &str| meta.labels.as_ref().and_then(|l| l.get(k)).map(String::as_str);
+    let annotation = |k: &str| meta.annotations.as_ref().and_then(|a| a.get(k)).map(String::as_str);
+    if label("kustomize.toolkit.fluxcd.io/name").is_some() || label("helm.toolkit.fluxcd.io/name").is_some() {
+        Some("Flux")
+    } else if label("app.kubernetes.io/managed-by") == Some("Helm") {
+        Some("Helm")
+    } else if annotation("argocd.argoproj.io/tracking-id").is_some() || label("app.kubernetes.io/instance").is_some() {
+        Some("Argo CD")
+    } else {
+        None
+    }
+}
+
+/// Whether the namespace asks for YAML instead of every write. A user who
+/// may not read the Namespace gets the writes its RBAC allows.
+pub async fn gitops_only(console: &Console, ns: &str) -> bool {
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(console.client.clone());
+    api.get_metadata(ns).await.ok().is_some_and(|n| n.annotations().get(super::GITOPS_ONLY_ANNOTATION).is_some_and(|v| v == "true"))
+}
+
+pub fn gitops_tag(meta: &ObjectMeta) -> Markup {
+    html! { @if let Some(tool) = managed_by(meta) { " " span.tag title=(format!("applied by {tool}: changes give YAML to commit")) { (tool) } } }
+}
+
+/// `Ready`, the reason it is not, or `Pending`: a row's state for scripts
+/// and tests.
+fn state(list: &[Condition]) -> String {
+    match conditions::find(list, conditions::READY) {
+        Some(c) if c.status == "True" => "Ready".into(),
+        Some(c) => c.reason.clone(),
+        None => "Pending".into(),
+    }
+}
+
+pub fn ready(list: &[Condition]) -> Markup {
+    match conditions::find(list, conditions::READY) {
+        Some(c) if c.status == "True" => html! { span.ok { "Ready" } },
+        Some(c) => html! { span.bad title=(c.message) { (c.reason) } },
+        None => html! { span.muted { "Pending" } },
+    }
+}
+
+/// A doc comment's text, its `code` spans set as code.
+pub fn doc(text: &str) -> Markup {
+    html! { @for (i, part) in text.split('`').enumerate() { @if i % 2 == 1 { code { (part) } } @else { (part) } } }
+}
+
+/// A test's result, green when it passed, its message on hover.
+pub fn outcome(t: &manifold::api::TestResult) -> Markup {
+    let class = if t.result == manifold::api::TestOutcome::Passed { "ok" } else { "bad" };
+    html! { span class=(class) title=(t.message) { (format!("{:?}", t.result)) } }
+}
+
+fn conditions_table(list: &[Condition]) -> Markup {
+    html! {
+        h2 { "Conditions" }
+        table {
+            tr { th { "Type" } th { "Status" } th { "Reason" } th { "Message" } }
+            @for c in list { tr { td { (c.type_) } td { (c.status) } td { (c.reason) } td { (c.message) } } }
+        }
+    }
+}
+
+/// The plugin kind of a connection, as New Connection names it.
+pub fn plugin_kind(c: &Connection) -> &'static str {
+    match c.spec.plugin.as_ref() {
+        Some(p) if p.postgres.is_some() => "postgres",
+        Some(p) if p.steampipe.is_some() => "steampipe",
+        Some(_) => "fdw",
+        None => "aggregator",
+    }
+}
+
+/// A row's menu with its Remove button.
+fn remove_menu(console: &Console, ns: &str, attachment: &str, back: &str, allowed: bool) -> Markup {
+    html! {
+        details.menu {
+            summary title="Actions" { "Actions" }
+            (post_form(console, &format!("/ns/{ns}/attachments/{attachment}/remove"), &format!("remove-{attachment}"), html! {
+                input type="hidden" name="back" value=(back);
+                (button(&format!("remove-button-{attachment}"), "Remove", allowed, "your RBAC does not allow deleting WorkspaceConnections"))
+            }))
+        }
+    }
+}
+
+pub async fn connections(State(console): State<Shared>, Path(ns): Path<String>, request: Request) -> Html<String> {
+    let filter = query_param(request.uri(), "q").unwrap_or_default();
+    let api: Api<Connection> = Api::namespaced(console.client.clone(), &ns);
+    let list = match api.list(&ListParams::default()).await {
+        Ok(l) => l.items,
+        Err(e) => return error_page(&ns, "Connections", e),
+    };
+    let attachments = Api::<WorkspaceConnection>::namespaced(console.client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    let can = allowed(&console, &ns, &[("connections", "create", None)]).await;
+    let now = jiff::Timestamp::now();
+    let shown: Vec<&Connection> = list.iter().filter(|c| filter.is_empty() || c.name_any().contains(&filter)).collect();
+    page(
+        &ns,
+        "Connections",
+        html! {
+            h1 { "Connections" }
+            div.bar {
+                form method="get" { input type="search" name="q" value=(filter) placeholder="Filter by name"; }
+                form method="get" action=(format!("/ns/{ns}/new")) {
+                    (button("new-connection", "New Connection", can[0], "your RBAC does not allow creating Connections"))
+                }
+            }
+            table id="connections" {
+                tr { th { "Name" } th { "Plugin" } th { "Schema" } th { "Test" } th { "Workspaces" } th { "Ready" } }
+                @for c in &shown {
+                    @let status = c.status.clone().unwrap_or_default();
+                    @let used: Vec<String> = attachments.iter().filter(|a| a.spec.connection == c.name_any()).map(|a| a.spec.workspace.clone()).collect();
+                    tr {
+                        td {
+                            @if is_draft(c) {
+                                a href=(format!("/ns/{ns}/new/{}?draft={}", plugin_kind(c), c.name_any())) { (c.name_any()) }
+                                " " span.tag { "Draft" }
+                            } @else {
+                                a href=(format!("/ns/{ns}/connections/{}", c.name_any())) { (c.name_any()) }
+                            }
+                            (gitops_tag(&c.metadata))
+                        }
+                        td { (status.plugin.clone().unwrap_or_else(|| if c.spec.aggregator.is_some() { "aggregator".into() } else { String::new() })) }
+                        td { code { (status.schema.clone().unwrap_or_default()) } }
+                        td {
+                            @if let Some(t) = &status.test {
+                                (outcome(t))
+                                " " span.muted { (super::super::get::age(Some(&t.tested_at), now)) " ago" }
+                            } @else { span.muted { "not tested" } }
+                        }
+                        td { (used.join(", ")) }
+                        td { (ready(&status.conditions)) }
+                    }
+                }
+            }
+            @if shown.is_empty() { p.muted { "No connections" @if !filter.is_empty() { " match " code { (filter) } } "." } }
+        },
+    )
+}
+
+pub async fn connection(State(console): State<Shared>, Path((ns, name)): Path<(String, String)>, request: Request) -> Html<String> {
+    let notice = query_param(request.uri(), "error");
+    connection_page(&console, &ns, &name, notice.as_deref()).await
+}
+
+/// A connection's page, with an error from the last action if there was one.
+pub async fn connection_page(console: &Console, ns: &str, name: &str, error: Option<&str>) -> Html<String> {
+    let c = match Api::<Connection>::namespaced(console.client.clone(), ns).get(name).await {
+        Ok(c) => c,
+        Err(e) => return error_page(ns, name, e),
+    };
+    let attachments: Vec<WorkspaceConnection> = Api::<WorkspaceConnection>::namespaced(console.client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items.into_iter().filter(|a| a.spec.connection == name).collect())
+        .unwrap_or_default();
+    let workspaces: Vec<String> = Api::<Workspace>::namespaced(console.client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items.iter().map(|w| w.name_any()).filter(|w| !attachments.iter().any(|a| &a.spec.workspace == w)).collect())
+        .unwrap_or_default();
+    let can = allowed(
+        console,
+        ns,
+        &[
+            ("connections", "patch", Some(name)),
+            ("workspaceconnections", "create", None),
+            ("workspaceconnections", "delete", None),
+            ("connections", "delete", Some(name)),
+        ],
+    )
+    .await;
+    let attach = can[1] && may_attach(console, ns, name).await;
+    let status = c.status.clone().unwrap_or_default();
+    let now = jiff::Timestamp::now();
+    let back = format!("/ns/{ns}/connections/{name}");
+    page(
+        ns,
+        name,
+        html! {
+            h1 { (name) (gitops_tag(&c.metadata)) }
+            @if let Some(error) = error { p.error id="error" { (error) } }
+            dl {
+                dt { "Plugin" } dd { (status.plugin.clone().unwrap_or_else(|| "aggregator".into())) }
+                dt { "Schema" } dd { code { (status.schema.clone().unwrap_or_default()) } }
+                dt { "Ready" } dd { (ready(&status.conditions)) }
+                @if let Some(secret) = &c.spec.credentials { dt { "Credentials" } dd { "Secret " code { (secret.secret_ref.name) } } }
+            }
+            h2 { "Workspaces" }
+            table id="workspaces" {
+                tr { th { "Workspace" } th { "Schema" } th { "Tables" } th { "Ready" } th { "Attachment" } th {} }
+                @for a in &attachments {
+                    @let s = a.status.clone().unwrap_or_default();
+                    tr id=(format!("row-{}", a.name_any())) data-state=(state(&s.conditions)) {
+                        td { a href=(format!("/ns/{ns}/workspaces/{}", a.spec.workspace)) { (a.spec.workspace) } (gitops_tag(&a.metadata)) }
+                        td { code { (s.schema.clone().unwrap_or_default()) } }
+                        td { (s.tables.map(|t| t.to_string()).unwrap_or_default()) }
+                        td { (ready(&s.conditions)) }
+                        td.muted { (a.name_any()) }
+                        td { (remove_menu(console, ns, &a.name_any(), &back, can[2])) }
+                    }
+                }
+            }
+            @if attachments.is_empty() { p.muted { "Attached to no workspace." } }
+            @if !is_draft(&c) {
+                (post_form(console, &format!("/ns/{ns}/connections/{name}/attach"), "add-to-workspace", html! {
+                    div.bar {
+                        @if !workspaces.is_empty() { select name="workspace" id="workspace" { @for w in &workspaces { option value=(w) { (w) } } } }
+                        (button("add-to-workspace-button", "Add to Workspace", attach && !workspaces.is_empty(),
+                            if attach { "no other workspace in this namespace" } else { "your RBAC does not allow attaching this Connection (the verb attach on connections)" }))
+                    }
+                }))
+            }
+            h2 { "Test" }
+            @if let Some(t) = &status.test {
+                dl id="test" {
+                    dt { "Result" } dd { (outcome(t)) @if t.reason != format!("{:?}", t.result) { " (" (t.reason) ")" } }
+                    dt { "When" } dd { (super::super::get::age(Some(&t.tested_at), now)) " ago, " (t.duration_ms) " ms" @if let Some(w) = &t.workspace { ", in workspace " (w) } }
+                    dt { "Message" } dd { (t.message) }
+                }
+            } @else { p.muted { "Not tested yet." } }
+            (post_form(console, &format!("/ns/{ns}/connections/{name}/test"), "test-connection", html! {
+                (button("test-button", "Test Connection", can[0], "your RBAC does not allow patching this Connection"))
+            }))
+            @if let Some(source) = &status.source_schema {
+                h2 { "Source schema" }
+                p { (source.tables) " tables, changed " (super::super::get::age(Some(&source.changed_at), now)) " ago" }
+            }
+            @if !status.members.is_empty() {
+                h2 { "Members" }
+                table { tr { th { "Connection" } th { "State" } } @for m in &status.members { tr { td { (m.name) } td { (m.state) } } } }
+            }
+            (conditions_table(&status.conditions))
+            h2 { "Settings" }
+            (post_form(console, &format!("/ns/{ns}/connections/{name}/delete"), "delete-connection", html! {
+                p { "Delete Connection removes it from every workspace, then deletes it. Its Secret is kept. Type "
+                    code { (name) } " to confirm." }
+                div.bar {
+                    input type="text" name="confirm" id="confirm" autocomplete="off" placeholder=(name);
+                    (button("delete-button", "Delete Connection", can[3] && (attachments.is_empty() || can[2]),
+                        "your RBAC does not allow deleting this Connection and its WorkspaceConnections"))
+                }
+            }))
+        },
+    )
+}
+
+pub async fn workspaces(State(console): State<Shared>, Path(ns): Path<String>) -> Html<String> {
+    let list = match Api::<Workspace>::namespaced(console.client.clone(), &ns).list(&ListParams::default()).await {
+        Ok(l) => l.items,
+        Err(e) => return error_page(&ns, "Workspaces", e),
+    };
+    page(
+        &ns,
+        "Workspaces",
+        html! {
+            h1 { "Workspaces" }
+            table id="workspaces" {
+                tr { th { "Name" } th { "Database" } th { "Connections" } th { "Search path" } th { "Ready" } }
+                @for w in &list {
+                    @let s = w.status.clone().unwrap_or_default();
+                    tr {
+                        td { a href=(format!("/ns/{ns}/workspaces/{}", w.name_any())) { (w.name_any()) } (gitops_tag(&w.metadata)) }
+                        td { code { (s.database.clone().unwrap_or_default()) } }
+                        td { (s.connection_count) }
+                        td { code { (s.search_path.clone().unwrap_or_default()) } }
+                        td { (ready(&s.conditions)) }
+                    }
+                }
+            }
+        },
+    )
+}
+
+pub async fn workspace(State(console): State<Shared>, Path((ns, name)): Path<(String, String)>, request: Request) -> Html<String> {
+    let notice = query_param(request.uri(), "error");
+    workspace_page(&console, &ns, &name, notice.as_deref()).await
+}
+
+pub async fn workspace_page(console: &Console, ns: &str, name: &str, error: Option<&str>) -> Html<String> {
+    let w = match Api::<Workspace>::namespaced(console.client.clone(), ns).get(name).await {
+        Ok(w) => w,
+        Err(e) => return error_page(ns, name, e),
+    };
+    let connections =
+        Api::<Connection>::namespaced(console.client.clone(), ns).list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default();
+    let attachments: Vec<WorkspaceConnection> = Api::<WorkspaceConnection>::namespaced(console.client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items.into_iter().filter(|a| a.spec.workspace == name).collect())
+        .unwrap_or_default();
+    let can = allowed(console, ns, &[("workspaceconnections", "create", None), ("workspaceconnections", "delete", None)]).await;
+    let s = w.status.clone().unwrap_or_default();
+    let aggregators: Vec<&Connection> =
+        connections.iter().filter(|c| c.spec.aggregator.is_some() && s.connections.iter().any(|a| a.name == c.name_any())).collect();
+    let addable: Vec<String> = connections
+        .iter()
+        .filter(|c| !is_draft(c) && !attachments.iter().any(|a| a.spec.connection == c.name_any()))
+        .map(|c| c.name_any())
+        .collect();
+    let back = format!("/ns/{ns}/workspaces/{name}");
+    page(
+        ns,
+        name,
+        html! {
+            h1 { (name) (gitops_tag(&w.metadata)) }
+            @if let Some(error) = error { p.error id="error" { (error) } }
+            dl {
+                dt { "Database" } dd { code { (s.database.clone().unwrap_or_default()) } }
+                dt { "Postgres" } dd { (s.postgres_version.clone().unwrap_or_default()) }
+                dt { "Ready" } dd { (ready(&s.conditions)) }
+                dt { "Search path" } dd { code { (s.search_path.clone().unwrap_or_else(|| "as the database has it".into())) } }
+            }
+            h2 { "Settings › Connections" }
+            table id="connections" {
+                tr { th { "Connection" } th { "Schema" } th { "Tables" } th { "State" } th { "Attachment" } th {} }
+                @for a in &attachments {
+                    @let st = a.status.clone().unwrap_or_default();
+                    tr id=(format!("row-{}", a.name_any())) data-state=(state(&st.conditions)) {
+                        td { a href=(format!("/ns/{ns}/connections/{}", a.spec.connection)) { (a.spec.connection) } (gitops_tag(&a.metadata)) }
+                        td { code { (st.schema.clone().unwrap_or_default()) } }
+                        td { (st.tables.map(|t| t.to_string()).unwrap_or_default()) }
+                        td { (ready(&st.conditions)) }
+                        td.muted { (a.name_any()) }
+                        td { (remove_menu(console, ns, &a.name_any(), &back, can[1])) }
+                    }
+                }
+            }
+            @if attachments.is_empty() { p.muted { "No connection is attached." } }
+            (post_form(console, &format!("/ns/{ns}/workspaces/{name}/attach"), "add-connection", html! {
+                div.bar {
+                    @if !addable.is_empty() { select name="connection" id="connection" { @for c in &addable { option value=(c) { (c) } } } }
+                    (button("add-connection-button", "Add Connection", can[0] && !addable.is_empty(),
+                        if can[0] { "every connection is attached" } else { "your RBAC does not allow creating WorkspaceConnections" }))
+                }
+            }))
+            @if !s.selected.is_empty() {
+                h2 { "Selected by label" }
+                table { tr { th { "Connection" } th { "Attachment" } th { "State" } } @for m in &s.selected { tr { td { (m.name) } td.muted { (m.attachment) } td { (m.state) } } } }
+            }
+            @if !s.readers.is_empty() {
+                h2 { "Readers" }
+                table { tr { th { "Role" } th { "State" } th { "Message" } } @for r in &s.readers { tr { td { code { (r.name) } } td { (r.state) } td { (r.message) } } } }
+            }
+            @for a in &aggregators {
+                h2 { "Aggregator " (a.name_any()) }
+                table { tr { th { "Member" } th { "State" } } @for m in a.status.as_ref().map(|s| s.members.clone()).unwrap_or_default() { tr { td { (m.name) } td { (m.state) } } } }
+            }
+            (conditions_table(&s.conditions))
+        },
+    )
+}

@@ -1,0 +1,503 @@
+//! The screens that write: New Connection with Test Connection before
+//! Create, Add to Workspace or Skip, Add Connection, Remove, Test and
+//! Delete Connection. Each write is the user's own request to the
+//! apiserver, so the admission policy and RBAC judge it as they judge
+//! kubectl; an object that a GitOps tool applied (or any object of a
+//! GitOps-only namespace) gets the YAML to commit instead.
+//!
+//! Test Connection before Create: the form creates the Connection as a
+//! draft (annotation `manifold.dev/draft`), which the operator tests as it
+//! tests any connection, in the cluster admin's test database while it is
+//! attached nowhere, and which it attaches nowhere and no selector picks.
+//! Create removes the annotation; Discard deletes the draft and the Secret
+//! the form made for it. The test is the operator's real one, and the
+//! tenancy rules hold: the draft is the user's own write, admitted as any
+//! Connection is.
+
+use axum::Extension;
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use manifold::api::{Connection, DRAFT_ANNOTATION, SECRET_LABEL, TEST_REQUEST_ANNOTATION, Workspace, WorkspaceConnection, is_draft};
+use maud::{Markup, html};
+use serde_json::{Value, json};
+
+use super::form::{self, Input, PLUGINS, Values};
+use super::view::{allowed, connection_page, gitops_only, managed_by, outcome};
+use super::{Console, Fields, Shared, button, page, post_form, query_param};
+
+const MANAGER: &str = "manifold-console";
+
+fn see_other(path: &str) -> Response {
+    Redirect::to(path).into_response()
+}
+
+fn message(error: kube::Error) -> String {
+    super::super::explain(error).to_string()
+}
+
+/// `s` as a query value.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `back` if it is a path of this console, else the namespace's list.
+fn back_to(ns: &str, back: &str, error: Option<&str>) -> Response {
+    let path = if back.starts_with(&format!("/ns/{ns}/")) && !back.contains("//") { back.to_string() } else { format!("/ns/{ns}/connections") };
+    match error {
+        Some(e) => see_other(&format!("{path}?error={}", encode(e))),
+        None => see_other(&path),
+    }
+}
+
+/// The YAML to commit (or to remove from Git) instead of a write.
+fn yaml_page(ns: &str, title: &str, why: &str, objects: &[Value], remove: bool) -> Response {
+    let yaml = manifold::import::to_yaml(&objects.iter().map(form::for_git).collect::<Vec<_>>());
+    let file = format!("{}.yaml", objects.first().and_then(|o| o["metadata"]["name"].as_str()).unwrap_or("manifold"));
+    let download = format!("data:application/yaml;charset=utf-8,{}", encode(&yaml));
+    page(
+        ns,
+        title,
+        html! {
+            h1 { (title) }
+            p.notice id="gitops" { (why) }
+            p { @if remove { "Remove these objects from the Git repository:" } @else { "Commit this to the Git repository that the namespace is applied from:" } }
+            pre id="yaml" { (yaml) }
+            div.bar {
+                button type="button" id="copy" onclick="navigator.clipboard.writeText(document.getElementById('yaml').textContent)" { "Copy" }
+                a href=(download) download=(file) id="download" { "Download " (file) }
+                a href=(format!("/ns/{ns}/connections")) { "Back to Connections" }
+            }
+        },
+    )
+    .into_response()
+}
+
+/// Why a write gives YAML, or `None` when it may be written.
+async fn gitops_reason(console: &Console, ns: &str, objects: &[&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta]) -> Option<String> {
+    if let Some((tool, name)) = objects.iter().find_map(|m| managed_by(m).map(|t| (t, m.name.clone().unwrap_or_default()))) {
+        return Some(format!("{name} was applied by {tool}, which would revert a change made here: the change belongs in Git."));
+    }
+    gitops_only(console, ns)
+        .await
+        .then(|| format!("Namespace {ns} is GitOps-only (annotation {}): every change belongs in Git.", super::GITOPS_ONLY_ANNOTATION))
+}
+
+pub async fn plugins(State(console): State<Shared>, Path(ns): Path<String>) -> Html<String> {
+    let can = allowed(&console, &ns, &[("connections", "create", None)]).await;
+    page(
+        &ns,
+        "New Connection",
+        html! {
+            h1 { "New Connection" }
+            @if !can[0] { p.error { "Your RBAC does not allow creating Connections in namespace " code { (ns) } "." } }
+            p { "Choose a plugin." }
+            div.plugins id="plugins" {
+                @for (kind, about) in PLUGINS {
+                    a href=(format!("/ns/{ns}/new/{kind}")) id=(format!("plugin-{kind}")) { strong { (kind) } br; span.muted { (about) } }
+                }
+            }
+        },
+    )
+}
+
+pub async fn new_form(State(console): State<Shared>, Path((ns, plugin)): Path<(String, String)>, request: Request) -> Response {
+    let draft = match query_param(request.uri(), "draft") {
+        Some(name) => match Api::<Connection>::namespaced(console.client.clone(), &ns).get(&name).await {
+            Ok(c) if is_draft(&c) => Some(c),
+            Ok(_) => return see_other(&format!("/ns/{ns}/connections/{name}")),
+            Err(e) => return super::view::error_page(&ns, "New Connection", e).into_response(),
+        },
+        None => None,
+    };
+    let values = draft.as_ref().map(form::values_of).unwrap_or_default();
+    form_page(&console, &ns, &plugin, &values, draft.as_ref(), None).await
+}
+
+fn field_input(field: &form::Field, values: &Values) -> Markup {
+    let name = format!("plugin.{}", field.name);
+    let value = values.get(&name).cloned().unwrap_or_default();
+    let placeholder = field.default.clone().unwrap_or_default();
+    html! {
+        div.field {
+            label for=(name) { (field.name) @if field.required { " *" } }
+            @match field.input {
+                Input::Number => input type="number" name=(name) id=(name) value=(value) placeholder=(placeholder) required[field.required];
+                Input::Text => input type="text" name=(name) id=(name) value=(value) placeholder=(placeholder) required[field.required];
+                Input::Pairs => textarea name=(name) id=(name) placeholder="key=value, one per line" { (value) },
+                Input::Lines => textarea name=(name) id=(name) { (value) },
+            }
+            small { (super::view::doc(&field.description)) }
+        }
+    }
+}
+
+/// New Connection's form for a plugin kind, with the draft's test result
+/// when there is a draft. Credential values are never put in the page.
+async fn form_page(console: &Console, ns: &str, kind: &str, values: &Values, draft: Option<&Connection>, error: Option<&str>) -> Response {
+    let Some(fields) = form::fields(kind) else {
+        return (StatusCode::NOT_FOUND, format!("no plugin {kind:?}")).into_response();
+    };
+    let can = allowed(console, ns, &[("connections", "create", None), ("secrets", "create", None)]).await;
+    let secrets: Vec<String> = Api::<Secret>::namespaced(console.client.clone(), ns)
+        .list_metadata(&ListParams::default().labels(&format!("{SECRET_LABEL}=true")))
+        .await
+        .map(|l| l.items.iter().map(|s| s.name_any()).collect())
+        .unwrap_or_default();
+    let v = |k: &str| values.get(k).cloned().unwrap_or_default();
+    let cred_mode = values.get("cred.mode").cloned().unwrap_or_else(|| "new".into());
+    let keys = form::credential_keys(kind);
+    let request = draft.and_then(|d| d.annotations().get(TEST_REQUEST_ANNOTATION).cloned());
+    let test = draft.and_then(|d| d.status.as_ref()?.test.clone()).filter(|t| t.request == request);
+    let action = format!("/ns/{ns}/new/{kind}");
+    page(
+        ns,
+        "New Connection",
+        html! {
+            h1 { "New Connection: " (kind) }
+            @if let Some(error) = error { p.error id="error" { (error) } }
+            (post_form(console, &action, "connection-form", html! {
+                fieldset {
+                    legend { "Connection" }
+                    div.field {
+                        label for="name" { "Name *" }
+                        input type="text" name="name" id="name" value=(v("name")) required readonly[draft.is_some()];
+                        small { "The Connection's name in namespace " (ns) "." }
+                    }
+                    div.field {
+                        label for="schema" { "Schema" }
+                        input type="text" name="schema" id="schema" value=(v("schema")) placeholder="the name, with - turned to _";
+                        small { "The schema that holds its tables in every workspace." }
+                    }
+                }
+                fieldset id="settings" {
+                    legend { (kind) " settings" }
+                    @for field in &fields { (field_input(field, values)) }
+                }
+                fieldset {
+                    legend { "Tables" }
+                    div.field {
+                        select name="tables.mode" id="tables.mode" {
+                            @for (mode, label) in [("all", "Import every table"), ("include", "Import only"), ("exclude", "Import all but")] {
+                                option value=(mode) selected[v("tables.mode") == mode] { (label) }
+                            }
+                        }
+                        textarea name="tables.list" id="tables.list" placeholder="table names, one per line" { (v("tables.list")) }
+                    }
+                    div.field {
+                        label for="test.interval" { "Test every" }
+                        input type="text" name="test.interval" id="test.interval" value=(v("test.interval")) placeholder="1h";
+                    }
+                }
+                fieldset id="credentials" {
+                    legend { "Credentials" }
+                    div.field {
+                        label.choice { input type="radio" name="cred.mode" value="new" checked[cred_mode == "new"]; " Store new values in Secret " code { (form::secret_name(&v("name"))) } }
+                        small { "The values go into the Secret only (labelled " (SECRET_LABEL) "=true) and are never shown again."
+                            @if draft.is_some() { " Leave a value empty to keep the one stored." } }
+                    }
+                    @for key in keys {
+                        div.field {
+                            label for=(format!("cred.value.{key}")) { (key) }
+                            input type=(if *key == "user" { "text" } else { "password" }) name=(format!("cred.value.{key}")) id=(format!("cred.value.{key}")) autocomplete="off";
+                        }
+                    }
+                    @if keys.is_empty() {
+                        @for i in 0..form::FREE_CREDENTIAL_ROWS {
+                            div.bar {
+                                input type="text" name=(format!("cred.key.{i}")) placeholder="key";
+                                input type="password" name=(format!("cred.value.{i}")) placeholder="value" autocomplete="off";
+                            }
+                        }
+                    }
+                    div.field {
+                        label.choice { input type="radio" name="cred.mode" value="existing" checked[cred_mode == "existing"]; " Use an opted-in Secret" }
+                        input type="text" name="cred.secret" id="cred.secret" list="secrets" value=(if cred_mode == "existing" { v("cred.secret") } else { String::new() });
+                        datalist id="secrets" { @for s in &secrets { option value=(s) {} } }
+                    }
+                    div.field { label.choice { input type="radio" name="cred.mode" value="none" checked[cred_mode == "none"]; " None" } }
+                }
+                div.bar {
+                    (button("test-button", "Test Connection", can[0] && (can[1] || cred_mode != "new"), "your RBAC does not allow creating Connections (and Secrets)"))
+                    span.muted { "Tests the settings as a draft, which is attached nowhere until you create it." }
+                }
+            }))
+            @if let Some(d) = draft {
+                h2 { "Test" }
+                div id="test-result" {
+                    @match &test {
+                        Some(t) => { p { (outcome(t)) @if t.reason != format!("{:?}", t.result) { " " strong { (t.reason) } } @if let Some(n) = t.tables { " · " (n) " tables" } " · " (t.duration_ms) " ms" } p { (t.message) } },
+                        None => p.muted { "Testing…" },
+                    }
+                }
+                div.bar {
+                    (post_form(console, &format!("{action}/create"), "create-form", html! {
+                        input type="hidden" name="name" value=(d.name_any());
+                        (button("create-button", "Create", can[0], "your RBAC does not allow creating Connections"))
+                    }))
+                    (post_form(console, &format!("{action}/discard"), "discard-form", html! {
+                        input type="hidden" name="name" value=(d.name_any());
+                        button.secondary type="submit" id="discard-button" { "Discard" }
+                    }))
+                }
+            }
+        },
+    )
+    .into_response()
+}
+
+/// The form's values without a credential value, to show the form again.
+fn without_credentials(values: &Values) -> Values {
+    values.iter().filter(|(k, _)| !k.starts_with("cred.value.") && k.as_str() != "csrf").map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// Test Connection: writes the draft (and its Secret), asks for a test,
+/// and shows the form with the result to come.
+pub async fn test_draft(State(console): State<Shared>, Path((ns, kind)): Path<(String, String)>, Extension(fields): Extension<Fields>) -> Response {
+    let shown = without_credentials(&fields.0);
+    let existing = |name: &str| {
+        let api = Api::<Connection>::namespaced(console.client.clone(), &ns);
+        let name = name.to_string();
+        async move { api.get_opt(&name).await }
+    };
+    let fail = |e: String| {
+        let console = console.clone();
+        let (ns, kind, shown) = (ns.clone(), kind.clone(), shown.clone());
+        async move {
+            let draft = Api::<Connection>::namespaced(console.client.clone(), &ns).get_opt(shown.get("name").map(String::as_str).unwrap_or("")).await.ok().flatten().filter(is_draft);
+            form_page(&console, &ns, &kind, &shown, draft.as_ref(), Some(&e)).await
+        }
+    };
+    let draft = match form::draft(&ns, &kind, &fields.0) {
+        Ok(d) => d,
+        Err(e) => return fail(e).await,
+    };
+    match existing(&draft.name).await {
+        Ok(Some(c)) if !is_draft(&c) => return fail(format!("Connection {} already exists in namespace {ns}", draft.name)).await,
+        Err(e) => return fail(message(e)).await,
+        _ => {}
+    }
+    if let Some((secret, data)) = &draft.secret {
+        let api = Api::<Secret>::namespaced(console.client.clone(), &ns);
+        let result = match api.get_metadata_opt(secret).await {
+            Ok(None) if data.is_empty() => Err("Credentials: give the values to store".to_string()),
+            Ok(None) => {
+                let manifest: Secret = serde_json::from_value(form::secret_manifest(&ns, secret, &draft.name, data)).expect("a Secret");
+                api.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &manifest).await.map(|_| ()).map_err(message)
+            }
+            Ok(Some(s)) if s.annotations().get(DRAFT_ANNOTATION) == Some(&draft.name) => {
+                if data.is_empty() {
+                    Ok(())
+                } else {
+                    let patch = json!({ "stringData": data });
+                    api.patch(secret, &PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &Patch::Merge(&patch))
+                        .await
+                        .map(|_| ())
+                        .map_err(message)
+                }
+            }
+            Ok(Some(_)) => Err(format!("Secret {secret} already exists and was not made for this draft: choose \"Use an opted-in Secret\"")),
+            Err(e) => Err(message(e)),
+        };
+        if let Err(e) = result {
+            return fail(e).await;
+        }
+    }
+    let mut connection = draft.connection.clone();
+    let request = format!("{}-console", jiff::Timestamp::now());
+    connection["metadata"]["annotations"][TEST_REQUEST_ANNOTATION] = json!(request);
+    let params = PatchParams::apply(MANAGER).force();
+    if let Err(e) = Api::<Connection>::namespaced(console.client.clone(), &ns).patch(&draft.name, &params, &Patch::Apply(&connection)).await {
+        return fail(message(e)).await;
+    }
+    see_other(&format!("/ns/{ns}/new/{kind}?draft={}", encode(&draft.name)))
+}
+
+/// The draft a Create or Discard names, if it is one.
+async fn the_draft(console: &Console, ns: &str, name: &str) -> Result<Connection, Response> {
+    match Api::<Connection>::namespaced(console.client.clone(), ns).get(name).await {
+        Ok(c) if is_draft(&c) => Ok(c),
+        Ok(_) => Err(see_other(&format!("/ns/{ns}/connections/{name}"))),
+        Err(e) => Err(super::view::error_page(ns, "New Connection", e).into_response()),
+    }
+}
+
+/// The draft's Secret, if the form made one for it.
+async fn drafts_secret(console: &Console, ns: &str, conn: &Connection) -> Option<String> {
+    let name = conn.spec.credentials.as_ref()?.secret_ref.name.clone();
+    let secret = Api::<Secret>::namespaced(console.client.clone(), ns).get_metadata_opt(&name).await.ok()??;
+    (secret.annotations().get(DRAFT_ANNOTATION) == Some(&conn.name_any())).then_some(name)
+}
+
+pub async fn create(State(console): State<Shared>, Path((ns, _kind)): Path<(String, String)>, Extension(fields): Extension<Fields>) -> Response {
+    let name = fields.get("name").to_string();
+    let conn = match the_draft(&console, &ns, &name).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let secret = drafts_secret(&console, &ns, &conn).await;
+    let unmark = json!({ "metadata": { "annotations": { DRAFT_ANNOTATION: null } } });
+    let params = PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() };
+    if let Some(secret) = &secret {
+        if let Err(e) = Api::<Secret>::namespaced(console.client.clone(), &ns).patch(secret, &params, &Patch::Merge(&unmark)).await {
+            return back_to(&ns, &format!("/ns/{ns}/connections"), Some(&message(e)));
+        }
+    }
+    if let Some(why) = gitops_reason(&console, &ns, &[]).await {
+        let object = serde_json::to_value(&conn).unwrap_or_default();
+        let _ = Api::<Connection>::namespaced(console.client.clone(), &ns).delete(&name, &DeleteParams::default()).await;
+        let kept = secret.map(|s| format!(" Secret {s} keeps the credentials in the cluster; its values are not shown here: keep it outside Git, or seal it (Sealed Secrets, SOPS).")).unwrap_or_default();
+        return yaml_page(&ns, &format!("Create {name}"), &format!("{why} The draft was tested and deleted.{kept}"), &[object], false);
+    }
+    // The draft's own annotations go with the draft field manager's: the
+    // Connection is the user's from here on.
+    let created = Api::<Connection>::namespaced(console.client.clone(), &ns).patch(&name, &params, &Patch::Merge(&unmark)).await;
+    match created {
+        Ok(_) => see_other(&format!("/ns/{ns}/connections/{}/add", encode(&name))),
+        Err(e) => back_to(&ns, &format!("/ns/{ns}/connections"), Some(&message(e))),
+    }
+}
+
+pub async fn discard(State(console): State<Shared>, Path((ns, _kind)): Path<(String, String)>, Extension(fields): Extension<Fields>) -> Response {
+    let name = fields.get("name").to_string();
+    let conn = match the_draft(&console, &ns, &name).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if let Some(secret) = drafts_secret(&console, &ns, &conn).await {
+        let _ = Api::<Secret>::namespaced(console.client.clone(), &ns).delete(&secret, &DeleteParams::default()).await;
+    }
+    match Api::<Connection>::namespaced(console.client.clone(), &ns).delete(&name, &DeleteParams::default()).await {
+        Ok(_) => see_other(&format!("/ns/{ns}/connections")),
+        Err(e) => back_to(&ns, &format!("/ns/{ns}/connections"), Some(&message(e))),
+    }
+}
+
+/// After Create: Add to Workspace (one, as in the seed) or Skip.
+pub async fn add_page(State(console): State<Shared>, Path((ns, name)): Path<(String, String)>) -> Html<String> {
+    let workspaces: Vec<String> = Api::<Workspace>::namespaced(console.client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items.iter().map(|w| w.name_any()).collect())
+        .unwrap_or_default();
+    let can = allowed(&console, &ns, &[("workspaceconnections", "create", None)]).await[0] && super::view::may_attach(&console, &ns, &name).await;
+    page(
+        &ns,
+        "Add to Workspace",
+        html! {
+            h1 { "Connection " (name) " created" }
+            p { "Add it to a workspace now, or skip and add it later from its page." }
+            (post_form(&console, &format!("/ns/{ns}/connections/{name}/attach"), "add-to-workspace", html! {
+                input type="hidden" name="back" value=(format!("/ns/{ns}/connections/{name}"));
+                div.bar {
+                    select name="workspace" id="workspace" { @for w in &workspaces { option value=(w) { (w) } } }
+                    (button("add-to-workspace-button", "Add to Workspace", can && !workspaces.is_empty(), "your RBAC does not allow attaching this Connection"))
+                    a href=(format!("/ns/{ns}/connections/{name}")) id="skip" { "Skip" }
+                }
+            }))
+        },
+    )
+}
+
+/// Attaches `connection` to `workspace`, or gives the YAML to commit.
+async fn attach(console: &Console, ns: &str, connection: &str, workspace: &str, back: &str) -> Response {
+    let conn = Api::<Connection>::namespaced(console.client.clone(), ns).get_metadata_opt(connection).await.ok().flatten();
+    let ws = Api::<Workspace>::namespaced(console.client.clone(), ns).get_metadata_opt(workspace).await.ok().flatten();
+    let metas: Vec<_> = conn.iter().map(|c| &c.metadata).chain(ws.iter().map(|w| &w.metadata)).collect();
+    let manifest = match super::super::attach::attachment(connection, workspace, None, None, Some(ns)) {
+        Ok(m) => m,
+        Err(e) => return back_to(ns, back, Some(&e.to_string())),
+    };
+    if let Some(why) = gitops_reason(console, ns, &metas).await {
+        return yaml_page(ns, &format!("Add {connection} to {workspace}"), &why, &[manifest], false);
+    }
+    let object: WorkspaceConnection = serde_json::from_value(manifest).expect("a WorkspaceConnection");
+    let params = PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
+    match Api::<WorkspaceConnection>::namespaced(console.client.clone(), ns).create(&params, &object).await {
+        Ok(_) => back_to(ns, back, None),
+        Err(e) => back_to(ns, back, Some(&message(e))),
+    }
+}
+
+pub async fn attach_connection(State(console): State<Shared>, Path((ns, name)): Path<(String, String)>, Extension(fields): Extension<Fields>) -> Response {
+    let back = format!("/ns/{ns}/connections/{name}");
+    attach(&console, &ns, &name, fields.get("workspace"), &back).await
+}
+
+pub async fn attach_workspace(State(console): State<Shared>, Path((ns, name)): Path<(String, String)>, Extension(fields): Extension<Fields>) -> Response {
+    let back = format!("/ns/{ns}/workspaces/{name}");
+    attach(&console, &ns, fields.get("connection"), &name, &back).await
+}
+
+/// Remove, from a connection's or a workspace's list.
+pub async fn remove(State(console): State<Shared>, Path((ns, name)): Path<(String, String)>, Extension(fields): Extension<Fields>) -> Response {
+    let api = Api::<WorkspaceConnection>::namespaced(console.client.clone(), &ns);
+    let back = fields.get("back");
+    let attachment = match api.get(&name).await {
+        Ok(a) => a,
+        Err(e) => return back_to(&ns, back, Some(&message(e))),
+    };
+    if let Some(why) = gitops_reason(&console, &ns, &[&attachment.metadata]).await {
+        let object = serde_json::to_value(&attachment).unwrap_or_default();
+        return yaml_page(&ns, &format!("Remove {} from {}", attachment.spec.connection, attachment.spec.workspace), &why, &[object], true);
+    }
+    match api.delete(&name, &DeleteParams::default()).await {
+        Ok(_) => back_to(&ns, back, None),
+        Err(e) => back_to(&ns, back, Some(&message(e))),
+    }
+}
+
+/// Test Connection on an existing connection: a new test request.
+pub async fn test(State(console): State<Shared>, Path((ns, name)): Path<(String, String)>) -> Response {
+    let patch = json!({ "metadata": { "annotations": { TEST_REQUEST_ANNOTATION: format!("{}-console", jiff::Timestamp::now()) } } });
+    let params = PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() };
+    let back = format!("/ns/{ns}/connections/{name}");
+    match Api::<Connection>::namespaced(console.client.clone(), &ns).patch(&name, &params, &Patch::Merge(&patch)).await {
+        Ok(_) => back_to(&ns, &back, None),
+        Err(e) => back_to(&ns, &back, Some(&message(e))),
+    }
+}
+
+/// Delete Connection, confirmed by typing its name: its attachments first,
+/// then the Connection; its Secret is kept.
+pub async fn delete_connection(State(console): State<Shared>, Path((ns, name)): Path<(String, String)>, Extension(fields): Extension<Fields>) -> Response {
+    if fields.get("confirm") != name {
+        return connection_page(&console, &ns, &name, Some(&format!("Not deleted: type the connection's name, {name}, to delete it."))).await.into_response();
+    }
+    let api = Api::<Connection>::namespaced(console.client.clone(), &ns);
+    let conn = match api.get(&name).await {
+        Ok(c) => c,
+        Err(e) => return back_to(&ns, "", Some(&message(e))),
+    };
+    let attachments = super::super::attach::attachments_of(&console.client, &ns, &name, &[]).await.map_err(|e| e.to_string());
+    let attachments = match attachments {
+        Ok(a) => a,
+        Err(e) => return connection_page(&console, &ns, &name, Some(&e)).await.into_response(),
+    };
+    let metas: Vec<_> = std::iter::once(&conn.metadata).chain(attachments.iter().map(|a| &a.metadata)).collect();
+    if let Some(why) = gitops_reason(&console, &ns, &metas).await {
+        let objects: Vec<Value> =
+            std::iter::once(serde_json::to_value(&conn).unwrap_or_default()).chain(attachments.iter().map(|a| serde_json::to_value(a).unwrap_or_default())).collect();
+        return yaml_page(&ns, &format!("Delete {name}"), &why, &objects, true);
+    }
+    let attachment_api = Api::<WorkspaceConnection>::namespaced(console.client.clone(), &ns);
+    for a in &attachments {
+        if let Err(e) = attachment_api.delete(&a.name_any(), &DeleteParams::default()).await {
+            if !super::super::is_not_found(&e) {
+                return connection_page(&console, &ns, &name, Some(&message(e))).await.into_response();
+            }
+        }
+    }
+    match api.delete(&name, &DeleteParams::default()).await {
+        Ok(_) => see_other(&format!("/ns/{ns}/connections")),
+        Err(e) => connection_page(&console, &ns, &name, Some(&message(e))).await.into_response(),
+    }
+}
