@@ -346,12 +346,11 @@ pub async fn every_flow_of_the_seed_works_in_a_browser() {
 
     // Remove from the workspace's side, then from the connection's side,
     // each from its row's menu.
-    b.c().find(fantoccini::Locator::Css("#remove-ws-shop2")).await.unwrap();
-    b.c().execute("document.querySelectorAll('details.menu').forEach(function(d){d.open=true})", vec![]).await.unwrap();
+    b.click("menu-ws-shop2").await;
     b.click("remove-button-ws-shop2").await;
     w.wait_gone("ws-shop2").await;
     b.goto(&format!("{base}/ns/{ns}/connections/shop")).await;
-    b.c().execute("document.querySelectorAll('details.menu').forEach(function(d){d.open=true})", vec![]).await.unwrap();
+    b.click("menu-ws-shop").await;
     b.click("remove-button-ws-shop").await;
     w.wait_gone("ws-shop").await;
 

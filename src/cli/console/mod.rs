@@ -338,7 +338,8 @@ overflow:auto}details.menu{display:inline-block}fieldset{border:1px solid #e3e6e
 
 /// Server-sent events say that something in the namespace changed; the
 /// page fetches itself again and swaps its `main`, unless the user has
-/// touched a field of it (a form being filled in is never replaced).
+/// touched a field of it (a form being filled in is never replaced) or has
+/// a row's menu open.
 ///
 /// A browser keeps at most six HTTP/1.1 connections to one host, and each
 /// open stream holds one: the stream is closed when the page is left
@@ -348,7 +349,7 @@ overflow:auto}details.menu{display:inline-block}fieldset{border:1px solid #e3e6e
 /// waits for one.
 const LIVE: &str = "(function(){var t,s=null,dirty=false;function touch(e){if(e.target.closest&&e.target.closest('main')){dirty=true}}\
 document.addEventListener('input',touch,true);document.addEventListener('change',touch,true);\
-function refresh(){if(dirty){return}fetch(location.href).then(function(r){return r.text()}).then(function(h){if(dirty){return}\
+function busy(){return dirty||document.querySelector('main details[open]')}function refresh(){if(busy()){return}fetch(location.href).then(function(r){return r.text()}).then(function(h){if(busy()){return}\
 var d=new DOMParser().parseFromString(h,'text/html');var m=d.querySelector('main');if(m){document.querySelector('main').replaceWith(m)}})}\
 function open(){if(s){return}s=new EventSource(document.body.dataset.events);s.onmessage=function(){clearTimeout(t);t=setTimeout(refresh,300)}}\
 function close(){if(s){s.close();s=null}}\

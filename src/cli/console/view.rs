@@ -116,7 +116,7 @@ pub fn plugin_kind(c: &Connection) -> &'static str {
 fn remove_menu(console: &Console, ns: &str, attachment: &str, back: &str, allowed: bool) -> Markup {
     html! {
         details.menu {
-            summary title="Actions" { "Actions" }
+            summary id=(format!("menu-{attachment}")) title="Actions" { "Actions" }
             (post_form(console, &format!("/ns/{ns}/attachments/{attachment}/remove"), &format!("remove-{attachment}"), html! {
                 input type="hidden" name="back" value=(back);
                 (button(&format!("remove-button-{attachment}"), "Remove", allowed, "your RBAC does not allow deleting WorkspaceConnections"))
