@@ -1,0 +1,168 @@
+//! cleanup: what an attachment's deletion does in the database (detach,
+//! orphan, or leave), and the detach of an attachment whose Connection is
+//! gone.
+
+use std::collections::BTreeSet;
+
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use tracing::{info, warn};
+
+use super::{Step, WsKey};
+use crate::api::{DeletionPolicy, Failure, Reason, WorkspaceConnection};
+use crate::controller::context::{BackoffKey, Context, Error};
+use crate::controller::deletion::{self, cleanup_database};
+use crate::controller::resolve;
+use crate::controller::status;
+use crate::postgres::Database;
+
+/// The schemas an attachment may own in a workspace: the one in its status,
+/// `also` (the one its connection wants), and any other the observation
+/// shows as its own.
+async fn owned(
+    ctx: &Context,
+    ws_key: &WsKey,
+    db: &Database,
+    readers: &[String],
+    att: &WorkspaceConnection,
+    also: Option<&str>,
+) -> Result<BTreeSet<String>, Failure> {
+    let owner = resolve::owner(att);
+    let mut names: BTreeSet<String> =
+        ctx.observations.with(ws_key, db, readers, ctx.settings.resync, |s, _| s.owned_by(&owner)).await?.into_iter().collect();
+    names.extend(att.status.as_ref().and_then(|s| s.schema.clone()));
+    names.extend(also.map(str::to_owned));
+    Ok(names)
+}
+
+/// Drops whatever in the workspace carries this attachment's marker.
+/// Returns the schemas dropped.
+pub async fn detach(
+    ctx: &Context,
+    ws_key: &WsKey,
+    db: &Database,
+    readers: &[String],
+    att: &WorkspaceConnection,
+    also: Option<&str>,
+) -> Result<Vec<String>, Failure> {
+    let owner = resolve::owner(att);
+    let mut dropped = Vec::new();
+    for name in owned(ctx, ws_key, db, readers, att, also).await? {
+        let done = db.detach(&owner, &name, readers).await?;
+        ctx.observations.record(ws_key, &name, None);
+        if done.schema {
+            dropped.push(name);
+        }
+    }
+    Ok(dropped)
+}
+
+/// Marks whatever in the workspace carries this attachment's marker as
+/// orphaned, so that the workspace's own cleanup leaves it.
+async fn orphan(ctx: &Context, ws_key: &WsKey, db: &Database, att: &WorkspaceConnection) -> Result<(), Failure> {
+    let owner = resolve::owner(att);
+    for name in owned(ctx, ws_key, db, &[], att, None).await? {
+        db.orphan(&owner, &name).await?;
+        ctx.observations.forget(ws_key);
+    }
+    Ok(())
+}
+
+/// What an attachment's deletion does in the database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Removal {
+    /// Leave everything as it is: it goes with an `Orphan` Workspace.
+    Leave,
+    /// Mark what it owns as orphaned, so that nothing drops it later.
+    Orphan,
+    /// Drop what it owns; `workspace_going`: its Workspace is being
+    /// deleted or gone, and its own removal drops whatever this cannot.
+    Detach { workspace_going: bool },
+}
+
+/// The deletion policy that applies: the Workspace's `Orphan` when the
+/// attachment goes with its Workspace, else the attachment's own.
+fn removal(att: &WorkspaceConnection, workspace: Option<&crate::api::Workspace>) -> Removal {
+    let workspace_going = workspace.is_none_or(|w| w.meta().deletion_timestamp.is_some());
+    let workspace_orphans = workspace.is_some_and(|w| w.spec.deletion_policy == DeletionPolicy::Orphan);
+    if workspace_going && workspace_orphans {
+        Removal::Leave
+    } else if att.spec.deletion_policy == DeletionPolicy::Orphan {
+        Removal::Orphan
+    } else {
+        Removal::Detach { workspace_going }
+    }
+}
+
+/// An attachment's deletion never waits for what cannot come back: with
+/// its Workspace gone, the Workspace's own removal already dropped what
+/// this attachment made (or gave up on that database, and said so); with
+/// its Workspace going, that removal is on its way and drops it; with its
+/// Connection gone, it drops what the catalog shows as its own.
+pub async fn cleanup(att: &WorkspaceConnection, ctx: &Context) -> Result<Action, Error> {
+    let ns = att.namespace().unwrap_or_default();
+    let ws_key = (ns.clone(), att.spec.workspace.clone());
+    let workspace = ctx.stores.workspace(&ns, &att.spec.workspace);
+    let how = removal(att, workspace.as_deref());
+    let result = match how {
+        Removal::Leave => Ok(Vec::new()),
+        Removal::Orphan => match cleanup_database(ctx, &ns, &att.spec.workspace) {
+            // Marked, so that a workspace deleted later (or with the
+            // namespace) keeps the schema too.
+            Some(db) => orphan(ctx, &ws_key, &db, att).await.map(|_| Vec::new()),
+            None => Ok(Vec::new()),
+        },
+        // The Workspace's own removal finds in the catalog whatever any
+        // attachment of its namespace made, whether the attachment is still
+        // around or not, and drops it before the Workspace goes (or says
+        // what it left, if the database is gone): nothing here to wait for.
+        Removal::Detach { workspace_going: true } => Ok(Vec::new()),
+        Removal::Detach { workspace_going: false } => match resolve::workspace_database(ctx, &ns, &att.spec.workspace).await {
+            Ok((ws, db)) => {
+                let desired = ctx.stores.connection(&ns, &att.spec.connection).and_then(|c| resolve::connection_schema(&c).ok());
+                detach(ctx, &ws_key, &db, &ws.spec.readers, att, desired.as_deref()).await
+            }
+            Err(f) => Err(f),
+        },
+    };
+    match result {
+        Ok(dropped) => {
+            if !dropped.is_empty() {
+                let note = format!("dropped schema {} from Workspace {:?}", dropped.join(", "), att.spec.workspace);
+                status::event(ctx, att, false, Reason::Detached.as_str(), "Detach", note).await;
+            }
+            match how {
+                Removal::Leave => {
+                    info!(attachment = %att.name_any(), namespace = %ns, "deleted with its Workspace, whose deletionPolicy is Orphan; schema left in place")
+                }
+                Removal::Orphan => {
+                    info!(attachment = %att.name_any(), namespace = %ns, "deleted with deletionPolicy Orphan; schema left in place")
+                }
+                Removal::Detach { .. } => {}
+            }
+            ctx.backoff.succeeded(&BackoffKey::of(att));
+            Ok(Action::await_change())
+        }
+        Err(e) => match deletion::give_up(ctx, att, &ns, &e).await {
+            Some(bound) => {
+                let note = format!(
+                    "gave up on the database of Workspace {:?} after {bound:?}: {}. What this attachment made may remain \
+                     there: schema {:?} and its server and user mapping, whose comments name this attachment",
+                    att.spec.workspace,
+                    e.message,
+                    att.status.as_ref().and_then(|s| s.schema.clone()).unwrap_or_default()
+                );
+                warn!(attachment = %att.name_any(), namespace = %ns, "{note}");
+                status::event(ctx, att, true, Reason::CleanupAbandoned.as_str(), "Detach", note).await;
+                ctx.backoff.succeeded(&BackoffKey::of(att));
+                Ok(Action::await_change())
+            }
+            None => {
+                let held = Failure::new(e.reason, deletion::held_message("wsconn", &att.name_any(), &e));
+                super::report::report(att, ctx, &Step::from(held.clone())).await?;
+                Err(Error::Held(held))
+            }
+        },
+    }
+}
+

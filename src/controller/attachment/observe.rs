@@ -1,0 +1,14 @@
+//! observe: the workspace's shared observation (one catalog query per
+//! resync for all its attachments) as this attachment sees it.
+
+use super::Outcome;
+use super::resolve::Resolved;
+use crate::controller::context::Context;
+use crate::controller::observations::Seen;
+
+pub async fn observe(ctx: &Context, r: &Resolved) -> Result<Seen, Outcome> {
+    ctx.observations
+        .seen(&r.ws_key, &r.db, &r.ws.spec.readers, ctx.settings.resync, &r.owner, &r.schema)
+        .await
+        .map_err(|e| super::Step::from(e).with_schema(&r.schema).into())
+}
