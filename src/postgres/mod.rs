@@ -29,87 +29,12 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use crate::api::{Failure, Reason};
 use crate::plugins::EXTENSION_SCHEMA;
 use crate::secret::{redact, sanitize};
+
+mod errors;
+pub use errors::{chain, classify};
 use std::collections::BTreeMap;
 
 use plan::{AttachPlan, Change, Column, Locked, Marker, Member, Observed, Owner, Source, Statement, TableDef, WrapperState};
-
-/// Maps a Postgres error to a reason. postgres_fdw reports a failed remote
-/// connection as 08001 with libpq's text in the detail, so the text decides
-/// between a wrong password, an unreachable host and a timeout. The text is
-/// a remote server's: it is sanitized, and cleaned of `secrets`.
-pub fn classify(err: &tokio_postgres::Error, secrets: &[&str]) -> Failure {
-    let Some(db) = err.as_db_error() else {
-        // No server response: the workspace connection itself broke.
-        return Failure::new(Reason::WorkspaceUnreachable, redact(&sanitize(&format!("workspace database: {}", chain(err))), secrets));
-    };
-    let mut text = db.message().to_owned();
-    if let Some(detail) = db.detail() {
-        text.push_str(": ");
-        text.push_str(detail.trim());
-    }
-    let lower = text.to_lowercase();
-    let code = db.code();
-    let reason = if *code == SqlState::DEPENDENT_OBJECTS_STILL_EXIST {
-        Reason::DependentObjects
-    } else if *code == SqlState::QUERY_CANCELED || *code == SqlState::LOCK_NOT_AVAILABLE {
-        Reason::Timeout
-    } else if *code == SqlState::INVALID_PASSWORD
-        || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
-        || lower.contains("password authentication failed")
-        || lower.contains("no password supplied")
-        || lower.contains("password is required")
-        || lower.contains("authentication failed")
-        // mysql_fdw: "failed to connect to MySQL: Access denied for user ..."
-        || lower.contains("access denied for user")
-    {
-        Reason::AuthenticationFailed
-    } else if lower.contains("timeout expired") || lower.contains("timed out") {
-        Reason::Timeout
-    } else if *code == SqlState::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION
-        || *code == SqlState::CONNECTION_EXCEPTION
-        || *code == SqlState::FDW_UNABLE_TO_ESTABLISH_CONNECTION
-        || lower.contains("could not connect")
-        || lower.contains("connection refused")
-        || lower.contains("could not translate host name")
-        // mysql_fdw: "failed to connect to MySQL: Can't connect to server on ..."
-        || lower.contains("can't connect to")
-        || lower.contains("failed to connect")
-    {
-        Reason::HostUnreachable
-    } else if *code == SqlState::FDW_SCHEMA_NOT_FOUND || *code == SqlState::INVALID_SCHEMA_NAME {
-        Reason::RemoteSchemaMissing
-    } else if *code == SqlState::INSUFFICIENT_PRIVILEGE && lower.contains("to create extension") {
-        Reason::ExtensionMissing
-    } else if *code == SqlState::INSUFFICIENT_PRIVILEGE {
-        Reason::PermissionDenied
-    } else if (*code == SqlState::FEATURE_NOT_SUPPORTED || *code == SqlState::UNDEFINED_FILE) && lower.contains("extension")
-        || *code == SqlState::UNDEFINED_OBJECT && lower.contains("foreign-data wrapper")
-    {
-        Reason::ExtensionMissing
-    } else if *code == SqlState::ADMIN_SHUTDOWN || *code == SqlState::CANNOT_CONNECT_NOW || code.code().starts_with("08") {
-        Reason::WorkspaceUnreachable
-    } else {
-        Reason::DatabaseError
-    };
-    Failure::new(reason, redact(&sanitize(&text), secrets))
-}
-
-/// An error and its causes, on one line: "error performing TLS handshake:
-/// invalid peer certificate: UnknownIssuer" says what to fix; the first
-/// part alone does not.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let more = cause.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = cause.source();
-    }
-    text
-}
 
 /// Timeouts of the work done in a workspace database.
 #[derive(Clone, Copy, Debug)]
