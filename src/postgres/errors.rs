@@ -93,7 +93,12 @@ mod tests {
     #[test]
     fn every_error_has_its_reason() {
         let cases: &[(&str, &str, Option<&str>, Reason)] = &[
-            ("2BP01", "cannot drop schema s because other objects depend on it", Some("view v depends on foreign table s.t"), Reason::DependentObjects),
+            (
+                "2BP01",
+                "cannot drop schema s because other objects depend on it",
+                Some("view v depends on foreign table s.t"),
+                Reason::DependentObjects,
+            ),
             ("57014", "canceling statement due to statement timeout", None, Reason::Timeout),
             ("55P03", "canceling statement due to lock timeout", None, Reason::Timeout),
             ("28P01", "password authentication failed for user \"app\"", None, Reason::AuthenticationFailed),
@@ -103,16 +108,36 @@ mod tests {
                 Some("connection to server at \"127.0.0.1\", port 5432 failed: FATAL:  password authentication failed for user \"r\""),
                 Reason::AuthenticationFailed,
             ),
-            ("2F003", "password is required", Some("Non-superuser cannot connect if the server does not request a password."), Reason::AuthenticationFailed),
-            ("HV00N", "failed to connect to MySQL: Access denied for user 'r'@'localhost' (using password: YES)", None, Reason::AuthenticationFailed),
-            ("08001", "could not connect to server \"src\"", Some("connection to server at \"10.0.0.9\", port 5432 failed: timeout expired"), Reason::Timeout),
+            (
+                "2F003",
+                "password is required",
+                Some("Non-superuser cannot connect if the server does not request a password."),
+                Reason::AuthenticationFailed,
+            ),
+            (
+                "HV00N",
+                "failed to connect to MySQL: Access denied for user 'r'@'localhost' (using password: YES)",
+                None,
+                Reason::AuthenticationFailed,
+            ),
+            (
+                "08001",
+                "could not connect to server \"src\"",
+                Some("connection to server at \"10.0.0.9\", port 5432 failed: timeout expired"),
+                Reason::Timeout,
+            ),
             (
                 "08001",
                 "could not connect to server \"src\"",
                 Some("connection to server at \"127.0.0.1\", port 1 failed: Connection refused"),
                 Reason::HostUnreachable,
             ),
-            ("08001", "could not connect to server \"src\"", Some("could not translate host name \"nowhere.invalid\" to address"), Reason::HostUnreachable),
+            (
+                "08001",
+                "could not connect to server \"src\"",
+                Some("could not translate host name \"nowhere.invalid\" to address"),
+                Reason::HostUnreachable,
+            ),
             ("HV00N", "failed to connect to MySQL: Can't connect to server on '127.0.0.1' (111)", None, Reason::HostUnreachable),
             ("3F000", "schema \"nope\" does not exist", None, Reason::RemoteSchemaMissing),
             ("HV00Q", "schema \"nope\" is not present on foreign server \"src\"", None, Reason::RemoteSchemaMissing),

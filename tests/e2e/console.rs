@@ -196,9 +196,12 @@ impl Browser {
 
     async fn el(&self, id: &str) -> fantoccini::elements::Element {
         let css = format!("[id=\"{id}\"]");
-        self.c().wait().at_most(std::time::Duration::from_secs(20)).for_element(fantoccini::Locator::Css(&css)).await.unwrap_or_else(|e| {
-            panic!("no element #{id}: {e}")
-        })
+        self.c()
+            .wait()
+            .at_most(std::time::Duration::from_secs(20))
+            .for_element(fantoccini::Locator::Css(&css))
+            .await
+            .unwrap_or_else(|e| panic!("no element #{id}: {e}"))
     }
 
     /// Types into a field. A live update may replace the page's content
@@ -207,7 +210,12 @@ impl Browser {
     async fn fill(&self, id: &str, text: &str) {
         for attempt in 0.. {
             let el = self.el(id).await;
-            match async { el.clear().await?; el.send_keys(text).await }.await {
+            match async {
+                el.clear().await?;
+                el.send_keys(text).await
+            }
+            .await
+            {
                 Ok(()) => return,
                 Err(e) if attempt >= 5 => panic!("typing into #{id}: {e}"),
                 Err(_) => tokio::time::sleep(std::time::Duration::from_millis(300)).await,

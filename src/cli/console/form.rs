@@ -163,7 +163,10 @@ pub fn draft(ns: &str, kind: &str, values: &Values) -> Result<Draft, String> {
     }
     match get("tables.mode") {
         Some(mode @ ("include" | "exclude")) => {
-            let list: Vec<&str> = values.get("tables.list").map(|t| lines(t).flat_map(|l| l.split(',')).map(str::trim).filter(|t| !t.is_empty()).collect()).unwrap_or_default();
+            let list: Vec<&str> = values
+                .get("tables.list")
+                .map(|t| lines(t).flat_map(|l| l.split(',')).map(str::trim).filter(|t| !t.is_empty()).collect())
+                .unwrap_or_default();
             if list.is_empty() {
                 return Err(format!("Tables: list the tables to {mode}"));
             }
@@ -220,7 +223,9 @@ pub fn values_of(conn: &Connection) -> Values {
         for (k, v) in plugin {
             let text = match v {
                 Value::String(s) => s.clone(),
-                Value::Object(map) => map.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join("\n"),
+                Value::Object(map) => {
+                    map.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join("\n")
+                }
                 other => other.to_string(),
             };
             values.insert(format!("plugin.{k}"), text);
@@ -274,10 +279,7 @@ pub fn for_git(object: &Value) -> Value {
         if let Some(map) = object["metadata"][key].as_object() {
             let kept: Map<String, Value> = map
                 .iter()
-                .filter(|(k, _)| {
-                    !k.starts_with("manifold.dev/")
-                        && k.as_str() != "kubectl.kubernetes.io/last-applied-configuration"
-                })
+                .filter(|(k, _)| !k.starts_with("manifold.dev/") && k.as_str() != "kubectl.kubernetes.io/last-applied-configuration")
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             if !kept.is_empty() {

@@ -120,7 +120,8 @@ pub async fn run(flags: &KubeFlags, args: ConsoleArgs) -> Result<()> {
         Some(path) => Some(std::sync::Mutex::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?)),
         None => None,
     };
-    let console = Arc::new(Console { client, namespace, token: token()?, csrf: token()?, hosts, cookie: cookie_name(address.port()), record });
+    let console =
+        Arc::new(Console { client, namespace, token: token()?, csrf: token()?, hosts, cookie: cookie_name(address.port()), record });
     println!("Manifold console: http://{address}/?token={}", console.token);
     let app = Router::new()
         .route("/", get(home))
@@ -231,7 +232,8 @@ async fn guard(State(console): State<Shared>, request: Request, next: Next) -> R
     };
     let fields = parse_form(&bytes);
     if !fields.get("csrf").is_some_and(|t| constant_time_eq(t.as_bytes(), console.csrf.as_bytes())) {
-        return (StatusCode::FORBIDDEN, "cross-site request refused: the form's token is missing or wrong; reload the page").into_response();
+        return (StatusCode::FORBIDDEN, "cross-site request refused: the form's token is missing or wrong; reload the page")
+            .into_response();
     }
     parts.extensions.insert(Fields(fields));
     next.run(Request::from_parts(parts, Body::empty())).await

@@ -51,7 +51,8 @@ fn encode(s: &str) -> String {
 
 /// `back` if it is a path of this console, else the namespace's list.
 fn back_to(ns: &str, back: &str, error: Option<&str>) -> Response {
-    let path = if back.starts_with(&format!("/ns/{ns}/")) && !back.contains("//") { back.to_string() } else { format!("/ns/{ns}/connections") };
+    let path =
+        if back.starts_with(&format!("/ns/{ns}/")) && !back.contains("//") { back.to_string() } else { format!("/ns/{ns}/connections") };
     match error {
         Some(e) => see_other(&format!("{path}?error={}", encode(e))),
         None => see_other(&path),
@@ -82,7 +83,11 @@ fn yaml_page(ns: &str, title: &str, why: &str, objects: &[Value], remove: bool) 
 }
 
 /// Why a write gives YAML, or `None` when it may be written.
-async fn gitops_reason(console: &Console, ns: &str, objects: &[&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta]) -> Option<String> {
+async fn gitops_reason(
+    console: &Console,
+    ns: &str,
+    objects: &[&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta],
+) -> Option<String> {
     if let Some((tool, name)) = objects.iter().find_map(|m| managed_by(m).map(|t| (t, m.name.clone().unwrap_or_default()))) {
         return Some(format!("{name} was applied by {tool}, which would revert a change made here: the change belongs in Git."));
     }
@@ -261,7 +266,11 @@ fn without_credentials(values: &Values) -> Values {
 
 /// Test Connection: writes the draft (and its Secret), asks for a test,
 /// and shows the form with the result to come.
-pub async fn test_draft(State(console): State<Shared>, Path((ns, kind)): Path<(String, String)>, Extension(fields): Extension<Fields>) -> Response {
+pub async fn test_draft(
+    State(console): State<Shared>,
+    Path((ns, kind)): Path<(String, String)>,
+    Extension(fields): Extension<Fields>,
+) -> Response {
     let shown = without_credentials(&fields.0);
     let existing = |name: &str| {
         let api = Api::<Connection>::namespaced(console.client.clone(), &ns);
@@ -272,7 +281,12 @@ pub async fn test_draft(State(console): State<Shared>, Path((ns, kind)): Path<(S
         let console = console.clone();
         let (ns, kind, shown) = (ns.clone(), kind.clone(), shown.clone());
         async move {
-            let draft = Api::<Connection>::namespaced(console.client.clone(), &ns).get_opt(shown.get("name").map(String::as_str).unwrap_or("")).await.ok().flatten().filter(is_draft);
+            let draft = Api::<Connection>::namespaced(console.client.clone(), &ns)
+                .get_opt(shown.get("name").map(String::as_str).unwrap_or(""))
+                .await
+                .ok()
+                .flatten()
+                .filter(is_draft);
             form_page(&console, &ns, &kind, &shown, draft.as_ref(), Some(&e)).await
         }
     };
@@ -291,7 +305,10 @@ pub async fn test_draft(State(console): State<Shared>, Path((ns, kind)): Path<(S
             Ok(None) if data.is_empty() => Err("Credentials: give the values to store".to_string()),
             Ok(None) => {
                 let manifest: Secret = serde_json::from_value(form::secret_manifest(&ns, secret, &draft.name, data)).expect("a Secret");
-                api.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &manifest).await.map(|_| ()).map_err(message)
+                api.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &manifest)
+                    .await
+                    .map(|_| ())
+                    .map_err(message)
             }
             Ok(Some(s)) if s.annotations().get(DRAFT_ANNOTATION) == Some(&draft.name) => {
                 if data.is_empty() {
@@ -304,7 +321,9 @@ pub async fn test_draft(State(console): State<Shared>, Path((ns, kind)): Path<(S
                         .map_err(message)
                 }
             }
-            Ok(Some(_)) => Err(format!("Secret {secret} already exists and was not made for this draft: choose \"Use an opted-in Secret\"")),
+            Ok(Some(_)) => {
+                Err(format!("Secret {secret} already exists and was not made for this draft: choose \"Use an opted-in Secret\""))
+            }
             Err(e) => Err(message(e)),
         };
         if let Err(e) = result {
@@ -315,7 +334,8 @@ pub async fn test_draft(State(console): State<Shared>, Path((ns, kind)): Path<(S
     let request = format!("{}-console", jiff::Timestamp::now());
     connection["metadata"]["annotations"][TEST_REQUEST_ANNOTATION] = json!(request);
     let params = PatchParams::apply(MANAGER).force();
-    if let Err(e) = Api::<Connection>::namespaced(console.client.clone(), &ns).patch(&draft.name, &params, &Patch::Apply(&connection)).await {
+    if let Err(e) = Api::<Connection>::namespaced(console.client.clone(), &ns).patch(&draft.name, &params, &Patch::Apply(&connection)).await
+    {
         return fail(message(e)).await;
     }
     see_other(&format!("/ns/{ns}/new/{kind}?draft={}", encode(&draft.name)))
@@ -337,7 +357,11 @@ async fn drafts_secret(console: &Console, ns: &str, conn: &Connection) -> Option
     (secret.annotations().get(DRAFT_ANNOTATION) == Some(&conn.name_any())).then_some(name)
 }
 
-pub async fn create(State(console): State<Shared>, Path((ns, _kind)): Path<(String, String)>, Extension(fields): Extension<Fields>) -> Response {
+pub async fn create(
+    State(console): State<Shared>,
+    Path((ns, _kind)): Path<(String, String)>,
+    Extension(fields): Extension<Fields>,
+) -> Response {
     let name = fields.get("name").to_string();
     let conn = match the_draft(&console, &ns, &name).await {
         Ok(c) => c,
@@ -366,7 +390,11 @@ pub async fn create(State(console): State<Shared>, Path((ns, _kind)): Path<(Stri
     }
 }
 
-pub async fn discard(State(console): State<Shared>, Path((ns, _kind)): Path<(String, String)>, Extension(fields): Extension<Fields>) -> Response {
+pub async fn discard(
+    State(console): State<Shared>,
+    Path((ns, _kind)): Path<(String, String)>,
+    Extension(fields): Extension<Fields>,
+) -> Response {
     let name = fields.get("name").to_string();
     let conn = match the_draft(&console, &ns, &name).await {
         Ok(c) => c,
@@ -388,7 +416,8 @@ pub async fn add_page(State(console): State<Shared>, Path((ns, name)): Path<(Str
         .await
         .map(|l| l.items.iter().map(|w| w.name_any()).collect())
         .unwrap_or_default();
-    let can = allowed(&console, &ns, &[("workspaceconnections", "create", None)]).await[0] && super::view::may_attach(&console, &ns, &name).await;
+    let can =
+        allowed(&console, &ns, &[("workspaceconnections", "create", None)]).await[0] && super::view::may_attach(&console, &ns, &name).await;
     page(
         &ns,
         "Add to Workspace",
@@ -427,18 +456,30 @@ async fn attach(console: &Console, ns: &str, connection: &str, workspace: &str, 
     }
 }
 
-pub async fn attach_connection(State(console): State<Shared>, Path((ns, name)): Path<(String, String)>, Extension(fields): Extension<Fields>) -> Response {
+pub async fn attach_connection(
+    State(console): State<Shared>,
+    Path((ns, name)): Path<(String, String)>,
+    Extension(fields): Extension<Fields>,
+) -> Response {
     let back = format!("/ns/{ns}/connections/{name}");
     attach(&console, &ns, &name, fields.get("workspace"), &back).await
 }
 
-pub async fn attach_workspace(State(console): State<Shared>, Path((ns, name)): Path<(String, String)>, Extension(fields): Extension<Fields>) -> Response {
+pub async fn attach_workspace(
+    State(console): State<Shared>,
+    Path((ns, name)): Path<(String, String)>,
+    Extension(fields): Extension<Fields>,
+) -> Response {
     let back = format!("/ns/{ns}/workspaces/{name}");
     attach(&console, &ns, fields.get("connection"), &name, &back).await
 }
 
 /// Remove, from a connection's or a workspace's list.
-pub async fn remove(State(console): State<Shared>, Path((ns, name)): Path<(String, String)>, Extension(fields): Extension<Fields>) -> Response {
+pub async fn remove(
+    State(console): State<Shared>,
+    Path((ns, name)): Path<(String, String)>,
+    Extension(fields): Extension<Fields>,
+) -> Response {
     let api = Api::<WorkspaceConnection>::namespaced(console.client.clone(), &ns);
     let back = fields.get("back");
     let attachment = match api.get(&name).await {
@@ -468,9 +509,15 @@ pub async fn test(State(console): State<Shared>, Path((ns, name)): Path<(String,
 
 /// Delete Connection, confirmed by typing its name: its attachments first,
 /// then the Connection; its Secret is kept.
-pub async fn delete_connection(State(console): State<Shared>, Path((ns, name)): Path<(String, String)>, Extension(fields): Extension<Fields>) -> Response {
+pub async fn delete_connection(
+    State(console): State<Shared>,
+    Path((ns, name)): Path<(String, String)>,
+    Extension(fields): Extension<Fields>,
+) -> Response {
     if fields.get("confirm") != name {
-        return connection_page(&console, &ns, &name, Some(&format!("Not deleted: type the connection's name, {name}, to delete it."))).await.into_response();
+        return connection_page(&console, &ns, &name, Some(&format!("Not deleted: type the connection's name, {name}, to delete it.")))
+            .await
+            .into_response();
     }
     let api = Api::<Connection>::namespaced(console.client.clone(), &ns);
     let conn = match api.get(&name).await {
@@ -484,8 +531,9 @@ pub async fn delete_connection(State(console): State<Shared>, Path((ns, name)): 
     };
     let metas: Vec<_> = std::iter::once(&conn.metadata).chain(attachments.iter().map(|a| &a.metadata)).collect();
     if let Some(why) = gitops_reason(&console, &ns, &metas).await {
-        let objects: Vec<Value> =
-            std::iter::once(serde_json::to_value(&conn).unwrap_or_default()).chain(attachments.iter().map(|a| serde_json::to_value(a).unwrap_or_default())).collect();
+        let objects: Vec<Value> = std::iter::once(serde_json::to_value(&conn).unwrap_or_default())
+            .chain(attachments.iter().map(|a| serde_json::to_value(a).unwrap_or_default()))
+            .collect();
         return yaml_page(&ns, &format!("Delete {name}"), &why, &objects, true);
     }
     let attachment_api = Api::<WorkspaceConnection>::namespaced(console.client.clone(), &ns);

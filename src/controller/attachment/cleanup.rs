@@ -165,4 +165,3 @@ pub async fn cleanup(att: &WorkspaceConnection, ctx: &Context) -> Result<Action,
         },
     }
 }
-

@@ -58,4 +58,3 @@ pub async fn add(ctx: &Context, att: &WorkspaceConnection) -> Result<(), Error> 
         .map_err(|e| Error::Finalizer(Box::new(kube::runtime::finalizer::Error::AddFinalizer(e))))?;
     Ok(())
 }
-

@@ -169,4 +169,3 @@ async fn apply(att: &WorkspaceConnection, ctx: &Context, finalized: Finalized) -
         Retry::Backoff => requeue(ctx.backoff.failed(&key)),
     })
 }
-

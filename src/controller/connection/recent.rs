@@ -1,0 +1,158 @@
+//! What this process knows before its store does: the tests it wrote, and
+//! a first attach's import, which answers a new connection's first test.
+
+use tracing::info;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::ResourceExt;
+
+use crate::api::{
+    Connection, REFRESH_REQUEST_ANNOTATION, Reason, SourceSchema, TEST_REQUEST_ANNOTATION, TestOutcome, TestResult, conditions,
+};
+use crate::controller::context::Context;
+use crate::controller::status::{self};
+use crate::postgres::Tested;
+
+/// The test results this process wrote, until its store shows them. A
+/// reconcile that runs before the watch delivers the write (another
+/// attachment turned Ready meanwhile) must neither test again nor take the
+/// result back.
+#[derive(Default)]
+pub struct RecentTests(pub(super) std::sync::Mutex<std::collections::HashMap<String, (TestResult, Option<SourceSchema>)>>);
+
+impl RecentTests {
+    pub(super) fn remember(&self, conn: &Connection, test: &TestResult, source: &Option<SourceSchema>) {
+        // As the store will hold it: timestamps to the second.
+        let as_stored = |v| serde_json::to_value(v).ok().and_then(|v| serde_json::from_value(v).ok());
+        if let (Some(uid), Some(test)) = (conn.uid(), as_stored((test, source))) {
+            self.0.lock().unwrap().insert(uid, test);
+        }
+    }
+
+    /// `conn` as this process last wrote its test, if the store has not
+    /// caught up yet.
+    pub(super) fn apply(&self, conn: Arc<Connection>) -> Arc<Connection> {
+        let Some(uid) = conn.uid() else { return conn };
+        let mut recent = self.0.lock().unwrap();
+        let Some((test, source)) = recent.get(&uid) else {
+            return conn;
+        };
+        let stored = conn.status.as_ref().and_then(|s| s.test.as_ref());
+        if stored.is_some_and(|s| s == test || s.tested_at > test.tested_at) {
+            // The store shows this write, or a later one.
+            recent.remove(&uid);
+            return conn;
+        }
+        let mut fresher = (*conn).clone();
+        let status = fresher.status.get_or_insert_with(Default::default);
+        status.test = Some(test.clone());
+        status.source_schema = source.clone();
+        Arc::new(fresher)
+    }
+}
+
+/// How a new connection's first test is answered.
+pub(super) enum ByAttach {
+    /// An attach imported and read a row with this spec and credentials.
+    Proven(TestResult, Tested),
+    /// An attachment made with the connection has not reported yet; the
+    /// wait ends after this long. Its report queues the connection (its
+    /// list changes), so nothing polls meanwhile.
+    Pending(Duration),
+    /// The test runs.
+    No,
+}
+
+/// How long a new connection's first test waits for its attachments that
+/// have not reported at all (a failed attach reports, and ends the wait at
+/// once). In a bulk apply of thousands, an attachment may wait minutes in
+/// its workspace's queue, and a test that gave up on it would import the
+/// source a second time, competing with the attaches for the same pools.
+/// Counted from the connection's creation, or from this process's first
+/// test of any connection if that is later: Connections applied a minute
+/// before the operator started have waited for nobody.
+pub(super) const WAIT_FOR_ATTACH: Duration = Duration::from_secs(300);
+
+static FIRST_TEST: std::sync::LazyLock<jiff::Timestamp> = std::sync::LazyLock::new(jiff::Timestamp::now);
+
+pub(super) fn first_test_by_attach(ctx: &Context, conn: &Connection, credentials: Option<&str>) -> ByAttach {
+    let ns = conn.namespace().unwrap_or_default();
+    let attachments = ctx.stores.attachments_of_connection(&ns, &conn.name_any());
+    let proof = attachments.iter().find_map(|a| {
+        let proof = a.status.as_ref()?.proof.as_ref()?;
+        (Some(proof.connection_generation) == conn.metadata.generation && proof.credentials.as_deref() == credentials)
+            .then(|| (a.spec.workspace.clone(), proof.clone()))
+    });
+    if let Some((workspace, proof)) = proof {
+        let result = TestResult {
+            result: TestOutcome::Passed,
+            reason: Reason::Passed.as_str().to_owned(),
+            message: format!("imported {} tables and read a row, attaching to workspace {workspace:?}", proof.tables),
+            tables: Some(proof.tables),
+            duration_ms: proof.duration_ms,
+            tested_at: status::now(),
+            observed_generation: conn.metadata.generation,
+            request: conn.annotations().get(TEST_REQUEST_ANNOTATION).cloned(),
+            workspace: Some(workspace),
+            credentials: credentials.map(str::to_owned),
+        };
+        let found = Tested { tables: i64::from(proof.tables), source_hash: proof.source_hash.unwrap_or_default() };
+        return ByAttach::Proven(result, found);
+    }
+    let age = conn.metadata.creation_timestamp.as_ref().map(|t| {
+        let since = t.0.max(*FIRST_TEST);
+        std::time::Duration::try_from(jiff::Timestamp::now().duration_since(since)).unwrap_or_default()
+    });
+    let left = age.and_then(|age| WAIT_FOR_ATTACH.checked_sub(age)).filter(|left| !left.is_zero());
+    let pending = attachments.iter().any(|a| {
+        a.metadata.deletion_timestamp.is_none()
+            && a.status.as_ref().is_none_or(|s| conditions::find(&s.conditions, conditions::READY).is_none())
+    });
+    match left {
+        Some(left) if pending => ByAttach::Pending(left),
+        _ => ByAttach::No,
+    }
+}
+
+/// The source's schema after a test: a new hash changes `changedAt` (and
+/// every attachment re-imports); the same hash keeps it.
+pub(super) fn source_schema(conn: &Connection, tested: Option<&Tested>) -> Option<SourceSchema> {
+    let previous = conn.status.as_ref().and_then(|s| s.source_schema.clone());
+    let request = conn.annotations().get(REFRESH_REQUEST_ANNOTATION).cloned();
+    let Some(tested) = tested else {
+        return previous;
+    };
+    Some(match previous {
+        Some(p) if p.hash == tested.source_hash => SourceSchema { tables: tested.tables as i32, request, ..p },
+        _ => SourceSchema { hash: tested.source_hash.clone(), tables: tested.tables as i32, changed_at: status::now(), request },
+    })
+}
+
+/// How a new connection's first test is answered.
+pub(super) enum FirstTest {
+    /// By an attach's import: the result, and the source schema it found.
+    Proven(TestResult, Option<SourceSchema>),
+    /// An attach is on its way: ask again after this long.
+    Pending(Duration),
+    /// By a test of its own.
+    Ask,
+}
+
+/// A new connection's first test: an attach that imported and read a row
+/// under this spec and these credentials has answered it; one still on its
+/// way will, shortly. Either way the source is not asked twice.
+pub(super) async fn proven_by_attach(ctx: &Context, conn: &Connection, credentials: Option<&str>) -> FirstTest {
+    match first_test_by_attach(ctx, conn, credentials) {
+        ByAttach::Proven(result, found) => {
+            info!(connection = %conn.name_any(), namespace = %conn.namespace().unwrap_or_default(), workspace = ?result.workspace, "tested by its first attach");
+            ctx.metrics.tests.get_or_create(&crate::metrics::TestLabels { result: "Passed".into(), reason: "ProvenByAttach".into() }).inc();
+            status::event(ctx, conn, false, Reason::TestPassed.as_str(), "Test", result.message.clone()).await;
+            let source = source_schema(conn, Some(&found));
+            FirstTest::Proven(result, source)
+        }
+        ByAttach::Pending(left) => FirstTest::Pending(left),
+        ByAttach::No => FirstTest::Ask,
+    }
+}
