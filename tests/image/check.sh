@@ -13,10 +13,18 @@
 # PT_INTERP, no DT_NEEDED), and runs the unpacked /manifold --version and
 # --help as uid 65532. Not part of hack/test: it needs a release musl build.
 set -euo pipefail
+shopt -s inherit_errexit
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 
-build() { # prints the archive's manifest digest (hack/image's last line)
-  "$root/hack/image" "$@" | tee /dev/stderr | tail -1
+build() { # hack/image's output to stderr; prints its last line, the digest
+  local log
+  log="$(mktemp)"
+  "$root/hack/image" "$@" | tee "$log" >&2
+  local digest
+  digest="$(tail -1 "$log")"
+  rm -f "$log"
+  [[ "$digest" =~ ^sha256:[0-9a-f]{64}$ ]] || { echo "check: hack/image printed no digest" >&2; return 1; }
+  echo "$digest"
 }
 
 archive=""
