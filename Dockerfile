@@ -4,6 +4,11 @@
 #
 # The build stage links against musl, so the binary needs no libc and the
 # final stage is distroless/static (no shell, no package manager).
+#
+# Where there is no Docker, hack/image builds the same image without a daemon
+# (buildah, FROM scratch, reproducible) as an OCI archive. Keep the two in
+# agreement: user 65532:65532, entrypoint /manifold, the cmd below, port 8080,
+# CA bundle at /etc/ssl/certs/ca-certificates.crt (SSL_CERT_FILE).
 FROM docker.io/library/rust:1.95-bookworm AS build
 RUN rustup target add x86_64-unknown-linux-musl \
  && apt-get update \
@@ -22,6 +27,7 @@ RUN touch src/main.rs src/lib.rs \
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /manifold /manifold
+ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["/manifold"]
