@@ -300,6 +300,8 @@ pub async fn every_flow_of_the_seed_works_in_a_browser() {
     b.wait_for("the Connections screen", &["Connections", "flux-conn"]).await;
     b.screenshot("connections").await;
     b.click("new-connection").await;
+    b.wait_for("the plugin list", &["postgres", "steampipe", "fdw"]).await;
+    b.screenshot("plugins").await;
     b.click("plugin-postgres").await;
     b.wait_for("the postgres form", &["remoteSchema", "TCP port of the remote server"]).await;
     b.screenshot("new-connection").await;
@@ -345,6 +347,9 @@ pub async fn every_flow_of_the_seed_works_in_a_browser() {
     b.click("skip").await;
     b.wait_for("shop2's page", &["Attached to no workspace."]).await;
     assert!(w.attachments().get_opt("ws-shop2").await.unwrap().is_none());
+    b.goto(&format!("{base}/ns/{ns}/workspaces")).await;
+    b.wait_for("the Workspaces screen", &["/workspaces/ws"]).await;
+    b.screenshot("workspaces").await;
     b.goto(&format!("{base}/ns/{ns}/workspaces/ws")).await;
     b.select("connection", "shop2").await;
     b.click("add-connection-button").await;
