@@ -1,0 +1,111 @@
+//! report: the status (version, role, database, the connections, the
+//! selected ones, readers, search path) and its conditions.
+
+use super::observe::Seen;
+use super::{LEAST_PRIVILEGE, READERS, key};
+
+use tracing::warn;
+
+use crate::api::conditions::{self, Desired, Status};
+use crate::api::{AttachedConnection, Failure, ReaderState, Reason, SelectedConnection, Workspace, WorkspaceStatus};
+use crate::controller::context::{Context, Error};
+use crate::controller::status::{self, Announce};
+
+/// What each of the workspace's attachments reports, by connection name.
+pub(super) fn connections(ctx: &Context, ns: &str, name: &str) -> Vec<AttachedConnection> {
+    let mut list: Vec<AttachedConnection> = ctx
+        .stores
+        .attachments_of_workspace(ns, name)
+        .iter()
+        .map(|a| AttachedConnection {
+            name: a.spec.connection.clone(),
+            schema: a.status.as_ref().and_then(|s| s.schema.clone()).unwrap_or_default(),
+            state: status::attachment_state(a),
+            tables: a.status.as_ref().and_then(|s| s.tables).unwrap_or(0),
+        })
+        .collect();
+    list.sort();
+    list
+}
+
+/// The `LeastPrivilege` condition: False, and a Warning Event when it turns
+/// so, while the workspace role is a superuser.
+pub(super) fn least_privilege(seen: &Seen) -> Desired {
+    if seen.superuser {
+        Desired::new(
+            LEAST_PRIVILEGE,
+            Status::False,
+            Reason::SuperuserRole.as_str(),
+            format!(
+                "role {:?} is a superuser: postgres_fdw skips its password checks for superusers, so a source can reach \
+                 whatever trust or peer authentication lets in; use the database owner with USAGE on the wrappers \
+                 (CloudNativePG: the <cluster>-app Secret), or fence the sources (--source-hosts)",
+                seen.role
+            ),
+        )
+    } else {
+        Desired::new(LEAST_PRIVILEGE, Status::True, Reason::LeastPrivilege.as_str(), format!("role {:?} is not a superuser", seen.role))
+    }
+}
+
+pub(super) async fn report(
+    ws: &Workspace,
+    ctx: &Context,
+    outcome: &Failure,
+    seen: Option<Seen>,
+    mut extra: Vec<Desired>,
+    selected: Vec<SelectedConnection>,
+) -> Result<(), Error> {
+    let (ns, name) = key(ws);
+    let current = ws.status.as_ref();
+    let connections = connections(ctx, &ns, &name);
+    let was_superuser =
+        current.and_then(|s| conditions::find(&s.conditions, LEAST_PRIVILEGE)).is_some_and(|c| c.reason == Reason::SuperuserRole.as_str());
+    extra.extend(seen.iter().map(least_privilege));
+    // Each reader, and whether it exists: one that does not is left out,
+    // and the others and the attachments are unaffected.
+    let readers: Vec<ReaderState> = match &seen {
+        Some(seen) => ws
+            .spec
+            .readers
+            .iter()
+            .map(|r| match seen.roles.contains(r) {
+                true => ReaderState { name: r.clone(), state: "Ready".into(), message: String::new() },
+                false => ReaderState {
+                    name: r.clone(),
+                    state: Reason::RoleNotFound.as_str().into(),
+                    message: format!("role {r:?} does not exist in the database"),
+                },
+            })
+            .collect(),
+        None => current.map(|s| s.readers.clone()).unwrap_or_default(),
+    };
+    if seen.is_some() && !ws.spec.readers.is_empty() {
+        let missing: Vec<&str> = readers.iter().filter(|r| r.state != "Ready").map(|r| r.name.as_str()).collect();
+        extra.push(match missing.as_slice() {
+            [] => Desired::new(READERS, Status::True, Reason::Reachable.as_str(), format!("{} reader roles", readers.len())),
+            _ => Desired::new(READERS, Status::False, Reason::RoleNotFound.as_str(), format!("no such role: {}", missing.join(", "))),
+        });
+    }
+    let status = WorkspaceStatus {
+        database: current.and_then(|s| s.database.clone()).or_else(|| seen.as_ref().and_then(|s| s.identity.clone())),
+        postgres_version: seen.as_ref().map(|s| s.version.clone()).or_else(|| current.and_then(|s| s.postgres_version.clone())),
+        connection_count: connections.iter().filter(|c| c.state == "Ready").count() as i32,
+        connections,
+        readers,
+        selected,
+        search_path: match &seen {
+            Some(seen) if ws.spec.search_path.is_some() => Some(seen.search_path.join(", ")),
+            Some(_) => None,
+            None => current.and_then(|s| s.search_path.clone()),
+        },
+        ..Default::default()
+    };
+    status::report(ctx, ws, current, status, outcome, extra, |_| Announce::Warning).await?;
+    if let Some(seen) = seen.filter(|s| s.superuser && !was_superuser) {
+        warn!(workspace = %name, namespace = %ns, role = %seen.role, "the workspace role is a superuser");
+        let message = least_privilege(&seen).message;
+        status::event(ctx, ws, true, Reason::SuperuserRole.as_str(), "Connect", message).await;
+    }
+    Ok(())
+}
