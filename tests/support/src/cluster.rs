@@ -38,10 +38,20 @@ pub fn control_plane() -> &'static ControlPlane {
             let out = cp.kubectl(&["apply", "-f", &repo_root().join(dir).to_string_lossy()]);
             assert!(out.status.success(), "installing {dir}/ failed: {}", String::from_utf8_lossy(&out.stderr));
         }
+        // A CRD created a moment ago may have no status yet, and `kubectl
+        // wait` then fails at once ("accessor error: <nil>") instead of
+        // waiting: ask again until the deadline.
         let mut args = vec!["wait", "--for=condition=Established", "--timeout=60s"];
         args.extend(CRD_NAMES.iter().map(|name| *name));
-        let out = cp.kubectl(&args);
-        assert!(out.status.success(), "CRDs not Established: {}", String::from_utf8_lossy(&out.stderr));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let out = cp.kubectl(&args);
+            if out.status.success() {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "CRDs not Established: {}", String::from_utf8_lossy(&out.stderr));
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
         cp
     })
 }
