@@ -253,6 +253,10 @@ pub struct ConnectionStatus {
     /// The result of the last test.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test: Option<TestResult>,
+    /// The last tests, newest first, at most `TEST_HISTORY` of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub test_history: Vec<TestRecord>,
     /// The workspaces that use this connection, sorted by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workspaces: Vec<WorkspaceUse>,
@@ -314,6 +318,47 @@ pub struct TestResult {
     pub credentials: Option<String>,
 }
 
+/// How many tests `status.testHistory` keeps.
+pub const TEST_HISTORY: usize = 10;
+
+/// One past test, as `status.testHistory` keeps it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TestRecord {
+    /// `Passed`, `Failed` or `Unknown`.
+    pub result: TestOutcome,
+    /// A CamelCase reason, such as `Passed` or `AuthenticationFailed`.
+    pub reason: String,
+    /// What happened, for a person. Never contains a secret value.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// The number of tables the test imported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tables: Option<i32>,
+    /// How long the test took, in milliseconds.
+    #[serde(default)]
+    pub duration_ms: i64,
+    /// When the test ran.
+    pub tested_at: Time,
+}
+
+impl From<&TestResult> for TestRecord {
+    fn from(t: &TestResult) -> Self {
+        TestRecord {
+            result: t.result,
+            reason: t.reason.clone(),
+            message: t.message.clone(),
+            tables: t.tables,
+            duration_ms: t.duration_ms,
+            tested_at: t.tested_at.clone(),
+        }
+    }
+}
+
+/// How many tables `status.sourceSchema.byTable` lists; `tables` counts
+/// them all.
+pub const SOURCE_TABLES_LISTED: usize = 1000;
+
 /// A source's schema, as a test's import found it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -324,10 +369,29 @@ pub struct SourceSchema {
     pub tables: i32,
     /// When the hash last changed.
     pub changed_at: Time,
+    /// Each table (the first `SOURCE_TABLES_LISTED` by name): its columns
+    /// and when its own shape last changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
+    pub by_table: Vec<SourceTable>,
     /// The value of the `manifold.dev/refresh-request` annotation last
     /// answered, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<String>,
+}
+
+/// One table of a source's schema.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceTable {
+    /// The table's name in the source.
+    pub name: String,
+    /// The number of its columns.
+    pub columns: i32,
+    /// A hash of its columns and their types.
+    pub hash: String,
+    /// When a test first found it, or found its columns changed.
+    pub changed_at: Time,
 }
 
 /// One member of an aggregator.

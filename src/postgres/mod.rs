@@ -136,6 +136,8 @@ pub struct Tested {
     pub tables: i64,
     /// The hash of the source's schema (`plan::source_hash`).
     pub source_hash: String,
+    /// Each table's shape; empty when the test was an attach's import.
+    pub shapes: Vec<plan::TableShape>,
 }
 
 /// What running planned statements did.
@@ -897,13 +899,14 @@ impl Database {
                 .map(|r| (r.get(0), r.get(1), r.get(2)))
                 .collect();
             let source_hash = plan::source_hash(&columns);
+            let shapes = plan::table_shapes(&columns);
             tx.rollback().await.map_err(err)?;
             if f.wrapper == "postgres_fdw"
                 && let Some(schema) = extension_schema
             {
                 self.disconnect_fdw(client, &schema).await;
             }
-            Ok(Tested { tables: tables.len() as i64, source_hash })
+            Ok(Tested { tables: tables.len() as i64, source_hash, shapes })
         })
         .await;
         self.finish(session, result, deadline)

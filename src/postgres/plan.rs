@@ -988,6 +988,28 @@ pub fn source_hash(columns: &[(String, String, String)]) -> String {
     short_hash(&parts)
 }
 
+/// One table of a source's schema as an import found it: its name, its
+/// number of columns, and a hash of their names and types in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableShape {
+    pub name: String,
+    pub columns: usize,
+    pub hash: String,
+}
+
+/// The shape of each table in `columns` (table, column, type rows, in the
+/// catalog's order within a table), sorted by name.
+pub fn table_shapes(columns: &[(String, String, String)]) -> Vec<TableShape> {
+    let mut by_table: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
+    for (table, column, ty) in columns {
+        by_table.entry(table).or_default().extend([column.as_str(), ty.as_str()]);
+    }
+    by_table
+        .into_iter()
+        .map(|(name, parts)| TableShape { name: name.to_owned(), columns: parts.len() / 2, hash: short_hash(&parts) })
+        .collect()
+}
+
 /// The statements of a connection test: what an attach of a fresh schema
 /// runs, in a transaction that is always rolled back.
 pub fn test(plan: &AttachPlan, wrapper: WrapperState, role: &str) -> Result<Vec<Statement>, Failure> {
@@ -1495,6 +1517,19 @@ mod tests {
             ReimportDiff { add: vec!["new".into()], replace: vec!["changed".into()], remove: vec!["gone".into()] }
         );
         assert_eq!(reimport(&existing, &existing), ReimportDiff::default());
+    }
+
+    #[test]
+    fn each_table_has_a_shape_that_changes_with_its_columns_only() {
+        let rows =
+            |rows: &[(&str, &str, &str)]| rows.iter().map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())).collect::<Vec<_>>();
+        let before = table_shapes(&rows(&[("u", "b", "text"), ("t", "a", "integer"), ("t", "c", "text")]));
+        assert_eq!(before.iter().map(|t| (t.name.as_str(), t.columns)).collect::<Vec<_>>(), [("t", 2), ("u", 1)]);
+        let after = table_shapes(&rows(&[("t", "a", "bigint"), ("t", "c", "text"), ("u", "b", "text")]));
+        assert_ne!(before[0].hash, after[0].hash, "a column's type changed");
+        assert_eq!(before[1].hash, after[1].hash, "u did not change");
+        let reordered = table_shapes(&rows(&[("t", "c", "text"), ("t", "a", "integer"), ("u", "b", "text")]));
+        assert_ne!(before[0].hash, reordered[0].hash, "the column order is part of the shape");
     }
 
     #[test]

@@ -288,8 +288,28 @@ pub async fn every_flow_of_the_seed_works_in_a_browser() {
     w.connection("flux-conn", |c| {
         c.metadata.labels = Some([("kustomize.toolkit.fluxcd.io/name".to_string(), "apps".to_string())].into());
     });
+    // The chart publishes the operator's wrappers for the console, readable
+    // by every authenticated user: the test operator's own list.
+    let chart = crate::support::repo_root().join("charts/manifold");
+    let published = stdout_ok(&control_plane().helm(&[
+        "template",
+        "mf",
+        &chart.to_string_lossy(),
+        "-n",
+        &ns,
+        "--show-only",
+        "templates/wrappers.yaml",
+        "--set-json",
+        &format!("wrappers={}", crate::support::MYSQL_FDW),
+    ]));
+    stdout_ok(&control_plane().kubectl_stdin(&["apply", "--server-side", "-n", &ns, "-f", "-"], &published));
+    let wrappers = format!("{ns}/mf-manifold-wrappers");
     let record = std::env::temp_dir().join(crate::support::unique("console-responses"));
-    let c = console_with(&control_plane().kubeconfig, &ns, &["--record-responses", record.to_str().unwrap()]);
+    let c = console_with(
+        &control_plane().kubeconfig,
+        &ns,
+        &["--record-responses", record.to_str().unwrap(), "--wrappers-configmap", &wrappers],
+    );
     let b = Browser::start().await;
     let base = c.base.clone();
     let wrong = "wrong-password-for-the-console-test";
@@ -300,8 +320,16 @@ pub async fn every_flow_of_the_seed_works_in_a_browser() {
     b.wait_for("the Connections screen", &["Connections", "flux-conn"]).await;
     b.screenshot("connections").await;
     b.click("new-connection").await;
-    b.wait_for("the plugin list", &["postgres", "steampipe", "fdw"]).await;
+    b.wait_for("the plugin list", &["plugin-postgres", "plugin-steampipe", "plugin-fdw-mysql_fdw"]).await;
     b.screenshot("plugins").await;
+    // An allowed wrapper's form comes filled with its extension and its
+    // user mapping options.
+    b.click("plugin-fdw-mysql_fdw").await;
+    b.wait_for("the mysql_fdw form", &["Allowed: <code>host, port</code>"]).await;
+    assert_eq!(b.el("plugin.extension").await.prop("value").await.unwrap().as_deref(), Some("mysql_fdw"));
+    assert_eq!(b.el("cred.key.0").await.prop("value").await.unwrap().as_deref(), Some("username"));
+    b.screenshot("new-mysql-connection").await;
+    b.goto(&format!("{base}/ns/{ns}/new")).await;
     b.click("plugin-postgres").await;
     b.wait_for("the postgres form", &["remoteSchema", "TCP port of the remote server"]).await;
     b.screenshot("new-connection").await;
@@ -334,6 +362,13 @@ pub async fn every_flow_of_the_seed_works_in_a_browser() {
     b.click("add-to-workspace-button").await;
     w.wait_ready("ws-shop").await;
     b.wait_for("the connection's page, live", &["id=\"row-ws-shop\" data-state=\"Ready\"", "Settings"]).await;
+    // The tests the draft had (failed, then passed) are its history, and
+    // the source's tables are listed with when each changed.
+    b.wait_for(
+        "the test history and the source's tables",
+        &["id=\"test-history\"", "AuthenticationFailed", "<code>orders</code>", "<code>customers</code>"],
+    )
+    .await;
     b.screenshot("connection").await;
     let annotations = stdout_ok(&w.t.kubectl(&["get", "conn", "shop", "-o", "jsonpath={.metadata.annotations}"]));
     assert!(!annotations.contains("manifold.dev/draft"), "{annotations}");
@@ -424,6 +459,11 @@ pub async fn every_flow_of_the_seed_works_in_a_browser() {
     b.goto(&format!("{}/?token={}", viewer.base, viewer.token)).await;
     b.wait_for("the viewer's list", &["shop", "flux-conn"]).await;
     assert!(!b.enabled("new-connection").await, "New Connection is disabled");
+    // The published wrappers are readable by any authenticated user.
+    let viewer_console = console_with(&control_plane().token_kubeconfig(&ns, "viewer"), &ns, &["--wrappers-configmap", &wrappers]);
+    let (_, list) = curl(&viewer_console, &format!("/ns/{ns}/new"), &[]);
+    assert!(list.contains("plugin-fdw-mysql_fdw"), "{list}");
+    drop(viewer_console);
     b.goto(&format!("{}/ns/{ns}/connections/shop", viewer.base)).await;
     assert!(!b.enabled("add-to-workspace-button").await && !b.enabled("delete-button").await && !b.enabled("test-button").await);
     b.screenshot("viewer").await;

@@ -25,6 +25,7 @@
 //! read, and the credentials a form sends go to the apiserver only.
 
 mod form;
+mod new;
 mod view;
 mod write;
 
@@ -70,6 +71,11 @@ pub struct ConsoleArgs {
     /// streams excepted): for audits and the tests that scan it.
     #[arg(long, hide = true)]
     pub record_responses: Option<PathBuf>,
+    /// The ConfigMap (namespace/name) that lists the wrappers the cluster
+    /// admin allowed for the `fdw` plugin; the chart publishes it as
+    /// `<release namespace>/<fullname>-wrappers`.
+    #[arg(long, env = "MANIFOLD_WRAPPERS_CONFIGMAP", default_value = "manifold-system/manifold-wrappers")]
+    pub wrappers_configmap: String,
 }
 
 pub struct Console {
@@ -83,6 +89,8 @@ pub struct Console {
     /// The session cookie's name.
     cookie: String,
     record: Option<std::sync::Mutex<std::fs::File>>,
+    /// Where the allowed wrappers are published: (namespace, name).
+    wrappers: (String, String),
 }
 
 type Shared = Arc<Console>;
@@ -112,6 +120,10 @@ pub async fn run(flags: &KubeFlags, args: ConsoleArgs) -> Result<()> {
             args.address
         );
     }
+    let wrappers = match args.wrappers_configmap.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() => (ns.to_owned(), name.to_owned()),
+        _ => return Err(format!("--wrappers-configmap {:?}: want namespace/name", args.wrappers_configmap).into()),
+    };
     let (client, namespace) = flags.client().await?;
     let listener = tokio::net::TcpListener::bind(args.address).await?;
     let address = listener.local_addr()?;
@@ -120,8 +132,16 @@ pub async fn run(flags: &KubeFlags, args: ConsoleArgs) -> Result<()> {
         Some(path) => Some(std::sync::Mutex::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?)),
         None => None,
     };
-    let console =
-        Arc::new(Console { client, namespace, token: token()?, csrf: token()?, hosts, cookie: cookie_name(address.port()), record });
+    let console = Arc::new(Console {
+        client,
+        namespace,
+        token: token()?,
+        csrf: token()?,
+        hosts,
+        cookie: cookie_name(address.port()),
+        record,
+        wrappers,
+    });
     println!("Manifold console: http://{address}/?token={}", console.token);
     let app = Router::new()
         .route("/", get(home))
@@ -132,8 +152,8 @@ pub async fn run(flags: &KubeFlags, args: ConsoleArgs) -> Result<()> {
         .route("/ns/{ns}/connections/{name}/test", post(write::test))
         .route("/ns/{ns}/connections/{name}/delete", post(write::delete_connection))
         .route("/ns/{ns}/attachments/{name}/remove", post(write::remove))
-        .route("/ns/{ns}/new", get(write::plugins))
-        .route("/ns/{ns}/new/{plugin}", get(write::new_form).post(write::test_draft))
+        .route("/ns/{ns}/new", get(new::plugins))
+        .route("/ns/{ns}/new/{plugin}", get(new::new_form).post(write::test_draft))
         .route("/ns/{ns}/new/{plugin}/create", post(write::create))
         .route("/ns/{ns}/new/{plugin}/discard", post(write::discard))
         .route("/ns/{ns}/workspaces", get(view::workspaces))
@@ -351,7 +371,7 @@ overflow:auto}details.menu{display:inline-block}fieldset{border:1px solid #e3e6e
 /// waits for one.
 const LIVE: &str = "(function(){var t,s=null,dirty=false;function touch(e){if(e.target.closest&&e.target.closest('main')){dirty=true}}\
 document.addEventListener('input',touch,true);document.addEventListener('change',touch,true);\
-function busy(){return dirty||document.querySelector('main details[open]')}function refresh(){if(busy()){return}fetch(location.href).then(function(r){return r.text()}).then(function(h){if(busy()){return}\
+function busy(){return dirty||document.querySelector('main details.menu[open]')}function refresh(){if(busy()){return}fetch(location.href).then(function(r){return r.text()}).then(function(h){if(busy()){return}\
 var d=new DOMParser().parseFromString(h,'text/html');var m=d.querySelector('main');if(m){document.querySelector('main').replaceWith(m)}})}\
 function open(){if(s){return}s=new EventSource(document.body.dataset.events);s.onmessage=function(){clearTimeout(t);t=setTimeout(refresh,300)}}\
 function close(){if(s){s.close();s=null}}\

@@ -3,10 +3,10 @@
 
 use axum::extract::{Path, Request, State};
 use axum::response::Html;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
-use manifold::api::{Connection, GROUP, Workspace, WorkspaceConnection, conditions, is_draft};
+use manifold::api::{Connection, ConnectionStatus, GROUP, SourceSchema, TestOutcome, Workspace, WorkspaceConnection, conditions, is_draft};
 use maud::{Markup, html};
 
 use super::{Console, Shared, button, page, post_form, query_param};
@@ -88,8 +88,12 @@ pub fn doc(text: &str) -> Markup {
 
 /// A test's result, green when it passed, its message on hover.
 pub fn outcome(t: &manifold::api::TestResult) -> Markup {
-    let class = if t.result == manifold::api::TestOutcome::Passed { "ok" } else { "bad" };
+    let class = if t.result == TestOutcome::Passed { "ok" } else { "bad" };
     html! { span class=(class) title=(t.message) { (format!("{:?}", t.result)) } }
+}
+
+fn record_outcome(result: TestOutcome) -> Markup {
+    html! { span class=(if result == TestOutcome::Passed { "ok" } else { "bad" }) { (format!("{result:?}")) } }
 }
 
 fn conditions_table(list: &[Condition]) -> Markup {
@@ -218,7 +222,6 @@ pub async fn connection_page(console: &Console, ns: &str, name: &str, error: Opt
     .await;
     let attach = can[1] && may_attach(console, ns, name).await;
     let status = c.status.clone().unwrap_or_default();
-    let now = jiff::Timestamp::now();
     let back = format!("/ns/{ns}/connections/{name}");
     page(
         ns,
@@ -233,21 +236,7 @@ pub async fn connection_page(console: &Console, ns: &str, name: &str, error: Opt
                 @if let Some(secret) = &c.spec.credentials { dt { "Credentials" } dd { "Secret " code { (secret.secret_ref.name) } } }
             }
             h2 { "Workspaces" }
-            table id="workspaces" {
-                tr { th { "Workspace" } th { "Schema" } th { "Tables" } th { "Ready" } th { "Attachment" } th {} }
-                @for a in &attachments {
-                    @let s = a.status.clone().unwrap_or_default();
-                    tr id=(format!("row-{}", a.name_any())) data-state=(state(&s.conditions)) {
-                        td { a href=(format!("/ns/{ns}/workspaces/{}", a.spec.workspace)) { (a.spec.workspace) } (gitops_tag(&a.metadata)) }
-                        td { code { (s.schema.clone().unwrap_or_default()) } }
-                        td { (s.tables.map(|t| t.to_string()).unwrap_or_default()) }
-                        td { (ready(&s.conditions)) }
-                        td.muted { (a.name_any()) }
-                        td { (remove_menu(console, ns, &a.name_any(), &back, can[2])) }
-                    }
-                }
-            }
-            @if attachments.is_empty() { p.muted { "Attached to no workspace." } }
+            (attachments_table(console, ns, &attachments, &back, can[2]))
             @if !is_draft(&c) {
                 (post_form(console, &format!("/ns/{ns}/connections/{name}/attach"), "add-to-workspace", html! {
                     div.bar {
@@ -257,21 +246,11 @@ pub async fn connection_page(console: &Console, ns: &str, name: &str, error: Opt
                     }
                 }))
             }
-            h2 { "Test" }
-            @if let Some(t) = &status.test {
-                dl id="test" {
-                    dt { "Result" } dd { (outcome(t)) @if t.reason != format!("{:?}", t.result) { " (" (t.reason) ")" } }
-                    dt { "When" } dd { (super::super::get::age(Some(&t.tested_at), now)) " ago, " (t.duration_ms) " ms" @if let Some(w) = &t.workspace { ", in workspace " (w) } }
-                    dt { "Message" } dd { (t.message) }
-                }
-            } @else { p.muted { "Not tested yet." } }
+            (test_section(&status))
             (post_form(console, &format!("/ns/{ns}/connections/{name}/test"), "test-connection", html! {
                 (button("test-button", "Test Connection", can[0], "your RBAC does not allow patching this Connection"))
             }))
-            @if let Some(source) = &status.source_schema {
-                h2 { "Source schema" }
-                p { (source.tables) " tables, changed " (super::super::get::age(Some(&source.changed_at), now)) " ago" }
-            }
+            @if let Some(source) = &status.source_schema { (source_section(source)) }
             @if !status.members.is_empty() {
                 h2 { "Members" }
                 table { tr { th { "Connection" } th { "State" } } @for m in &status.members { tr { td { (m.name) } td { (m.state) } } } }
@@ -289,6 +268,80 @@ pub async fn connection_page(console: &Console, ns: &str, name: &str, error: Opt
             }))
         },
     )
+}
+
+/// A connection's attachments, each with a Remove in its row's menu.
+fn attachments_table(console: &Console, ns: &str, attachments: &[WorkspaceConnection], back: &str, can_remove: bool) -> Markup {
+    html! {
+        table id="workspaces" {
+            tr { th { "Workspace" } th { "Schema" } th { "Tables" } th { "Ready" } th { "Attachment" } th {} }
+            @for a in attachments {
+                @let s = a.status.clone().unwrap_or_default();
+                tr id=(format!("row-{}", a.name_any())) data-state=(state(&s.conditions)) {
+                    td { a href=(format!("/ns/{ns}/workspaces/{}", a.spec.workspace)) { (a.spec.workspace) } (gitops_tag(&a.metadata)) }
+                    td { code { (s.schema.clone().unwrap_or_default()) } }
+                    td { (s.tables.map(|t| t.to_string()).unwrap_or_default()) }
+                    td { (ready(&s.conditions)) }
+                    td.muted { (a.name_any()) }
+                    td { (remove_menu(console, ns, &a.name_any(), back, can_remove)) }
+                }
+            }
+        }
+        @if attachments.is_empty() { p.muted { "Attached to no workspace." } }
+    }
+}
+
+/// The last test, then the history that status keeps (newest first).
+fn test_section(status: &ConnectionStatus) -> Markup {
+    let now = jiff::Timestamp::now();
+    let ago = |t: &Time| super::super::get::age(Some(t), now);
+    html! {
+        h2 { "Test" }
+        @if let Some(t) = &status.test {
+            dl id="test" {
+                dt { "Result" } dd { (outcome(t)) @if t.reason != format!("{:?}", t.result) { " (" (t.reason) ")" } }
+                dt { "When" } dd { (ago(&t.tested_at)) " ago, " (t.duration_ms) " ms" @if let Some(w) = &t.workspace { ", in workspace " (w) } }
+                dt { "Message" } dd { (t.message) }
+            }
+        } @else { p.muted { "Not tested yet." } }
+        @if status.test_history.len() > 1 {
+            section id="test-history" {
+                h3 { "History (last " (status.test_history.len()) ")" }
+                table {
+                    tr { th { "When" } th { "Result" } th { "Reason" } th { "Tables" } th { "Duration" } th { "Message" } }
+                    @for r in &status.test_history {
+                        tr {
+                            td title=(r.tested_at.0.to_string()) { (ago(&r.tested_at)) " ago" }
+                            td { (record_outcome(r.result)) }
+                            td { (r.reason) }
+                            td { (r.tables.map(|n| n.to_string()).unwrap_or_default()) }
+                            td { (r.duration_ms) " ms" }
+                            td.muted { (r.message) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The source's schema: its tables, and when each last changed shape.
+fn source_section(source: &SourceSchema) -> Markup {
+    let now = jiff::Timestamp::now();
+    let ago = |t: &Time| super::super::get::age(Some(t), now);
+    html! {
+        h2 { "Source schema" }
+        p { (source.tables) " tables, changed " (ago(&source.changed_at)) " ago" }
+        @if !source.by_table.is_empty() {
+            table id="source-tables" {
+                tr { th { "Table" } th { "Columns" } th { "Changed" } }
+                @for t in &source.by_table {
+                    tr { td { code { (t.name) } } td { (t.columns) } td title=(t.changed_at.0.to_string()) { (ago(&t.changed_at)) " ago" } }
+                }
+            }
+            @if (source.by_table.len() as i32) < source.tables { p.muted { "The first " (source.by_table.len()) " tables by name." } }
+        } @else { p.muted { "The table list comes with the next test." } }
+    }
 }
 
 pub async fn workspaces(State(console): State<Shared>, Path(ns): Path<String>) -> Html<String> {

@@ -15,19 +15,19 @@
 //! Connection is.
 
 use axum::Extension;
-use axum::extract::{Path, Request, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, State};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use manifold::api::{Connection, DRAFT_ANNOTATION, SECRET_LABEL, TEST_REQUEST_ANNOTATION, Workspace, WorkspaceConnection, is_draft};
-use maud::{Markup, html};
+use manifold::api::{Connection, DRAFT_ANNOTATION, TEST_REQUEST_ANNOTATION, Workspace, WorkspaceConnection, is_draft};
+use maud::html;
 use serde_json::{Value, json};
 
-use super::form::{self, Input, PLUGINS, Values};
-use super::view::{allowed, connection_page, gitops_only, managed_by, outcome};
-use super::{Console, Fields, Shared, button, page, post_form, query_param};
+use super::form::{self, Values};
+use super::new::form_page;
+use super::view::{allowed, connection_page, gitops_only, managed_by};
+use super::{Console, Fields, Shared, button, page, post_form};
 
 const MANAGER: &str = "manifold-console";
 
@@ -94,169 +94,6 @@ async fn gitops_reason(
     gitops_only(console, ns)
         .await
         .then(|| format!("Namespace {ns} is GitOps-only (annotation {}): every change belongs in Git.", super::GITOPS_ONLY_ANNOTATION))
-}
-
-pub async fn plugins(State(console): State<Shared>, Path(ns): Path<String>) -> Html<String> {
-    let can = allowed(&console, &ns, &[("connections", "create", None)]).await;
-    page(
-        &ns,
-        "New Connection",
-        html! {
-            h1 { "New Connection" }
-            @if !can[0] { p.error { "Your RBAC does not allow creating Connections in namespace " code { (ns) } "." } }
-            p { "Choose a plugin." }
-            div.plugins id="plugins" {
-                @for (kind, about) in PLUGINS {
-                    a href=(format!("/ns/{ns}/new/{kind}")) id=(format!("plugin-{kind}")) { strong { (kind) } br; span.muted { (about) } }
-                }
-            }
-        },
-    )
-}
-
-pub async fn new_form(State(console): State<Shared>, Path((ns, plugin)): Path<(String, String)>, request: Request) -> Response {
-    let draft = match query_param(request.uri(), "draft") {
-        Some(name) => match Api::<Connection>::namespaced(console.client.clone(), &ns).get(&name).await {
-            Ok(c) if is_draft(&c) => Some(c),
-            Ok(_) => return see_other(&format!("/ns/{ns}/connections/{name}")),
-            Err(e) => return super::view::error_page(&ns, "New Connection", e).into_response(),
-        },
-        None => None,
-    };
-    let values = draft.as_ref().map(form::values_of).unwrap_or_default();
-    form_page(&console, &ns, &plugin, &values, draft.as_ref(), None).await
-}
-
-fn field_input(field: &form::Field, values: &Values) -> Markup {
-    let name = format!("plugin.{}", field.name);
-    let value = values.get(&name).cloned().unwrap_or_default();
-    let placeholder = field.default.clone().unwrap_or_default();
-    html! {
-        div.field {
-            label for=(name) { (field.name) @if field.required { " *" } }
-            @match field.input {
-                Input::Number => input type="number" name=(name) id=(name) value=(value) placeholder=(placeholder) required[field.required];
-                Input::Text => input type="text" name=(name) id=(name) value=(value) placeholder=(placeholder) required[field.required];
-                Input::Pairs => textarea name=(name) id=(name) placeholder="key=value, one per line" { (value) },
-                Input::Lines => textarea name=(name) id=(name) { (value) },
-            }
-            small { (super::view::doc(&field.description)) }
-        }
-    }
-}
-
-/// New Connection's form for a plugin kind, with the draft's test result
-/// when there is a draft. Credential values are never put in the page.
-async fn form_page(console: &Console, ns: &str, kind: &str, values: &Values, draft: Option<&Connection>, error: Option<&str>) -> Response {
-    let Some(fields) = form::fields(kind) else {
-        return (StatusCode::NOT_FOUND, format!("no plugin {kind:?}")).into_response();
-    };
-    let can = allowed(console, ns, &[("connections", "create", None), ("secrets", "create", None)]).await;
-    let secrets: Vec<String> = Api::<Secret>::namespaced(console.client.clone(), ns)
-        .list_metadata(&ListParams::default().labels(&format!("{SECRET_LABEL}=true")))
-        .await
-        .map(|l| l.items.iter().map(|s| s.name_any()).collect())
-        .unwrap_or_default();
-    let v = |k: &str| values.get(k).cloned().unwrap_or_default();
-    let cred_mode = values.get("cred.mode").cloned().unwrap_or_else(|| "new".into());
-    let keys = form::credential_keys(kind);
-    let request = draft.and_then(|d| d.annotations().get(TEST_REQUEST_ANNOTATION).cloned());
-    let test = draft.and_then(|d| d.status.as_ref()?.test.clone()).filter(|t| t.request == request);
-    let action = format!("/ns/{ns}/new/{kind}");
-    page(
-        ns,
-        "New Connection",
-        html! {
-            h1 { "New Connection: " (kind) }
-            @if let Some(error) = error { p.error id="error" { (error) } }
-            (post_form(console, &action, "connection-form", html! {
-                fieldset {
-                    legend { "Connection" }
-                    div.field {
-                        label for="name" { "Name *" }
-                        input type="text" name="name" id="name" value=(v("name")) required readonly[draft.is_some()];
-                        small { "The Connection's name in namespace " (ns) "." }
-                    }
-                    div.field {
-                        label for="schema" { "Schema" }
-                        input type="text" name="schema" id="schema" value=(v("schema")) placeholder="the name, with - turned to _";
-                        small { "The schema that holds its tables in every workspace." }
-                    }
-                }
-                fieldset id="settings" {
-                    legend { (kind) " settings" }
-                    @for field in &fields { (field_input(field, values)) }
-                }
-                fieldset {
-                    legend { "Tables" }
-                    div.field {
-                        select name="tables.mode" id="tables.mode" {
-                            @for (mode, label) in [("all", "Import every table"), ("include", "Import only"), ("exclude", "Import all but")] {
-                                option value=(mode) selected[v("tables.mode") == mode] { (label) }
-                            }
-                        }
-                        textarea name="tables.list" id="tables.list" placeholder="table names, one per line" { (v("tables.list")) }
-                    }
-                    div.field {
-                        label for="test.interval" { "Test every" }
-                        input type="text" name="test.interval" id="test.interval" value=(v("test.interval")) placeholder="1h";
-                    }
-                }
-                fieldset id="credentials" {
-                    legend { "Credentials" }
-                    div.field {
-                        label.choice { input type="radio" name="cred.mode" value="new" checked[cred_mode == "new"]; " Store new values in Secret " code { (form::secret_name(&v("name"))) } }
-                        small { "The values go into the Secret only (labelled " (SECRET_LABEL) "=true) and are never shown again."
-                            @if draft.is_some() { " Leave a value empty to keep the one stored." } }
-                    }
-                    @for key in keys {
-                        div.field {
-                            label for=(format!("cred.value.{key}")) { (key) }
-                            input type=(if *key == "user" { "text" } else { "password" }) name=(format!("cred.value.{key}")) id=(format!("cred.value.{key}")) autocomplete="off";
-                        }
-                    }
-                    @if keys.is_empty() {
-                        @for i in 0..form::FREE_CREDENTIAL_ROWS {
-                            div.bar {
-                                input type="text" name=(format!("cred.key.{i}")) placeholder="key";
-                                input type="password" name=(format!("cred.value.{i}")) placeholder="value" autocomplete="off";
-                            }
-                        }
-                    }
-                    div.field {
-                        label.choice { input type="radio" name="cred.mode" value="existing" checked[cred_mode == "existing"]; " Use an opted-in Secret" }
-                        input type="text" name="cred.secret" id="cred.secret" list="secrets" value=(if cred_mode == "existing" { v("cred.secret") } else { String::new() });
-                        datalist id="secrets" { @for s in &secrets { option value=(s) {} } }
-                    }
-                    div.field { label.choice { input type="radio" name="cred.mode" value="none" checked[cred_mode == "none"]; " None" } }
-                }
-                div.bar {
-                    (button("test-button", "Test Connection", can[0] && (can[1] || cred_mode != "new"), "your RBAC does not allow creating Connections (and Secrets)"))
-                    span.muted { "Tests the settings as a draft, which is attached nowhere until you create it." }
-                }
-            }))
-            @if let Some(d) = draft {
-                h2 { "Test" }
-                div id="test-result" {
-                    @match &test {
-                        Some(t) => { p { (outcome(t)) @if t.reason != format!("{:?}", t.result) { " " strong { (t.reason) } } @if let Some(n) = t.tables { " · " (n) " tables" } " · " (t.duration_ms) " ms" } p { (t.message) } },
-                        None => p.muted { "Testing…" },
-                    }
-                }
-                div.bar {
-                    (post_form(console, &format!("{action}/create"), "create-form", html! {
-                        input type="hidden" name="name" value=(d.name_any());
-                        (button("create-button", "Create", can[0], "your RBAC does not allow creating Connections"))
-                    }))
-                    (post_form(console, &format!("{action}/discard"), "discard-form", html! {
-                        input type="hidden" name="name" value=(d.name_any());
-                        button.secondary type="submit" id="discard-button" { "Discard" }
-                    }))
-                }
-            }
-        },
-    )
-    .into_response()
 }
 
 /// The form's values without a credential value, to show the form again.

@@ -140,7 +140,7 @@ mod tests {
         let recent = RecentTests::default();
         let mut stale = conn(1, None, None, None);
         stale.metadata.uid = Some("u1".into());
-        let source = Some(SourceSchema { hash: "h".into(), tables: 2, changed_at: status::now(), request: None });
+        let source = Some(SourceSchema { hash: "h".into(), tables: 2, changed_at: status::now(), request: None, by_table: Vec::new() });
         let written = result(TestOutcome::Passed, 1, None, None);
         recent.remember(&stale, &written, &source);
         // Before the watch delivers the write: the store's copy is stale,

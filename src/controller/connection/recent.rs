@@ -8,12 +8,16 @@ use std::time::Duration;
 
 use kube::ResourceExt;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
 use crate::api::{
-    Connection, REFRESH_REQUEST_ANNOTATION, Reason, SourceSchema, TEST_REQUEST_ANNOTATION, TestOutcome, TestResult, conditions,
+    Connection, REFRESH_REQUEST_ANNOTATION, Reason, SOURCE_TABLES_LISTED, SourceSchema, SourceTable, TEST_REQUEST_ANNOTATION, TestOutcome,
+    TestResult, conditions,
 };
 use crate::controller::context::Context;
 use crate::controller::status::{self};
 use crate::postgres::Tested;
+use crate::postgres::plan::TableShape;
 
 /// The test results this process wrote, until its store shows them. A
 /// reconcile that runs before the watch delivers the write (another
@@ -98,7 +102,7 @@ pub(super) fn first_test_by_attach(ctx: &Context, conn: &Connection, credentials
             workspace: Some(workspace),
             credentials: credentials.map(str::to_owned),
         };
-        let found = Tested { tables: i64::from(proof.tables), source_hash: proof.source_hash.unwrap_or_default() };
+        let found = Tested { tables: i64::from(proof.tables), source_hash: proof.source_hash.unwrap_or_default(), shapes: Vec::new() };
         return ByAttach::Proven(result, found);
     }
     let age = conn.metadata.creation_timestamp.as_ref().map(|t| {
@@ -117,17 +121,41 @@ pub(super) fn first_test_by_attach(ctx: &Context, conn: &Connection, credentials
 }
 
 /// The source's schema after a test: a new hash changes `changedAt` (and
-/// every attachment re-imports); the same hash keeps it.
+/// every attachment re-imports); the same hash keeps it. Each table keeps
+/// its own `changedAt` while its shape stays; a test without shapes (an
+/// attach's import) keeps the list it had when the hash is the same.
 pub(super) fn source_schema(conn: &Connection, tested: Option<&Tested>) -> Option<SourceSchema> {
     let previous = conn.status.as_ref().and_then(|s| s.source_schema.clone());
     let request = conn.annotations().get(REFRESH_REQUEST_ANNOTATION).cloned();
     let Some(tested) = tested else {
         return previous;
     };
+    let now = status::now();
+    let same = previous.as_ref().is_some_and(|p| p.hash == tested.source_hash);
+    let before = previous.as_ref().map(|p| p.by_table.as_slice()).unwrap_or_default();
+    let by_table = if tested.shapes.is_empty() && same { before.to_vec() } else { by_table(before, &tested.shapes, &now) };
     Some(match previous {
-        Some(p) if p.hash == tested.source_hash => SourceSchema { tables: tested.tables as i32, request, ..p },
-        _ => SourceSchema { hash: tested.source_hash.clone(), tables: tested.tables as i32, changed_at: status::now(), request },
+        Some(p) if same => SourceSchema { tables: tested.tables as i32, request, by_table, ..p },
+        _ => SourceSchema { hash: tested.source_hash.clone(), tables: tested.tables as i32, changed_at: now, request, by_table },
     })
+}
+
+/// Pure: the tables of a test, each with the time it last changed shape
+/// (`now` for a new or changed one), at most `SOURCE_TABLES_LISTED`.
+fn by_table(before: &[SourceTable], shapes: &[TableShape], now: &Time) -> Vec<SourceTable> {
+    shapes
+        .iter()
+        .take(SOURCE_TABLES_LISTED)
+        .map(|shape| {
+            let kept = before.iter().find(|t| t.name == shape.name && t.hash == shape.hash);
+            SourceTable {
+                name: shape.name.clone(),
+                columns: shape.columns as i32,
+                hash: shape.hash.clone(),
+                changed_at: kept.map_or_else(|| now.clone(), |t| t.changed_at.clone()),
+            }
+        })
+        .collect()
 }
 
 /// How a new connection's first test is answered.
@@ -154,5 +182,31 @@ pub(super) async fn proven_by_attach(ctx: &Context, conn: &Connection, credentia
         }
         ByAttach::Pending(left) => FirstTest::Pending(left),
         ByAttach::No => FirstTest::Ask,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> Time {
+        Time(s.parse().unwrap())
+    }
+
+    fn shape(name: &str, hash: &str) -> TableShape {
+        TableShape { name: name.into(), columns: 2, hash: hash.into() }
+    }
+
+    #[test]
+    fn a_table_keeps_its_time_until_its_shape_changes() {
+        let then = at("2026-01-01T00:00:00Z");
+        let now = at("2026-02-01T00:00:00Z");
+        let before = by_table(&[], &[shape("a", "1"), shape("b", "2")], &then);
+        assert!(before.iter().all(|t| t.changed_at == then));
+        let after = by_table(&before, &[shape("a", "1"), shape("b", "3"), shape("c", "4")], &now);
+        let times: Vec<(&str, &Time)> = after.iter().map(|t| (t.name.as_str(), &t.changed_at)).collect();
+        assert_eq!(times, [("a", &then), ("b", &now), ("c", &now)]);
+        let many: Vec<TableShape> = (0..SOURCE_TABLES_LISTED + 5).map(|i| shape(&format!("t{i}"), "h")).collect();
+        assert_eq!(by_table(&[], &many, &now).len(), SOURCE_TABLES_LISTED);
     }
 }

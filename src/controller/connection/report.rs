@@ -4,7 +4,10 @@
 use kube::ResourceExt;
 
 use crate::api::conditions::{Desired, Status, VERIFIED};
-use crate::api::{Connection, ConnectionStatus, Failure, Reason, SourceSchema, TestOutcome, TestResult, WorkspaceUse, conditions};
+use crate::api::{
+    Connection, ConnectionStatus, Failure, Reason, SourceSchema, TEST_HISTORY, TestOutcome, TestRecord, TestResult, WorkspaceUse,
+    conditions,
+};
 use crate::controller::context::{Context, Error};
 use crate::controller::resolve::{self};
 use crate::controller::status::{self, Announce};
@@ -45,9 +48,11 @@ pub(super) async fn report(
 ) -> Result<(), Error> {
     let workspaces = workspaces(ctx, conn);
     let verified = verified(test.as_ref());
+    let previous = conn.status.as_ref().map(|s| s.test_history.as_slice()).unwrap_or_default();
     let status = ConnectionStatus {
         plugin: Some(plugins::label(conn.spec.plugin.as_ref())),
         schema: resolve::connection_schema(conn).ok(),
+        test_history: history(previous, test.as_ref()),
         test,
         source_schema,
         workspace_count: workspaces.iter().filter(|w| w.state == "Ready").count() as i32,
@@ -57,6 +62,14 @@ pub(super) async fn report(
     // A failed test has its own Event.
     let announce = |f: &Failure| if f.reason == Reason::TestFailed { Announce::Quiet } else { Announce::Warning };
     status::report(ctx, conn, conn.status.as_ref(), status, outcome, vec![verified], announce).await
+}
+
+/// Pure: the test history with `test` first, once, and at most
+/// `TEST_HISTORY` entries.
+pub(super) fn history(previous: &[TestRecord], test: Option<&TestResult>) -> Vec<TestRecord> {
+    let Some(test) = test else { return previous.to_vec() };
+    let last = TestRecord::from(test);
+    std::iter::once(last.clone()).chain(previous.iter().filter(|r| **r != last).cloned()).take(TEST_HISTORY).collect()
 }
 
 /// The condition that says whether an aggregator has members.
@@ -114,6 +127,7 @@ pub(super) fn outcome(refused: Option<&Failure>, test: Option<&TestResult>) -> F
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn test(result: TestOutcome) -> TestResult {
         TestResult {
@@ -140,5 +154,25 @@ mod tests {
         let failed = outcome(None, Some(&test(TestOutcome::Failed)));
         assert_eq!(failed.reason, Reason::TestFailed);
         assert!(failed.message.contains("AuthenticationFailed: wrong password"), "{}", failed.message);
+    }
+
+    #[test]
+    fn the_history_keeps_each_test_once_newest_first() {
+        let first = test(TestOutcome::Failed);
+        let once = history(&[], Some(&first));
+        assert_eq!(once.len(), 1);
+        assert_eq!(history(&once, Some(&first)), once, "reporting the same test again adds nothing");
+        assert_eq!(history(&once, None), once);
+        let mut second = test(TestOutcome::Passed);
+        second.tested_at = Time(first.tested_at.0 + jiff::SignedDuration::from_secs(60));
+        let twice = history(&once, Some(&second));
+        assert_eq!(twice.iter().map(|r| r.result).collect::<Vec<_>>(), [TestOutcome::Passed, TestOutcome::Failed]);
+        let mut long = twice.clone();
+        for i in 0..20 {
+            let mut t = test(TestOutcome::Passed);
+            t.tested_at = Time(first.tested_at.0 + jiff::SignedDuration::from_secs(120 + i));
+            long = history(&long, Some(&t));
+        }
+        assert_eq!(long.len(), TEST_HISTORY);
     }
 }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 pub use cluster::{CRD_NAMES, ControlPlane, TestNs, control_plane, namespace, stdout_ok};
 pub use devenv::{Devenv, bin_dir, repo_root, unique};
 pub use objects::{secret_yaml, unlabelled_secret_yaml};
-pub use operator::{Operator, RESYNC_SECS, free_port, operator, operator_logs};
+pub use operator::{MYSQL_FDW, Operator, RESYNC_SECS, free_port, operator, operator_logs};
 pub use postgres::{MariaDb, Postgres, Source, mariadb, postgres};
 pub use proxy::{FakePostgres, FakeSource, Proxy, silent_source};
 
