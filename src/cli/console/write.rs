@@ -214,9 +214,21 @@ pub async fn create(
     }
     if let Some(why) = gitops_reason(&console, &ns, &[]).await {
         let object = serde_json::to_value(&conn).unwrap_or_default();
-        let _ = Api::<Connection>::namespaced(console.client.clone(), &ns).delete(&name, &DeleteParams::default()).await;
+        // A draft left behind would look like a Connection made outside
+        // Git: say so rather than show the YAML as if all were well.
+        let deleted = Api::<Connection>::namespaced(console.client.clone(), &ns).delete(&name, &DeleteParams::default()).await;
+        let left = match deleted {
+            Ok(_) => String::new(),
+            Err(e) => format!(" The draft could not be deleted ({}): delete Connection {name} before Git applies it.", message(e)),
+        };
         let kept = secret.map(|s| format!(" Secret {s} keeps the credentials in the cluster; its values are not shown here: keep it outside Git, or seal it (Sealed Secrets, SOPS).")).unwrap_or_default();
-        return yaml_page(&ns, &format!("Create {name}"), &format!("{why} The draft was tested and deleted.{kept}"), &[object], false);
+        return yaml_page(
+            &ns,
+            &format!("Create {name}"),
+            &format!("{why} The draft was tested{}.{left}{kept}", if left.is_empty() { " and deleted" } else { "" }),
+            &[object],
+            false,
+        );
     }
     // The draft's own annotations go with the draft field manager's: the
     // Connection is the user's from here on.
