@@ -1,0 +1,270 @@
+//! Running planned statements: batches, the intruder check after an
+//! import, the re-import diff, and reading one row.
+
+use super::*;
+
+impl Database {
+    /// Runs planned statements, in as few round trips as they allow: one,
+    /// unless a minimal re-import needs its steps. A marker that waits for
+    /// the table count (and the source's hash) gets them, and is written
+    /// last.
+    pub(super) async fn execute(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        schema: &str,
+        statements: Vec<Statement>,
+    ) -> Result<Executed, tokio_postgres::Error> {
+        self.execute_for(tx, schema, None, "", statements).await
+    }
+
+    /// `execute`, and, if it reads the count of an import, the first
+    /// foreign table that uses `server` too. What an import created is
+    /// checked before anything else runs (`Executed::refused`), with the
+    /// options `wrapper`'s import sets.
+    pub(super) async fn execute_for(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        schema: &str,
+        server: Option<&str>,
+        wrapper: &str,
+        statements: Vec<Statement>,
+    ) -> Result<Executed, tokio_postgres::Error> {
+        // A reader role is checked in this transaction, right before its
+        // grants and mappings: the workspace's observation may be older.
+        let roles = plan::reader_roles(&statements);
+        let statements = if roles.is_empty() {
+            statements
+        } else {
+            self.count(1, 0);
+            let existing: Vec<String> = tx.query_one(&tx.prepare_cached(sql::EXISTING_ROLES).await?, &[&roles]).await?.get(0);
+            plan::without_missing_roles(statements, &existing.into_iter().collect())
+        };
+        let fresh: std::collections::BTreeSet<String> = statements
+            .iter()
+            .filter_map(|s| match s {
+                Statement::CreateSchema { schema } => Some(schema.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut imported: Option<(String, String)> = None;
+        let mut batch: Vec<String> = Vec::new();
+        let mut pending_marker: Option<Marker> = None;
+        let mut executed = Executed::default();
+        // Option values go ahead, as one bind parameter; the statements that
+        // create servers and mappings read them (see `sql::SET_OPTIONS`).
+        let specs: Vec<serde_json::Value> = statements.iter().filter_map(sql::options_spec).collect();
+        if !specs.is_empty() {
+            self.count(1, 0);
+            tx.execute(&tx.prepare_cached(sql::SET_OPTIONS).await?, &[&sql::options_parameter(&specs)]).await?;
+        }
+        let mut created = 0;
+        for statement in statements {
+            if sql::options_spec(&statement).is_some() {
+                batch.push(sql::create_with_options(created));
+                created += 1;
+                if created == specs.len() {
+                    batch.push(sql::RESET_OPTIONS.to_owned());
+                }
+                continue;
+            }
+            match statement {
+                Statement::MarkSchema { marker, .. } if marker.tables.is_none() => pending_marker = Some(marker),
+                Statement::MarkSchema { ref marker, .. } => {
+                    executed.tables = marker.tables.unwrap_or(0);
+                    batch.push(sql::render(&statement));
+                }
+                Statement::Reimport { schema, server, remote_schema, filter } => {
+                    self.flush(tx, &mut batch).await?;
+                    match self.reimport(tx, &schema, &server, wrapper, &remote_schema, &filter).await? {
+                        Ok(held) => executed.held.extend(held),
+                        Err(refused) => {
+                            executed.refused = Some(refused);
+                            return Ok(executed);
+                        }
+                    }
+                }
+                Statement::Import { ref schema, ref server, .. } => {
+                    imported = Some((schema.clone(), server.clone()));
+                    batch.push(sql::render(&statement));
+                }
+                other => batch.push(sql::render(&other)),
+            }
+        }
+        self.flush(tx, &mut batch).await?;
+        if let Some((into, server)) = imported {
+            executed.refused = self.intruders(tx, &into, &server, wrapper, fresh.contains(&into)).await?;
+            if executed.refused.is_some() {
+                return Ok(executed);
+            }
+        }
+        let Some(mut marker) = pending_marker else { return Ok(executed) };
+        self.count(1, 0);
+        let after = tx.query_one(&tx.prepare_cached(sql::AFTER_IMPORT).await?, &[&schema, &server.unwrap_or("")]).await?;
+        executed.tables = after.get("tables");
+        if server.is_some() {
+            executed.first_owned = Some(after.get("first_owned"));
+        }
+        marker.tables = Some(executed.tables);
+        if let Some(fp) = marker.fingerprint.as_mut().filter(|fp| fp.part("import").is_some()) {
+            let columns: Vec<(String, String, String)> =
+                after.try_get::<_, Option<tokio_postgres::types::Json<_>>>("columns")?.map(|json| json.0).unwrap_or_default();
+            let hash = plan::source_hash(&columns);
+            executed.source_hash = Some(hash.clone());
+            fp.set("source", hash);
+        }
+        self.flush(tx, &mut vec![sql::render(&Statement::MarkSchema { schema: schema.to_owned(), marker })]).await?;
+        Ok(executed)
+    }
+
+    /// What an import into `schema` through `server` created that it may
+    /// not have (see `sql::IMPORT_INTRUDERS`), as a message; None if
+    /// nothing. `fresh`: the schema was made in this transaction, so
+    /// everything in it is the import's.
+    pub(super) async fn intruders(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        schema: &str,
+        server: &str,
+        wrapper: &str,
+        fresh: bool,
+    ) -> Result<Option<String>, tokio_postgres::Error> {
+        let (tables, columns) = match crate::plugins::imported_options(wrapper) {
+            Some((tables, columns)) => (Some(tables.to_vec()), Some(columns.to_vec())),
+            None => (None, None),
+        };
+        self.count(1, 0);
+        let row = tx.query_one(&tx.prepare_cached(sql::IMPORT_INTRUDERS).await?, &[&schema, &server, &tables, &columns, &fresh]).await?;
+        let found: Vec<String> = row.get(0);
+        if found.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(sanitize(&format!(
+            "the source's answer to the import would have created what an import may not, so nothing was imported: {}",
+            found.join("; ")
+        ))))
+    }
+
+    pub(super) async fn flush(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        batch: &mut Vec<String>,
+    ) -> Result<(), tokio_postgres::Error> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.count(batch.len() as u64, batch.len() as u64);
+        tx.batch_execute(&batch.join(";\n")).await?;
+        batch.clear();
+        Ok(())
+    }
+
+    /// A minimal re-import (`Statement::Reimport`): a fresh import into a
+    /// staging schema, then only what changed, as `plan::reimport` decides.
+    /// Each drop is RESTRICT and alone, under a savepoint: a table that a
+    /// user's object depends on is kept and reported, and the rest goes
+    /// through. Returns what was kept, in Postgres's own words, or why the
+    /// staged import was refused (see `intruders`): then nothing moved.
+    pub(super) async fn reimport(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        schema: &str,
+        server: &str,
+        wrapper: &str,
+        remote_schema: &str,
+        filter: &plan::TableFilter,
+    ) -> Result<Result<Vec<String>, String>, tokio_postgres::Error> {
+        // The staging name is known to every role: one that took it first
+        // gets no say, the import goes to a name nobody could guess.
+        let mut stage = plan::stage_schema(schema);
+        self.count(1, 0);
+        if tx.query_one(&tx.prepare_cached(sql::SCHEMA_EXISTS).await?, &[&stage]).await?.get::<_, bool>(0) {
+            use std::hash::BuildHasher;
+            stage = format!("{stage}_{:016x}", std::collections::hash_map::RandomState::new().hash_one(schema));
+        }
+        let import = Statement::Import {
+            remote_schema: remote_schema.to_owned(),
+            filter: filter.clone(),
+            server: server.to_owned(),
+            schema: stage.clone(),
+        };
+        self.flush(tx, &mut vec![sql::render(&Statement::CreateSchema { schema: stage.clone() }), sql::render(&import)]).await?;
+        if let Some(refused) = self.intruders(tx, &stage, server, wrapper, true).await? {
+            return Ok(Err(refused));
+        }
+        let defs = |rows: Vec<tokio_postgres::Row>| -> Vec<TableDef> {
+            rows.iter().map(|r| TableDef { name: r.get(0), definition: r.get(1) }).collect()
+        };
+        self.count(2, 0);
+        let existing = defs(tx.query(&tx.prepare_cached(sql::TABLE_DEFS).await?, &[&schema, &server]).await?);
+        let staged = defs(tx.query(&tx.prepare_cached(sql::TABLE_DEFS).await?, &[&stage, &server]).await?);
+        let diff = plan::reimport(&existing, &staged);
+        let mut held = Vec::new();
+        let mut kept = std::collections::BTreeSet::new();
+        for table in diff.replace.iter().chain(&diff.remove) {
+            let drop = sql::render(&Statement::DropForeignTables { schema: schema.to_owned(), tables: vec![table.clone()] });
+            self.count(2, 1);
+            match tx.batch_execute(&format!("SAVEPOINT manifold_drop; {drop}; RELEASE SAVEPOINT manifold_drop")).await {
+                Ok(()) => {}
+                Err(e) if e.code() == Some(&SqlState::DEPENDENT_OBJECTS_STILL_EXIST) => {
+                    tx.batch_execute("ROLLBACK TO SAVEPOINT manifold_drop").await?;
+                    held.push(classify(&e, &[]).message);
+                    kept.insert(table.clone());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut moves: Vec<String> = diff
+            .add
+            .iter()
+            .chain(diff.replace.iter().filter(|t| !kept.contains(*t)))
+            .map(|t| sql::render(&Statement::MoveForeignTable { from: stage.clone(), name: t.clone(), to: schema.to_owned() }))
+            .collect();
+        let moved: std::collections::BTreeSet<&String> =
+            diff.add.iter().chain(diff.replace.iter().filter(|t| !kept.contains(*t))).collect();
+        let leftovers: Vec<String> = staged.iter().map(|t| t.name.clone()).filter(|t| !moved.contains(t)).collect();
+        if let Some(drop) = sql::drop_foreign_tables(&stage, &leftovers) {
+            moves.push(drop);
+        }
+        moves.push(sql::render(&Statement::DropSchema { schema: stage }));
+        self.flush(tx, &mut moves).await?;
+        Ok(Ok(held))
+    }
+
+    /// Reads one row of the first of the schema's foreign tables that use
+    /// `server` (`first`, if the caller read it already), under a
+    /// savepoint: whether the source lets the workspace role read, as a
+    /// test would show. A refusal is not the attach's failure.
+    pub(super) async fn read_a_row(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        schema: &str,
+        server: &str,
+        first: Option<Option<String>>,
+    ) -> Result<bool, tokio_postgres::Error> {
+        let first = match first {
+            Some(first) => first,
+            None => {
+                self.count(1, 0);
+                tx.query(&tx.prepare_cached(sql::OWNED_FOREIGN_TABLES).await?, &[&schema, &server]).await?.first().map(|r| r.get(0))
+            }
+        };
+        self.count(1, 0);
+        let Some(table) = first else { return Ok(true) };
+        let read = format!("SAVEPOINT manifold_read; {}; RELEASE SAVEPOINT manifold_read", sql::read_one_row(schema, &table));
+        match tx.batch_execute(&read).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.as_db_error().is_some() => {
+                tx.batch_execute("ROLLBACK TO SAVEPOINT manifold_read").await?;
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// postgres_fdw keeps the remote connection an import opened for the
+    /// life of the session; a pooled session must not collect them.
+    pub(super) async fn disconnect_fdw(&self, client: &Object, extension_schema: &str) {
+        self.count(1, 0);
+        let _ = client.batch_execute(&sql::disconnect_fdw(extension_schema)).await;
+    }
+}

@@ -1,0 +1,129 @@
+//! Sessions: a workspace's pools, a session's bounded wait, and the
+//! deadline that cancels and throws away a session that overran it.
+
+use super::*;
+
+impl Database {
+    /// Builds the pools of a workspace. Nothing connects until first use.
+    pub fn new(target: &Target, sizes: PoolSizes, timeouts: Timeouts, counters: Counters) -> Result<Self, Failure> {
+        let invalid = |m: String| Failure::new(Reason::InvalidSpec, m);
+        let (uri, mode) = tls::split_sslmode(&target.uri).map_err(|m| invalid(format!("the workspace Secret's URI: {m}")))?;
+        let mut config: tokio_postgres::Config =
+            uri.parse().map_err(|_| invalid("the workspace Secret's URI is not a valid libpq connection URI".into()))?;
+        let uri_secret: Arc<str> = config.get_password().map(|p| String::from_utf8_lossy(p).into_owned()).unwrap_or_default().into();
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(timeouts.connect);
+        }
+        config.application_name("manifold");
+        // Pinned from the first statement of every session: nothing a
+        // database user plants on the search path runs as the operator,
+        // and nothing waits without bound.
+        let pinned = format!(
+            "-c search_path={} -c statement_timeout={} -c lock_timeout={} -c idle_in_transaction_session_timeout={}",
+            sql::SESSION_SEARCH_PATH.replace(' ', ""),
+            timeouts.statement.as_millis(),
+            timeouts.lock.as_millis(),
+            timeouts.deadline(timeouts.statement).as_millis(),
+        );
+        let options = match config.get_options() {
+            Some(existing) if !existing.is_empty() => format!("{existing} {pinned}"),
+            _ => pinned,
+        };
+        config.options(options);
+        let tls = tls::connector(mode, target.ca.as_deref()).map_err(|m| invalid(format!("workspace TLS: {m}")))?;
+        let pool = |size: usize| {
+            let manager = Manager::from_config(config.clone(), tls.clone(), ManagerConfig { recycling_method: RecyclingMethod::Fast });
+            Pool::builder(manager)
+                .max_size(size.max(1))
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                .wait_timeout(Some(timeouts.deadline(timeouts.statement)))
+                .create_timeout(Some(timeouts.connect))
+                .build()
+                .map_err(|e| invalid(format!("workspace pool: {e}")))
+        };
+        let sessions = |size: usize| -> Result<Sessions, Failure> {
+            let suspects = Arc::new(tokio::sync::Semaphore::new(size.saturating_sub(1).max(1)));
+            Ok(Sessions { pool: pool(size)?, suspects })
+        };
+        Ok(Database {
+            id: NEXT_DATABASE_ID.fetch_add(1, Ordering::Relaxed),
+            work: sessions(sizes.work)?,
+            tests: sessions(sizes.tests)?,
+            observe: pool(1)?,
+            tls,
+            timeouts,
+            counters,
+            uri_secret,
+        })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// A session of `sessions` for work on a source; a suspect source first
+    /// waits, bounded, for its share.
+    pub(super) async fn source_session(
+        &self,
+        sessions: &Sessions,
+        suspect: bool,
+    ) -> Result<(Session, Option<tokio::sync::OwnedSemaphorePermit>), Failure> {
+        let permit = if suspect {
+            let wait = self.timeouts.deadline(self.timeouts.statement);
+            match tokio::time::timeout(wait, sessions.suspects.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => Some(permit),
+                _ => {
+                    return Err(Failure::new(
+                        Reason::Timeout,
+                        format!("waited {wait:?} for a session: other sources that time out hold the ones this source may use"),
+                    ));
+                }
+            }
+        } else {
+            None
+        };
+        Ok((self.session(&sessions.pool).await?, permit))
+    }
+
+    pub(super) async fn session(&self, pool: &Pool) -> Result<Session, Failure> {
+        let object = pool.get().await.map_err(|e| {
+            let text = match &e {
+                deadpool_postgres::PoolError::Backend(err) => match err.as_db_error() {
+                    Some(db) => db.message().to_owned(),
+                    None => chain(err),
+                },
+                deadpool_postgres::PoolError::Timeout(_) => "timed out waiting for a connection".to_owned(),
+                other => other.to_string(),
+            };
+            let message = redact(&sanitize(&format!("cannot connect to the workspace database: {text}")), &[&self.uri_secret]);
+            Failure::new(Reason::WorkspaceUnreachable, message)
+        })?;
+        let cancel = object.cancel_token();
+        Ok(Session { object: Some(object), cancel, tls: self.tls.clone(), finished: false })
+    }
+
+    /// The result of an operation that ran under a deadline. A session
+    /// that answered goes back to its pool; one that did not is dropped.
+    pub(super) fn finish<T>(
+        &self,
+        mut session: Session,
+        result: Result<Result<T, Failure>, tokio::time::error::Elapsed>,
+        deadline: Duration,
+    ) -> Result<T, Failure> {
+        match result {
+            Ok(done) => {
+                session.finished = true;
+                done
+            }
+            Err(_) => Err(Failure::new(
+                Reason::Timeout,
+                format!("the workspace database did not answer within {deadline:?}; the session was cancelled and closed"),
+            )),
+        }
+    }
+
+    pub(super) fn count(&self, statements: u64, ddl: u64) {
+        self.counters.queries.inc_by(statements.saturating_sub(ddl));
+        self.counters.ddl.inc_by(ddl);
+    }
+}
