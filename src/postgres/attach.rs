@@ -66,21 +66,9 @@ impl Database {
                 tx.commit().await.map_err(err)?;
                 return Ok(Attached { change, tables: locked.observed.foreign_tables, held: Vec::new(), proven: false, source_hash: None });
             }
-            // An import (or a rebuild) replaces the tables that aggregators'
-            // views select from: those views come down first, and back after.
             let tables_change = matches!(change, Change::Rebuild | Change::Update { reimport: true, .. }) && plan.foreign().is_some();
-            let member = Member { connection: plan.connection.clone(), schema: plan.schema.clone() };
-            // Only a schema or server that exists can be listed by an
-            // aggregator's marker; a new one joins those the store names.
-            let present = locked.observed.schema_comment.is_some() || locked.observed.server_comment.is_some();
-            let aggregates = if tables_change {
-                self.aggregates_of(&tx, &plan.schema, &plan.owner.namespace, joins, present).await.map_err(err)?
-            } else {
-                Vec::new()
-            };
-            for (agg_schema, agg_locked) in &aggregates {
-                self.execute(&tx, agg_schema, plan::aggregate_teardown(agg_schema, agg_locked)).await.map_err(err)?;
-            }
+            let aggregates =
+                if tables_change { self.take_down_aggregates(&tx, plan, &locked, joins).await.map_err(err)? } else { Vec::new() };
             let done = self
                 .execute_for(&tx, &plan.schema, Some(server), wrapper, statements)
                 .await
@@ -96,6 +84,7 @@ impl Database {
             };
             for (agg_schema, agg_locked) in aggregates {
                 let joining = joins.iter().any(|(_, s)| *s == agg_schema);
+                let member = Member { connection: plan.connection.clone(), schema: plan.schema.clone() };
                 self.rebuild_aggregate(&tx, &agg_schema, agg_locked, &member, joining, &plan.readers).await.map_err(err)?;
             }
             tx.commit().await.map_err(err)?;
@@ -106,6 +95,26 @@ impl Database {
         })
         .await;
         self.finish(session, result, deadline)
+    }
+
+    /// An import (or a rebuild) replaces the tables that aggregators' views
+    /// select from: those views come down first, and go back up after the
+    /// member's statements (`rebuild_aggregate`). Only a schema or server
+    /// that exists can be listed by an aggregator's marker; a new one joins
+    /// those the store names.
+    async fn take_down_aggregates(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        plan: &AttachPlan,
+        locked: &Locked,
+        joins: &[(Owner, String)],
+    ) -> Result<Vec<(String, Locked)>, tokio_postgres::Error> {
+        let present = locked.observed.schema_comment.is_some() || locked.observed.server_comment.is_some();
+        let aggregates = self.aggregates_of(tx, &plan.schema, &plan.owner.namespace, joins, present).await?;
+        for (agg_schema, agg_locked) in &aggregates {
+            self.execute(tx, agg_schema, plan::aggregate_teardown(agg_schema, agg_locked)).await?;
+        }
+        Ok(aggregates)
     }
 
     /// The aggregators a member's change touches: those whose marker lists

@@ -3,6 +3,15 @@
 
 use super::*;
 
+/// What running the statements left to do: the import to check, and the
+/// marker that waits for its count.
+#[derive(Default)]
+struct Run {
+    executed: Executed,
+    imported: Option<(String, String)>,
+    pending_marker: Option<Marker>,
+}
+
 impl Database {
     /// Runs planned statements, in as few round trips as they allow: one,
     /// unless a minimal re-import needs its steps. A marker that waits for
@@ -29,16 +38,7 @@ impl Database {
         wrapper: &str,
         statements: Vec<Statement>,
     ) -> Result<Executed, tokio_postgres::Error> {
-        // A reader role is checked in this transaction, right before its
-        // grants and mappings: the workspace's observation may be older.
-        let roles = plan::reader_roles(&statements);
-        let statements = if roles.is_empty() {
-            statements
-        } else {
-            self.count(1, 0);
-            let existing: Vec<String> = tx.query_one(&tx.prepare_cached(sql::EXISTING_ROLES).await?, &[&roles]).await?.get(0);
-            plan::without_missing_roles(statements, &existing.into_iter().collect())
-        };
+        let statements = self.with_existing_readers(tx, statements).await?;
         let fresh: std::collections::BTreeSet<String> = statements
             .iter()
             .filter_map(|s| match s {
@@ -46,12 +46,52 @@ impl Database {
                 _ => None,
             })
             .collect();
-        let mut imported: Option<(String, String)> = None;
+        let mut run = self.run(tx, wrapper, statements).await?;
+        if run.executed.refused.is_some() {
+            return Ok(run.executed);
+        }
+        if let Some((into, server)) = run.imported {
+            run.executed.refused = self.intruders(tx, &into, &server, wrapper, fresh.contains(&into)).await?;
+            if run.executed.refused.is_some() {
+                return Ok(run.executed);
+            }
+        }
+        match run.pending_marker {
+            Some(marker) => self.write_marker(tx, schema, server, marker, run.executed).await,
+            None => Ok(run.executed),
+        }
+    }
+
+    /// The statements without the grants and mappings of reader roles that
+    /// do not exist: a reader role is checked in this transaction, right
+    /// before its grants and mappings, since the workspace's observation
+    /// may be older.
+    async fn with_existing_readers(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        statements: Vec<Statement>,
+    ) -> Result<Vec<Statement>, tokio_postgres::Error> {
+        let roles = plan::reader_roles(&statements);
+        if roles.is_empty() {
+            return Ok(statements);
+        }
+        self.count(1, 0);
+        let existing: Vec<String> = tx.query_one(&tx.prepare_cached(sql::EXISTING_ROLES).await?, &[&roles]).await?.get(0);
+        Ok(plan::without_missing_roles(statements, &existing.into_iter().collect()))
+    }
+
+    /// Runs the statements in batches. Option values go ahead, as one bind
+    /// parameter that the statements creating servers and mappings read
+    /// (see `sql::SET_OPTIONS`); a re-import runs its own steps; a marker
+    /// that waits for the import's count is kept for last.
+    async fn run(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        wrapper: &str,
+        statements: Vec<Statement>,
+    ) -> Result<Run, tokio_postgres::Error> {
+        let mut run = Run::default();
         let mut batch: Vec<String> = Vec::new();
-        let mut pending_marker: Option<Marker> = None;
-        let mut executed = Executed::default();
-        // Option values go ahead, as one bind parameter; the statements that
-        // create servers and mappings read them (see `sql::SET_OPTIONS`).
         let specs: Vec<serde_json::Value> = statements.iter().filter_map(sql::options_spec).collect();
         if !specs.is_empty() {
             self.count(1, 0);
@@ -68,36 +108,42 @@ impl Database {
                 continue;
             }
             match statement {
-                Statement::MarkSchema { marker, .. } if marker.tables.is_none() => pending_marker = Some(marker),
+                Statement::MarkSchema { marker, .. } if marker.tables.is_none() => run.pending_marker = Some(marker),
                 Statement::MarkSchema { ref marker, .. } => {
-                    executed.tables = marker.tables.unwrap_or(0);
+                    run.executed.tables = marker.tables.unwrap_or(0);
                     batch.push(sql::render(&statement));
                 }
                 Statement::Reimport { schema, server, remote_schema, filter } => {
                     self.flush(tx, &mut batch).await?;
                     match self.reimport(tx, &schema, &server, wrapper, &remote_schema, &filter).await? {
-                        Ok(held) => executed.held.extend(held),
+                        Ok(held) => run.executed.held.extend(held),
                         Err(refused) => {
-                            executed.refused = Some(refused);
-                            return Ok(executed);
+                            run.executed.refused = Some(refused);
+                            return Ok(run);
                         }
                     }
                 }
                 Statement::Import { ref schema, ref server, .. } => {
-                    imported = Some((schema.clone(), server.clone()));
+                    run.imported = Some((schema.clone(), server.clone()));
                     batch.push(sql::render(&statement));
                 }
                 other => batch.push(sql::render(&other)),
             }
         }
         self.flush(tx, &mut batch).await?;
-        if let Some((into, server)) = imported {
-            executed.refused = self.intruders(tx, &into, &server, wrapper, fresh.contains(&into)).await?;
-            if executed.refused.is_some() {
-                return Ok(executed);
-            }
-        }
-        let Some(mut marker) = pending_marker else { return Ok(executed) };
+        Ok(run)
+    }
+
+    /// Writes the marker that waited for the import: the table count, the
+    /// first foreign table that uses `server`, and the source's hash.
+    async fn write_marker(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        schema: &str,
+        server: Option<&str>,
+        mut marker: Marker,
+        mut executed: Executed,
+    ) -> Result<Executed, tokio_postgres::Error> {
         self.count(1, 0);
         let after = tx.query_one(&tx.prepare_cached(sql::AFTER_IMPORT).await?, &[&schema, &server.unwrap_or("")]).await?;
         executed.tables = after.get("tables");
@@ -173,8 +219,46 @@ impl Database {
         remote_schema: &str,
         filter: &plan::TableFilter,
     ) -> Result<Result<Vec<String>, String>, tokio_postgres::Error> {
-        // The staging name is known to every role: one that took it first
-        // gets no say, the import goes to a name nobody could guess.
+        let stage = match self.stage_import(tx, schema, server, wrapper, remote_schema, filter).await? {
+            Ok(stage) => stage,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let defs = |rows: Vec<tokio_postgres::Row>| -> Vec<TableDef> {
+            rows.iter().map(|r| TableDef { name: r.get(0), definition: r.get(1) }).collect()
+        };
+        self.count(2, 0);
+        let existing = defs(tx.query(&tx.prepare_cached(sql::TABLE_DEFS).await?, &[&schema, &server]).await?);
+        let staged = defs(tx.query(&tx.prepare_cached(sql::TABLE_DEFS).await?, &[&stage, &server]).await?);
+        let diff = plan::reimport(&existing, &staged);
+        let (held, kept) = self.drop_changed(tx, schema, diff.replace.iter().chain(&diff.remove)).await?;
+        let to_move: Vec<&String> = diff.add.iter().chain(diff.replace.iter().filter(|t| !kept.contains(*t))).collect();
+        let mut moves: Vec<String> = to_move
+            .iter()
+            .map(|t| sql::render(&Statement::MoveForeignTable { from: stage.clone(), name: (*t).clone(), to: schema.to_owned() }))
+            .collect();
+        let moved: std::collections::BTreeSet<&String> = to_move.into_iter().collect();
+        let leftovers: Vec<String> = staged.iter().map(|t| t.name.clone()).filter(|t| !moved.contains(t)).collect();
+        if let Some(drop) = sql::drop_foreign_tables(&stage, &leftovers) {
+            moves.push(drop);
+        }
+        moves.push(sql::render(&Statement::DropSchema { schema: stage }));
+        self.flush(tx, &mut moves).await?;
+        Ok(Ok(held))
+    }
+
+    /// Imports the source into a staging schema and checks what the import
+    /// created; the staging schema's name, or why the import is refused.
+    /// The staging name is known to every role: one that took it first gets
+    /// no say, the import goes to a name nobody could guess.
+    async fn stage_import(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        schema: &str,
+        server: &str,
+        wrapper: &str,
+        remote_schema: &str,
+        filter: &plan::TableFilter,
+    ) -> Result<Result<String, String>, tokio_postgres::Error> {
         let mut stage = plan::stage_schema(schema);
         self.count(1, 0);
         if tx.query_one(&tx.prepare_cached(sql::SCHEMA_EXISTS).await?, &[&stage]).await?.get::<_, bool>(0) {
@@ -188,19 +272,24 @@ impl Database {
             schema: stage.clone(),
         };
         self.flush(tx, &mut vec![sql::render(&Statement::CreateSchema { schema: stage.clone() }), sql::render(&import)]).await?;
-        if let Some(refused) = self.intruders(tx, &stage, server, wrapper, true).await? {
-            return Ok(Err(refused));
-        }
-        let defs = |rows: Vec<tokio_postgres::Row>| -> Vec<TableDef> {
-            rows.iter().map(|r| TableDef { name: r.get(0), definition: r.get(1) }).collect()
-        };
-        self.count(2, 0);
-        let existing = defs(tx.query(&tx.prepare_cached(sql::TABLE_DEFS).await?, &[&schema, &server]).await?);
-        let staged = defs(tx.query(&tx.prepare_cached(sql::TABLE_DEFS).await?, &[&stage, &server]).await?);
-        let diff = plan::reimport(&existing, &staged);
+        Ok(match self.intruders(tx, &stage, server, wrapper, true).await? {
+            Some(refused) => Err(refused),
+            None => Ok(stage),
+        })
+    }
+
+    /// Drops each table, alone and `RESTRICT`, under a savepoint: one that
+    /// something depends on stays. The messages that name what holds them,
+    /// and the tables kept.
+    async fn drop_changed(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        schema: &str,
+        tables: impl Iterator<Item = &String>,
+    ) -> Result<(Vec<String>, std::collections::BTreeSet<String>), tokio_postgres::Error> {
         let mut held = Vec::new();
         let mut kept = std::collections::BTreeSet::new();
-        for table in diff.replace.iter().chain(&diff.remove) {
+        for table in tables {
             let drop = sql::render(&Statement::DropForeignTables { schema: schema.to_owned(), tables: vec![table.clone()] });
             self.count(2, 1);
             match tx.batch_execute(&format!("SAVEPOINT manifold_drop; {drop}; RELEASE SAVEPOINT manifold_drop")).await {
@@ -213,21 +302,7 @@ impl Database {
                 Err(e) => return Err(e),
             }
         }
-        let mut moves: Vec<String> = diff
-            .add
-            .iter()
-            .chain(diff.replace.iter().filter(|t| !kept.contains(*t)))
-            .map(|t| sql::render(&Statement::MoveForeignTable { from: stage.clone(), name: t.clone(), to: schema.to_owned() }))
-            .collect();
-        let moved: std::collections::BTreeSet<&String> =
-            diff.add.iter().chain(diff.replace.iter().filter(|t| !kept.contains(*t))).collect();
-        let leftovers: Vec<String> = staged.iter().map(|t| t.name.clone()).filter(|t| !moved.contains(t)).collect();
-        if let Some(drop) = sql::drop_foreign_tables(&stage, &leftovers) {
-            moves.push(drop);
-        }
-        moves.push(sql::render(&Statement::DropSchema { schema: stage }));
-        self.flush(tx, &mut moves).await?;
-        Ok(Ok(held))
+        Ok((held, kept))
     }
 
     /// Reads one row of the first of the schema's foreign tables that use

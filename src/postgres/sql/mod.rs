@@ -13,6 +13,7 @@ use postgres_protocol::escape::{escape_identifier as ident, escape_literal as li
 use super::plan::{SecretString, Statement, TableFilter, Value, View};
 
 mod catalog;
+pub mod lex;
 pub use catalog::*;
 
 /// The search path of every session the operator opens. `pg_temp` is
