@@ -141,44 +141,8 @@ pub fn attachment_changed(stores: &Stores, triggers: &Triggers, event: &Event<Wo
         return;
     };
     let ns = att.namespace().unwrap_or_default();
-    // Their lists show the attachment; those that are gone list nothing.
-    // The lists of a bulk apply's attachments are written together.
-    let entries = |workspace: bool, name: &str| stores.index.read().unwrap().list_len(workspace, &ns, name);
-    if stores.workspace(&ns, &att.spec.workspace).is_some() {
-        triggers.list_changed(true, &ns, &att.spec.workspace, ListWait::Entries(entries(true, &att.spec.workspace)));
-    }
-    if stores.connection(&ns, &att.spec.connection).is_some() {
-        // A connection's attachments that have not reported yet are on
-        // their way (a bulk apply): its list waits for them. The store
-        // still holds this one as it was before the event.
-        let unreported = |a: &WorkspaceConnection| {
-            a.metadata.deletion_timestamp.is_none()
-                && a.status.as_ref().is_none_or(|s| conditions::find(&s.conditions, conditions::READY).is_none())
-        };
-        let name = att.name_any();
-        let settling = (!matches!(event, Event::Delete(_)) && unreported(&att))
-            || stores.attachments_of_connection(&ns, &att.spec.connection).iter().any(|a| a.name_any() != name && unreported(a));
-        let wait = if settling { ListWait::Settling } else { ListWait::Entries(entries(false, &att.spec.connection)) };
-        triggers.list_changed(false, &ns, &att.spec.connection, wait);
-    }
-    // An attachment that comes, goes, or turns Ready or not changes the
-    // members of the aggregators attached to the same workspace, and what
-    // every aggregator of the namespace lists.
-    {
-        let index = stores.index.read().unwrap();
-        let aggregators = index.aggregators(&ns);
-        if !aggregators.is_empty() {
-            for other in index.by_workspace(&ns, &att.spec.workspace) {
-                let is_aggregate = stores.attachment(&ns, &other).is_some_and(|a| aggregators.contains(&a.spec.connection));
-                if is_aggregate && other != att.name_any() {
-                    triggers.attachment(&ns, &other);
-                }
-            }
-            for aggregator in &aggregators {
-                triggers.connection(&ns, aggregator);
-            }
-        }
-    }
+    lists_changed(stores, triggers, event, &att, &ns);
+    aggregators_changed(stores, triggers, &att, &ns);
     // An attachment that goes away may free a schema another one wanted.
     if matches!(event, Event::Delete(_)) || att.metadata.deletion_timestamp.is_some() {
         let name = att.name_any();
@@ -190,6 +154,49 @@ pub fn attachment_changed(stores: &Stores, triggers: &Triggers, event: &Event<Wo
                 triggers.attachment(&ns, &other.name_any());
             }
         }
+    }
+}
+
+/// The workspace's and the connection's lists show the attachment; those
+/// that are gone list nothing. The lists of a bulk apply's attachments are
+/// written together: a connection's attachments that have not reported yet
+/// are on their way, and its list waits for them.
+fn lists_changed(stores: &Stores, triggers: &Triggers, event: &Event<WorkspaceConnection>, att: &WorkspaceConnection, ns: &str) {
+    let entries = |workspace: bool, name: &str| stores.index.read().unwrap().list_len(workspace, ns, name);
+    if stores.workspace(ns, &att.spec.workspace).is_some() {
+        triggers.list_changed(true, ns, &att.spec.workspace, ListWait::Entries(entries(true, &att.spec.workspace)));
+    }
+    if stores.connection(ns, &att.spec.connection).is_some() {
+        // The store still holds this one as it was before the event.
+        let unreported = |a: &WorkspaceConnection| {
+            a.metadata.deletion_timestamp.is_none()
+                && a.status.as_ref().is_none_or(|s| conditions::find(&s.conditions, conditions::READY).is_none())
+        };
+        let name = att.name_any();
+        let settling = (!matches!(event, Event::Delete(_)) && unreported(att))
+            || stores.attachments_of_connection(ns, &att.spec.connection).iter().any(|a| a.name_any() != name && unreported(a));
+        let wait = if settling { ListWait::Settling } else { ListWait::Entries(entries(false, &att.spec.connection)) };
+        triggers.list_changed(false, ns, &att.spec.connection, wait);
+    }
+}
+
+/// An attachment that comes, goes, or turns Ready or not changes the
+/// members of the aggregators attached to the same workspace, and what
+/// every aggregator of the namespace lists.
+fn aggregators_changed(stores: &Stores, triggers: &Triggers, att: &WorkspaceConnection, ns: &str) {
+    let index = stores.index.read().unwrap();
+    let aggregators = index.aggregators(ns);
+    if aggregators.is_empty() {
+        return;
+    }
+    for other in index.by_workspace(ns, &att.spec.workspace) {
+        let is_aggregate = stores.attachment(ns, &other).is_some_and(|a| aggregators.contains(&a.spec.connection));
+        if is_aggregate && other != att.name_any() {
+            triggers.attachment(ns, &other);
+        }
+    }
+    for aggregator in &aggregators {
+        triggers.connection(ns, aggregator);
     }
 }
 

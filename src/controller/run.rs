@@ -206,20 +206,8 @@ pub async fn run(
         namespaces.iter().map(|ns| watch_scope(&shared, Some(ns), &mut tasks)).collect()
     };
 
-    // A reconcile reads all four stores: until each has listed its kind, a
-    // missing reference would be reported wrongly.
-    for scope in &scopes {
-        let s = &scope.ctx.stores;
-        let ready = future::join4(
-            s.workspaces.wait_until_ready(),
-            s.connections.wait_until_ready(),
-            s.attachments.wait_until_ready(),
-            s.secrets.wait_until_ready(),
-        );
-        if let (Err(e), _, _, _) | (_, Err(e), _, _) | (_, _, Err(e), _) | (_, _, _, Err(e)) = ready.await {
-            warn!(error = %e, "stores never became ready");
-            return;
-        }
+    if !stores_ready(&scopes).await {
+        return;
     }
     let attachment_stores: Vec<Store<WorkspaceConnection>> = scopes.iter().map(|s| s.ctx.stores.attachments.clone()).collect();
     shared.metrics.add_state_source(Box::new(move || attachment_states(&attachment_stores)));
@@ -237,38 +225,77 @@ pub async fn run(
     info!(resync = ?shared.settings.resync, pool_size = shared.settings.pool_sizes.work, "leading: controllers starting");
 
     let config = controller::Config::default().concurrency(shared.settings.concurrency);
+    let debounced = config.clone().debounce(Duration::from_millis(200));
     let mut controllers: Vec<std::pin::Pin<Box<dyn Future<Output = ()>>>> = Vec::new();
     for scope in scopes {
         let Scope { ctx, subscribers: (ws_sub, conn_sub, att_sub), receivers: (ws_rx, conn_rx, att_rx) } = scope;
-        controllers.push(Box::pin(
-            Controller::for_shared_stream(own_changes(ws_sub, ctx.stores.workspaces.clone(), true), ctx.stores.workspaces.clone())
-                .with_config(config.clone().debounce(Duration::from_millis(200)))
-                .reconcile_on(ws_rx)
-                .graceful_shutdown_on(shutdown.clone())
-                .run(|o, c| measured("Workspace", c.clone(), workspace::reconcile(o, c)), error_policy, ctx.clone())
-                .for_each(|r| log_result("Workspace", r)),
-        ));
-        controllers.push(Box::pin(
-            Controller::for_shared_stream(own_changes(conn_sub, ctx.stores.connections.clone(), true), ctx.stores.connections.clone())
-                .with_config(config.clone().debounce(Duration::from_millis(200)))
-                .reconcile_on(conn_rx)
-                .graceful_shutdown_on(shutdown.clone())
-                .run(|o, c| measured("Connection", c.clone(), connection::reconcile(o, c)), error_policy, ctx.clone())
-                .for_each(|r| log_result("Connection", r)),
-        ));
-        controllers.push(Box::pin(
-            Controller::for_shared_stream(own_changes(att_sub, ctx.stores.attachments.clone(), false), ctx.stores.attachments.clone())
-                .with_config(config.clone())
-                .reconcile_on(att_rx)
-                .graceful_shutdown_on(shutdown.clone())
-                .run(|o, c| measured("WorkspaceConnection", c.clone(), attachment::reconcile(o, c)), error_policy, ctx.clone())
-                .for_each(|r| log_result("WorkspaceConnection", r)),
-        ));
+        let stores = ctx.stores.clone();
+        let stop = shutdown.clone();
+        let ws = Watched { kind: "Workspace", changes: ws_sub, store: stores.workspaces, finalizers: true, queued: ws_rx };
+        controllers.push(drive(ws, debounced.clone(), stop.clone(), ctx.clone(), |o, c| workspace::reconcile(o, c)));
+        let conn = Watched { kind: "Connection", changes: conn_sub, store: stores.connections, finalizers: true, queued: conn_rx };
+        controllers.push(drive(conn, debounced.clone(), stop.clone(), ctx.clone(), |o, c| connection::reconcile(o, c)));
+        let att = Watched { kind: "WorkspaceConnection", changes: att_sub, store: stores.attachments, finalizers: false, queued: att_rx };
+        controllers.push(drive(att, config.clone(), stop, ctx, |o, c| attachment::reconcile(o, c)));
     }
     future::join_all(controllers).await;
     tasks.iter().for_each(|t| t.abort());
     shared.metrics.leader.set(0);
     info!("controllers stopped");
+}
+
+/// A reconcile reads all four stores: until each has listed its kind, a
+/// missing reference would be reported wrongly. False if one never does.
+async fn stores_ready(scopes: &[Scope]) -> bool {
+    for scope in scopes {
+        let s = &scope.ctx.stores;
+        let ready = future::join4(
+            s.workspaces.wait_until_ready(),
+            s.connections.wait_until_ready(),
+            s.attachments.wait_until_ready(),
+            s.secrets.wait_until_ready(),
+        );
+        if let (Err(e), _, _, _) | (_, Err(e), _, _) | (_, _, Err(e), _) | (_, _, _, Err(e)) = ready.await {
+            warn!(error = %e, "stores never became ready");
+            return false;
+        }
+    }
+    true
+}
+
+/// One kind's watch, as a controller takes it: the changes that matter
+/// (see `own_changes`), its store, and the queue that relations fill.
+struct Watched<K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static> {
+    kind: &'static str,
+    changes: BoxStream<'static, Arc<K>>,
+    store: Store<K>,
+    /// Whether a change of finalizers alone is a change.
+    finalizers: bool,
+    queued: UnboundedReceiver<ObjectRef<K>>,
+}
+
+/// The controller of one kind: measured, logged, and stopped on shutdown.
+fn drive<K, R, F>(
+    watched: Watched<K>,
+    config: controller::Config,
+    shutdown: futures::future::Shared<impl Future<Output = ()> + Send + 'static>,
+    ctx: Arc<Context>,
+    reconcile: R,
+) -> std::pin::Pin<Box<dyn Future<Output = ()>>>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    R: Fn(Arc<K>, Arc<Context>) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    let Watched { kind, changes, store, finalizers, queued } = watched;
+    Box::pin(
+        Controller::for_shared_stream(own_changes(changes, store.clone(), finalizers), store)
+            .with_config(config)
+            .reconcile_on(queued)
+            .graceful_shutdown_on(shutdown)
+            .run(move |o, c| measured(kind, c.clone(), reconcile(o, c)), error_policy, ctx)
+            .for_each(move |r| log_result(kind, r)),
+    )
 }
 
 /// Attachments by state (Ready, or the reason), for the metrics.

@@ -129,40 +129,8 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Vec<SelectedConnection>
     };
     let plan = members(ws, &connections, &live, |name| ctx.stores.attachment(&ns, name));
     let api: Api<WorkspaceConnection> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut failed: BTreeMap<String, String> = BTreeMap::new();
-    let owner = OwnerReference {
-        api_version: Workspace::api_version(&()).into_owned(),
-        kind: Workspace::kind(&()).into_owned(),
-        name: ws.name_any(),
-        uid: ws.metadata.uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: None,
-    };
-    for (name, connection) in &plan.create {
-        let mut att = WorkspaceConnection::new(
-            name,
-            WorkspaceConnectionSpec { workspace: ws.name_any(), connection: connection.clone(), deletion_policy: Default::default() },
-        );
-        att.metadata.owner_references = Some(vec![owner.clone()]);
-        let params = PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
-        match api.create(&params, &att).await {
-            Ok(_) => {
-                info!(workspace = %ws.name_any(), namespace = %ns, connection = %connection, attachment = %name, "selected: attaching")
-            }
-            // Made meanwhile: the next reconcile sees it.
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => {
-                failed.insert(connection.clone(), format!("could not create WorkspaceConnection {name}: {e}"));
-            }
-        }
-    }
-    for name in &plan.delete {
-        match api.delete(name, &DeleteParams::default()).await {
-            Ok(_) => info!(workspace = %ws.name_any(), namespace = %ns, attachment = %name, "no longer selected: detaching"),
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => tracing::warn!(attachment = %name, error = %e, "could not delete an attachment no selector selects"),
-        }
-    }
+    let mut failed = create(&api, ws, &plan.create).await;
+    delete(&api, ws, &plan.delete).await;
     plan.selected
         .into_iter()
         .map(|(conn, attachment)| {
@@ -181,6 +149,54 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Vec<SelectedConnection>
             SelectedConnection { name: conn, attachment, state, message }
         })
         .collect()
+}
+
+/// Creates the attachments a selector asks for, owned by the Workspace
+/// (so that they go with it). Why each one that could not be made failed,
+/// by connection.
+async fn create(api: &Api<WorkspaceConnection>, ws: &Workspace, create: &[(String, String)]) -> BTreeMap<String, String> {
+    let mut failed = BTreeMap::new();
+    let owner = OwnerReference {
+        api_version: Workspace::api_version(&()).into_owned(),
+        kind: Workspace::kind(&()).into_owned(),
+        name: ws.name_any(),
+        uid: ws.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: None,
+    };
+    let ns = ws.namespace().unwrap_or_default();
+    for (name, connection) in create {
+        let mut att = WorkspaceConnection::new(
+            name,
+            WorkspaceConnectionSpec { workspace: ws.name_any(), connection: connection.clone(), deletion_policy: Default::default() },
+        );
+        att.metadata.owner_references = Some(vec![owner.clone()]);
+        let params = PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
+        match api.create(&params, &att).await {
+            Ok(_) => {
+                info!(workspace = %ws.name_any(), namespace = %ns, connection = %connection, attachment = %name, "selected: attaching")
+            }
+            // Made meanwhile: the next reconcile sees it.
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => {
+                failed.insert(connection.clone(), format!("could not create WorkspaceConnection {name}: {e}"));
+            }
+        }
+    }
+    failed
+}
+
+/// Deletes the attachments this Workspace made that no selector selects.
+async fn delete(api: &Api<WorkspaceConnection>, ws: &Workspace, names: &[String]) {
+    for name in names {
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {
+                info!(workspace = %ws.name_any(), namespace = %ws.namespace().unwrap_or_default(), attachment = %name, "no longer selected: detaching")
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => tracing::warn!(attachment = %name, error = %e, "could not delete an attachment no selector selects"),
+        }
+    }
 }
 
 #[cfg(test)]

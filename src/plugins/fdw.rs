@@ -19,30 +19,7 @@ pub(super) fn resolve(
             if known.is_empty() { "none".to_owned() } else { known.join(", ") }
         )));
     };
-    if let Some(key) = fdw.server_options.keys().find(|k| !allowed.server_options.contains(k)) {
-        return Err(PluginError::Invalid(format!(
-            "plugin.fdw.serverOptions may not set {key:?} for {}: allowed are {}",
-            fdw.wrapper,
-            allowed.server_options.join(", ")
-        )));
-    }
-    // The fence holds only where the admin said which options carry the
-    // host: a server that sets none of them cannot be fenced.
-    let hosts: Vec<&String> = allowed.host_options.iter().filter_map(|k| fdw.server_options.get(k)).collect();
-    for host in &hosts {
-        check_host(host, policy)?;
-    }
-    if hosts.is_empty() && !policy.hosts.is_open() {
-        return Err(PluginError::Invalid(format!(
-            "plugin.fdw.serverOptions must set the source's host ({}) for {}: the cluster admin fences sources (--source-hosts)",
-            if allowed.host_options.is_empty() {
-                "the cluster admin named no host option".to_owned()
-            } else {
-                allowed.host_options.join(" or ")
-            },
-            fdw.wrapper
-        )));
-    }
+    check_server_options(fdw, allowed, policy)?;
     let mapping_options = credentials
         .into_iter()
         .flatten()
@@ -66,6 +43,36 @@ pub(super) fn resolve(
         remote_schema: fdw.remote_schema.clone(),
         embedded_secrets: Vec::new(),
     })
+}
+
+/// The server options a spec sets: only those the admin allowed, and the
+/// host ones inside the fence. The fence holds only where the admin said
+/// which options carry the host: a server that sets none of them cannot be
+/// fenced, and is refused while there is a fence.
+fn check_server_options(fdw: &FdwPlugin, allowed: &AllowedWrapper, policy: &SourcePolicy) -> Result<(), PluginError> {
+    if let Some(key) = fdw.server_options.keys().find(|k| !allowed.server_options.contains(k)) {
+        return Err(PluginError::Invalid(format!(
+            "plugin.fdw.serverOptions may not set {key:?} for {}: allowed are {}",
+            fdw.wrapper,
+            allowed.server_options.join(", ")
+        )));
+    }
+    let hosts: Vec<&String> = allowed.host_options.iter().filter_map(|k| fdw.server_options.get(k)).collect();
+    for host in &hosts {
+        check_host(host, policy)?;
+    }
+    if hosts.is_empty() && !policy.hosts.is_open() {
+        return Err(PluginError::Invalid(format!(
+            "plugin.fdw.serverOptions must set the source's host ({}) for {}: the cluster admin fences sources (--source-hosts)",
+            if allowed.host_options.is_empty() {
+                "the cluster admin named no host option".to_owned()
+            } else {
+                allowed.host_options.join(" or ")
+            },
+            fdw.wrapper
+        )));
+    }
+    Ok(())
 }
 
 /// The options a wrapper's IMPORT FOREIGN SCHEMA sets on the tables and on

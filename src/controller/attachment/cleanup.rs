@@ -101,31 +101,9 @@ fn removal(att: &WorkspaceConnection, workspace: Option<&crate::api::Workspace>)
 /// Connection gone, it drops what the catalog shows as its own.
 pub async fn cleanup(att: &WorkspaceConnection, ctx: &Context) -> Result<Action, Error> {
     let ns = att.namespace().unwrap_or_default();
-    let ws_key = (ns.clone(), att.spec.workspace.clone());
     let workspace = ctx.stores.workspace(&ns, &att.spec.workspace);
     let how = removal(att, workspace.as_deref());
-    let result = match how {
-        Removal::Leave => Ok(Vec::new()),
-        Removal::Orphan => match cleanup_database(ctx, &ns, &att.spec.workspace) {
-            // Marked, so that a workspace deleted later (or with the
-            // namespace) keeps the schema too.
-            Some(db) => orphan(ctx, &ws_key, &db, att).await.map(|_| Vec::new()),
-            None => Ok(Vec::new()),
-        },
-        // The Workspace's own removal finds in the catalog whatever any
-        // attachment of its namespace made, whether the attachment is still
-        // around or not, and drops it before the Workspace goes (or says
-        // what it left, if the database is gone): nothing here to wait for.
-        Removal::Detach { workspace_going: true } => Ok(Vec::new()),
-        Removal::Detach { workspace_going: false } => match resolve::workspace_database(ctx, &ns, &att.spec.workspace).await {
-            Ok((ws, db)) => {
-                let desired = ctx.stores.connection(&ns, &att.spec.connection).and_then(|c| resolve::connection_schema(&c).ok());
-                detach(ctx, &ws_key, &db, &ws.spec.readers, att, desired.as_deref()).await
-            }
-            Err(f) => Err(f),
-        },
-    };
-    match result {
+    match remove(att, ctx, how).await {
         Ok(dropped) => {
             if !dropped.is_empty() {
                 let note = format!("dropped schema {} from Workspace {:?}", dropped.join(", "), att.spec.workspace);
@@ -143,25 +121,58 @@ pub async fn cleanup(att: &WorkspaceConnection, ctx: &Context) -> Result<Action,
             ctx.backoff.succeeded(&BackoffKey::of(att));
             Ok(Action::await_change())
         }
-        Err(e) => match deletion::give_up(ctx, att, &ns, &e).await {
-            Some(bound) => {
-                let note = format!(
-                    "gave up on the database of Workspace {:?} after {bound:?}: {}. What this attachment made may remain \
-                     there: schema {:?} and its server and user mapping, whose comments name this attachment",
-                    att.spec.workspace,
-                    e.message,
-                    att.status.as_ref().and_then(|s| s.schema.clone()).unwrap_or_default()
-                );
-                warn!(attachment = %att.name_any(), namespace = %ns, "{note}");
-                status::event(ctx, att, true, Reason::CleanupAbandoned.as_str(), "Detach", note).await;
-                ctx.backoff.succeeded(&BackoffKey::of(att));
-                Ok(Action::await_change())
-            }
-            None => {
-                let held = Failure::new(e.reason, deletion::held_message("wsconn", &att.name_any(), &e));
-                super::report::report(att, ctx, &Step::from(held.clone())).await?;
-                Err(Error::Held(held))
-            }
+        Err(e) => failed(att, ctx, e).await,
+    }
+}
+
+/// Does what the removal says in the database; the schemas dropped.
+async fn remove(att: &WorkspaceConnection, ctx: &Context, how: Removal) -> Result<Vec<String>, Failure> {
+    let ns = att.namespace().unwrap_or_default();
+    let ws_key = (ns.clone(), att.spec.workspace.clone());
+    match how {
+        Removal::Leave => Ok(Vec::new()),
+        Removal::Orphan => match cleanup_database(ctx, &ns, &att.spec.workspace) {
+            // Marked, so that a workspace deleted later (or with the
+            // namespace) keeps the schema too.
+            Some(db) => orphan(ctx, &ws_key, &db, att).await.map(|_| Vec::new()),
+            None => Ok(Vec::new()),
         },
+        // The Workspace's own removal finds in the catalog whatever any
+        // attachment of its namespace made, whether the attachment is still
+        // around or not, and drops it before the Workspace goes (or says
+        // what it left, if the database is gone): nothing here to wait for.
+        Removal::Detach { workspace_going: true } => Ok(Vec::new()),
+        Removal::Detach { workspace_going: false } => {
+            let (ws, db) = resolve::workspace_database(ctx, &ns, &att.spec.workspace).await?;
+            let desired = ctx.stores.connection(&ns, &att.spec.connection).and_then(|c| resolve::connection_schema(&c).ok());
+            detach(ctx, &ws_key, &db, &ws.spec.readers, att, desired.as_deref()).await
+        }
+    }
+}
+
+/// A removal that failed: given up on after the bound (a Warning Event
+/// names what may remain), or held with the reason in status until the
+/// database answers.
+async fn failed(att: &WorkspaceConnection, ctx: &Context, e: Failure) -> Result<Action, Error> {
+    let ns = att.namespace().unwrap_or_default();
+    match deletion::give_up(ctx, att, &ns, &e).await {
+        Some(bound) => {
+            let note = format!(
+                "gave up on the database of Workspace {:?} after {bound:?}: {}. What this attachment made may remain \
+                 there: schema {:?} and its server and user mapping, whose comments name this attachment",
+                att.spec.workspace,
+                e.message,
+                att.status.as_ref().and_then(|s| s.schema.clone()).unwrap_or_default()
+            );
+            warn!(attachment = %att.name_any(), namespace = %ns, "{note}");
+            status::event(ctx, att, true, Reason::CleanupAbandoned.as_str(), "Detach", note).await;
+            ctx.backoff.succeeded(&BackoffKey::of(att));
+            Ok(Action::await_change())
+        }
+        None => {
+            let held = Failure::new(e.reason, deletion::held_message("wsconn", &att.name_any(), &e));
+            super::report::report(att, ctx, &Step::from(held.clone())).await?;
+            Err(Error::Held(held))
+        }
     }
 }

@@ -50,41 +50,55 @@ pub(super) async fn run_test(
             }
             TestPlace::AdminDatabase => admin_test_database(ctx)?,
         };
-        // A scratch schema and server that no attachment can own; the
-        // transaction is rolled back whatever happens.
-        let scratch = format!(
-            "manifold_test_{:x}",
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() & 0xffff_ffff_ffff
-        );
-        let plan = AttachPlan::new(PlanInput {
-            owner: Owner { namespace: conn.namespace().unwrap_or_default(), name: conn.name_any() },
-            uid: conn.metadata.uid.as_deref().unwrap_or(""),
-            connection: &conn.name_any(),
-            readers: Vec::new(),
-            schema: &scratch,
-            wrapper: resolved.wrapper.clone(),
-            tables: resolve::table_filter(conn),
-            credentials_version: resolved.version.as_deref(),
-            source_hash: None,
-        });
-        // A source whose last test timed out may not take the last session.
-        let suspect = conn
-            .status
-            .as_ref()
-            .and_then(|s| s.test.as_ref())
-            .is_some_and(|t| t.reason == Reason::Timeout.as_str() || t.reason == Reason::HostUnreachable.as_str());
+        let (plan, scratch) = scratch_plan(conn, resolved);
         // Errors name the scratch server; a person knows the connection.
-        db.test(&plan, ctx.settings.test_timeout, suspect)
+        db.test(&plan, ctx.settings.test_timeout, suspect(conn))
             .await
             .map_err(|e| Failure::new(e.reason, e.message.replace(&scratch, &conn.name_any())))
     }
     .await;
     result.duration_ms = started.elapsed().as_millis() as i64;
-    let mut tested = None;
+    let tested = record(&mut result, outcome);
+    (result, tested)
+}
+
+/// The plan of a test: the connection attached to a scratch schema and
+/// server that no attachment can own; the transaction is rolled back
+/// whatever happens. The plan, and the scratch name.
+fn scratch_plan(conn: &Connection, resolved: &Resolved) -> (AttachPlan, String) {
+    let scratch = format!(
+        "manifold_test_{:x}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() & 0xffff_ffff_ffff
+    );
+    let plan = AttachPlan::new(PlanInput {
+        owner: Owner { namespace: conn.namespace().unwrap_or_default(), name: conn.name_any() },
+        uid: conn.metadata.uid.as_deref().unwrap_or(""),
+        connection: &conn.name_any(),
+        readers: Vec::new(),
+        schema: &scratch,
+        wrapper: resolved.wrapper.clone(),
+        tables: resolve::table_filter(conn),
+        credentials_version: resolved.version.as_deref(),
+        source_hash: None,
+    });
+    (plan, scratch)
+}
+
+/// A source whose last test timed out or could not be reached may not take
+/// the test pool's last session.
+fn suspect(conn: &Connection) -> bool {
+    conn.status
+        .as_ref()
+        .and_then(|s| s.test.as_ref())
+        .is_some_and(|t| t.reason == Reason::Timeout.as_str() || t.reason == Reason::HostUnreachable.as_str())
+}
+
+/// Pure: writes a test's outcome into its result; what it found, if it
+/// passed.
+fn record(result: &mut TestResult, outcome: Result<Tested, Failure>) -> Option<Tested> {
     match outcome {
         Ok(found) => {
             let tables = found.tables;
-            tested = Some(found);
             result.result = TestOutcome::Passed;
             result.reason = Reason::Passed.as_str().to_owned();
             result.tables = Some(tables as i32);
@@ -93,6 +107,7 @@ pub(super) async fn run_test(
             } else {
                 format!("imported {tables} tables and read a row")
             };
+            Some(found)
         }
         Err(f) => {
             if f.reason == Reason::NoWorkspace {
@@ -100,9 +115,9 @@ pub(super) async fn run_test(
             }
             result.reason = f.reason.as_str().to_owned();
             result.message = f.message;
+            None
         }
     }
-    (result, tested)
 }
 
 /// Runs a test and records it: the log, the metrics, the backoff and an

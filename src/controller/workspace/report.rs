@@ -48,6 +48,27 @@ pub(super) fn least_privilege(seen: &Seen) -> Desired {
     }
 }
 
+/// Pure: each reader, and whether it exists (as the last observation saw
+/// the roles; without one, as status has it). One that does not is left
+/// out, and the others and the attachments are unaffected.
+fn readers(ws: &Workspace, seen: Option<&Seen>) -> Vec<ReaderState> {
+    let Some(seen) = seen else {
+        return ws.status.as_ref().map(|s| s.readers.clone()).unwrap_or_default();
+    };
+    ws.spec
+        .readers
+        .iter()
+        .map(|r| match seen.roles.contains(r) {
+            true => ReaderState { name: r.clone(), state: "Ready".into(), message: String::new() },
+            false => ReaderState {
+                name: r.clone(),
+                state: Reason::RoleNotFound.as_str().into(),
+                message: format!("role {r:?} does not exist in the database"),
+            },
+        })
+        .collect()
+}
+
 pub(super) async fn report(
     ws: &Workspace,
     ctx: &Context,
@@ -62,24 +83,7 @@ pub(super) async fn report(
     let was_superuser =
         current.and_then(|s| conditions::find(&s.conditions, LEAST_PRIVILEGE)).is_some_and(|c| c.reason == Reason::SuperuserRole.as_str());
     extra.extend(seen.iter().map(least_privilege));
-    // Each reader, and whether it exists: one that does not is left out,
-    // and the others and the attachments are unaffected.
-    let readers: Vec<ReaderState> = match &seen {
-        Some(seen) => ws
-            .spec
-            .readers
-            .iter()
-            .map(|r| match seen.roles.contains(r) {
-                true => ReaderState { name: r.clone(), state: "Ready".into(), message: String::new() },
-                false => ReaderState {
-                    name: r.clone(),
-                    state: Reason::RoleNotFound.as_str().into(),
-                    message: format!("role {r:?} does not exist in the database"),
-                },
-            })
-            .collect(),
-        None => current.map(|s| s.readers.clone()).unwrap_or_default(),
-    };
+    let readers = readers(ws, seen.as_ref());
     if seen.is_some() && !ws.spec.readers.is_empty() {
         let missing: Vec<&str> = readers.iter().filter(|r| r.state != "Ready").map(|r| r.name.as_str()).collect();
         extra.push(match missing.as_slice() {
