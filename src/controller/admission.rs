@@ -37,7 +37,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::context::{Stores, Triggers};
+use super::stores::Stores;
+use super::triggers::Triggers;
 
 type WsKey = (String, String);
 

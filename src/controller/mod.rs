@@ -18,16 +18,22 @@
 mod admission;
 mod aggregates;
 mod attachment;
+mod backoff;
 mod connection;
 mod context;
 mod deletion;
+mod errors;
 mod index;
 mod observations;
+mod recent_tests;
 mod relations;
 mod resolve;
 mod run;
 mod selection;
+mod settings;
 mod status;
+mod stores;
+mod triggers;
 mod workspace;
 
 pub use context::{MANAGER, Settings, Shared};

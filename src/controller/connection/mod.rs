@@ -29,7 +29,7 @@ use super::resolve::{self, SecretUser};
 use crate::api::{Connection, Failure};
 
 use place::*;
-pub use recent::RecentTests;
+
 use recent::*;
 use report::*;
 use schedule::*;
@@ -96,6 +96,7 @@ mod tests {
     use super::*;
     use crate::api::{ConnectionSpec, PluginSpec, TestSpec};
     use crate::api::{ConnectionStatus, SourceSchema, TEST_REQUEST_ANNOTATION, TestOutcome, TestResult};
+    use crate::controller::recent_tests::RecentTests;
     use crate::controller::status;
 
     fn conn(generation: i64, interval: Option<&str>, test: Option<TestResult>, request: Option<&str>) -> Connection {
