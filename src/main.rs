@@ -265,24 +265,12 @@ fn init_tracing(format: &str) {
     }
 }
 
+/// `manifold run`: the controllers, with the admin server, until SIGTERM or
+/// SIGINT. With `--leader-elect`, a replica that loses the Lease it held
+/// exits with status 1.
 fn run(flags: cli::KubeFlags, args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     init_tracing(&args.log_format);
-    let settings = Settings {
-        resync: args.resync,
-        pool_sizes: PoolSizes { work: args.pool_size, tests: args.test_pool_size },
-        concurrency: args.concurrency,
-        timeouts: Timeouts { connect: args.connect_timeout, statement: args.statement_timeout, lock: args.lock_timeout },
-        test_timeout: args.test_timeout,
-        test_database: args.test_database_uri_file,
-        sources: SourcePolicy {
-            wrappers: args.wrappers.0,
-            hosts: HostFence::parse(&args.source_hosts).map_err(|e| format!("--source-hosts: {e}"))?,
-            connect_timeout_secs: args.source_connect_timeout.as_secs().max(1),
-        },
-        secret_selector: args.secret_selector,
-        cleanup_timeout: args.cleanup_timeout,
-        terminating_cleanup_timeout: args.terminating_cleanup_timeout,
-    };
+    let settings = settings(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let lost = runtime.block_on(async move {
         let client = kube::Client::try_from(flags.config().await?)?;
@@ -296,60 +284,97 @@ fn run(flags: cli::KubeFlags, args: RunArgs) -> Result<(), Box<dyn std::error::E
             manifold::controller::run(shared, &args.namespaces, health, std::future::ready(()), shutdown_signal()).await;
             return Ok::<bool, Box<dyn std::error::Error>>(false);
         }
-        // Leader election: a Lease held for 15 s and renewed 5 s before it
-        // expires, so a standby takes over about 15 s after the leader dies.
-        let identity = std::env::var("POD_NAME")
-            .unwrap_or_else(|_| format!("{}-{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "manifold".into()), std::process::id()));
-        let manager = kube_lease_manager::LeaseManagerBuilder::new(client, &args.lease_name)
-            .with_namespace(&args.lease_namespace)
-            .with_identity(&identity)
-            .with_duration(15)
-            .with_grace(5)
-            .build()
-            .await?;
-        let (mut is_leader, lease_task) = manager.watch().await;
-        tracing::info!(identity = %identity, lease = %args.lease_name, "waiting for leadership");
-        let mut lost_rx = is_leader.clone();
-        let elected = async move {
-            while !*is_leader.borrow_and_update() {
-                if is_leader.changed().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            }
-        };
-        let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let lost_flag = lost.clone();
-        // Stop when asked, or when the Lease is lost after it was held.
-        let shutdown = async move {
-            let lease_lost = async {
-                while !*lost_rx.borrow_and_update() {
-                    if lost_rx.changed().await.is_err() {
-                        return;
-                    }
-                }
-                while *lost_rx.borrow_and_update() {
-                    if lost_rx.changed().await.is_err() {
-                        break;
-                    }
-                }
-                lost_flag.store(true, std::sync::atomic::Ordering::Relaxed);
-                tracing::error!("leader Lease lost; stopping");
-            };
-            tokio::select! {
-                _ = shutdown_signal() => {}
-                _ = lease_lost => {}
-            }
-        };
-        manifold::controller::run(shared, &args.namespaces, health, elected, shutdown).await;
-        // The receivers are gone with `run`: the Lease task releases the
-        // Lease for the next leader, and ends.
-        let _ = tokio::time::timeout(Duration::from_secs(5), lease_task).await;
-        Ok(lost.load(std::sync::atomic::Ordering::Relaxed))
+        run_as_leader(client, shared, health, &args).await
     })?;
     if lost {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// The controller's settings from `run`'s flags. A bad `--source-hosts` is
+/// the one error.
+fn settings(args: &RunArgs) -> Result<Settings, String> {
+    Ok(Settings {
+        resync: args.resync,
+        pool_sizes: PoolSizes { work: args.pool_size, tests: args.test_pool_size },
+        concurrency: args.concurrency,
+        timeouts: Timeouts { connect: args.connect_timeout, statement: args.statement_timeout, lock: args.lock_timeout },
+        test_timeout: args.test_timeout,
+        test_database: args.test_database_uri_file.clone(),
+        sources: SourcePolicy {
+            wrappers: args.wrappers.0.clone(),
+            hosts: HostFence::parse(&args.source_hosts).map_err(|e| format!("--source-hosts: {e}"))?,
+            connect_timeout_secs: args.source_connect_timeout.as_secs().max(1),
+        },
+        secret_selector: args.secret_selector.clone(),
+        cleanup_timeout: args.cleanup_timeout,
+        terminating_cleanup_timeout: args.terminating_cleanup_timeout,
+    })
+}
+
+/// The controllers under leader election: they start once this replica
+/// holds the Lease, and stop when asked or when the Lease is lost after it
+/// was held. Returns whether the Lease was lost.
+async fn run_as_leader(
+    client: kube::Client,
+    shared: manifold::controller::Shared,
+    health: manifold::metrics::Health,
+    args: &RunArgs,
+) -> Result<bool, Box<dyn std::error::Error>> {
+    // Leader election: a Lease held for 15 s and renewed 5 s before it
+    // expires, so a standby takes over about 15 s after the leader dies.
+    let identity = std::env::var("POD_NAME")
+        .unwrap_or_else(|_| format!("{}-{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "manifold".into()), std::process::id()));
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client, &args.lease_name)
+        .with_namespace(&args.lease_namespace)
+        .with_identity(&identity)
+        .with_duration(15)
+        .with_grace(5)
+        .build()
+        .await?;
+    let (mut is_leader, lease_task) = manager.watch().await;
+    tracing::info!(identity = %identity, lease = %args.lease_name, "waiting for leadership");
+    let lost_rx = is_leader.clone();
+    let elected = async move {
+        while !*is_leader.borrow_and_update() {
+            if is_leader.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let lost_flag = lost.clone();
+    // Stop when asked, or when the Lease is lost after it was held.
+    let shutdown = async move {
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = lease_lost(lost_rx, lost_flag) => {}
+        }
+    };
+    manifold::controller::run(shared, &args.namespaces, health, elected, shutdown).await;
+    // The receivers are gone with `run`: the Lease task releases the
+    // Lease for the next leader, and ends.
+    let _ = tokio::time::timeout(Duration::from_secs(5), lease_task).await;
+    Ok(lost.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// Resolves when the Lease is lost after it was held, setting `lost_flag`
+/// and logging it. Resolves without either if the Lease task ends before
+/// the Lease was ever held.
+async fn lease_lost(mut lost_rx: tokio::sync::watch::Receiver<bool>, lost_flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    while !*lost_rx.borrow_and_update() {
+        if lost_rx.changed().await.is_err() {
+            return;
+        }
+    }
+    while *lost_rx.borrow_and_update() {
+        if lost_rx.changed().await.is_err() {
+            break;
+        }
+    }
+    lost_flag.store(true, std::sync::atomic::Ordering::Relaxed);
+    tracing::error!("leader Lease lost; stopping");
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -37,48 +37,11 @@ pub enum Offer {
 
 /// Decides what the last of `words` completes to, from the command tree.
 pub fn offer(root: &Command, words: &[String]) -> Offer {
-    let mut cmd = root.clone();
-    cmd.build();
     let (current, before) = match words.split_last() {
         Some((last, rest)) => (last.as_str(), rest),
         None => ("", &[][..]),
     };
-    let mut path: Vec<String> = Vec::new();
-    let mut positionals: Vec<String> = Vec::new();
-    let mut expecting: Option<Arg> = None;
-    for word in before {
-        if expecting.take().is_some() {
-            continue;
-        }
-        if let Some(long) = word.strip_prefix("--") {
-            let (name, inline) = match long.split_once('=') {
-                Some((n, _)) => (n, true),
-                None => (long, false),
-            };
-            if let Some(arg) = cmd.get_arguments().find(|a| a.get_long() == Some(name))
-                && takes_value(arg)
-                && !inline
-                && !optional_value(arg)
-            {
-                expecting = Some(arg.clone());
-            }
-        } else if let Some(short) = word.strip_prefix('-').filter(|s| !s.is_empty()) {
-            let c = short.chars().next().unwrap_or_default();
-            if let Some(arg) = cmd.get_arguments().find(|a| a.get_short() == Some(c))
-                && takes_value(arg)
-                && short.len() == 1
-            {
-                expecting = Some(arg.clone());
-            }
-        } else if positionals.is_empty()
-            && let Some(sub) = cmd.find_subcommand(word).cloned()
-        {
-            path.push(sub.get_name().to_string());
-            cmd = sub;
-        } else {
-            positionals.push(word.clone());
-        }
-    }
+    let Position { cmd, path, positionals, expecting } = Position::of(root, before);
     if let Some(arg) = expecting {
         return value_offer(&arg);
     }
@@ -105,6 +68,66 @@ pub fn offer(root: &Command, words: &[String]) -> Offer {
             Some(arg) if !arg.get_possible_values().is_empty() => value_offer(arg),
             _ => Offer::Words(vec![]),
         },
+    }
+}
+
+/// Where the words before the one being completed leave the command line.
+struct Position {
+    /// The command or subcommand they reach.
+    cmd: Command,
+    /// The names of the subcommands on the way there.
+    path: Vec<String>,
+    /// The positional arguments given so far.
+    positionals: Vec<String>,
+    /// The flag whose value the word being completed is, if any.
+    expecting: Option<Arg>,
+}
+
+impl Position {
+    /// Walks `words` down the command tree from `root`. A flag that takes a
+    /// separate value (`--flag value`, `-f value`) makes the next word its
+    /// value; before any positional, a subcommand's name descends into it;
+    /// any other word is a positional.
+    fn of(root: &Command, words: &[String]) -> Position {
+        let mut cmd = root.clone();
+        cmd.build();
+        let mut path: Vec<String> = Vec::new();
+        let mut positionals: Vec<String> = Vec::new();
+        let mut expecting: Option<Arg> = None;
+        for word in words {
+            if expecting.take().is_some() {
+                continue;
+            }
+            if let Some(long) = word.strip_prefix("--") {
+                let (name, inline) = match long.split_once('=') {
+                    Some((n, _)) => (n, true),
+                    None => (long, false),
+                };
+                if let Some(arg) = cmd.get_arguments().find(|a| a.get_long() == Some(name))
+                    && takes_value(arg)
+                    && !inline
+                    && !optional_value(arg)
+                {
+                    expecting = Some(arg.clone());
+                }
+            } else if let Some(short) = word.strip_prefix('-').filter(|s| !s.is_empty()) {
+                let c = short.chars().next().unwrap_or_default();
+                if let Some(arg) = cmd.get_arguments().find(|a| a.get_short() == Some(c))
+                    && takes_value(arg)
+                    && short.len() == 1
+                {
+                    expecting = Some(arg.clone());
+                }
+            } else if positionals.is_empty()
+                && let Some(sub) = cmd.find_subcommand(word).cloned()
+            {
+                path.push(sub.get_name().to_string());
+                cmd = sub;
+            } else {
+                positionals.push(word.clone());
+            }
+        }
+        Position { cmd, path, positionals, expecting }
     }
 }
 

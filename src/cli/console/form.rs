@@ -121,14 +121,45 @@ fn lines(text: &str) -> impl Iterator<Item = &str> {
     text.lines().map(str::trim).filter(|l| !l.is_empty())
 }
 
+/// A form value, trimmed, if it is filled in.
+fn filled<'v>(values: &'v Values, key: &str) -> Option<&'v str> {
+    values.get(key).map(|v| v.trim()).filter(|v| !v.is_empty())
+}
+
 /// The draft Connection (and credentials) of a filled-in form for plugin
 /// `kind` in namespace `ns`. Errors name the field.
 pub fn draft(ns: &str, kind: &str, values: &Values) -> Result<Draft, String> {
-    let get = |k: &str| values.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
-    let name = get("name").ok_or("Name is required")?.to_string();
+    let name = filled(values, "name").ok_or("Name is required")?.to_string();
     if !dns_label(&name) {
         return Err(format!("Name {name:?} must be lowercase letters, digits, '-' and '.', and start and end with a letter or digit"));
     }
+    let plugin = plugin_settings(kind, values)?;
+    let mut spec = Map::new();
+    spec.insert("plugin".into(), json!({ kind: plugin }));
+    if let Some(schema) = filled(values, "schema") {
+        spec.insert("schema".into(), json!(schema));
+    }
+    if let Some(tables) = tables(values)? {
+        spec.insert("tables".into(), tables);
+    }
+    if let Some(interval) = filled(values, "test.interval") {
+        spec.insert("test".into(), json!({ "interval": interval }));
+    }
+    let secret = credentials(&mut spec, kind, &name, values)?;
+    let connection = json!({
+        "apiVersion": "manifold.dev/v1alpha1",
+        "kind": "Connection",
+        "metadata": { "name": name, "namespace": ns, "annotations": { DRAFT_ANNOTATION: "true" } },
+        "spec": spec,
+    });
+    serde_json::from_value::<Connection>(connection.clone()).map_err(|e| format!("the connection: {e}"))?;
+    Ok(Draft { name, connection, secret })
+}
+
+/// `spec.plugin.<kind>` from the form's `plugin.<field>` values, each as
+/// its field's input makes it; a field left empty is left out, unless it
+/// is required. Errors name the field.
+fn plugin_settings(kind: &str, values: &Values) -> Result<Map<String, Value>, String> {
     let fields = fields(kind).ok_or_else(|| format!("unknown plugin {kind:?}"))?;
     let mut plugin = Map::new();
     for field in &fields {
@@ -156,12 +187,14 @@ pub fn draft(ns: &str, kind: &str, values: &Values) -> Result<Draft, String> {
         };
         plugin.insert(field.name.clone(), value);
     }
-    let mut spec = Map::new();
-    spec.insert("plugin".into(), json!({ kind: plugin }));
-    if let Some(schema) = get("schema") {
-        spec.insert("schema".into(), json!(schema));
-    }
-    match get("tables.mode") {
+    Ok(plugin)
+}
+
+/// `spec.tables` from the Tables choice: the tables to include or to
+/// exclude, one per line or comma-separated. None when the form takes
+/// every table.
+fn tables(values: &Values) -> Result<Option<Value>, String> {
+    match filled(values, "tables.mode") {
         Some(mode @ ("include" | "exclude")) => {
             let list: Vec<&str> = values
                 .get("tables.list")
@@ -170,18 +203,25 @@ pub fn draft(ns: &str, kind: &str, values: &Values) -> Result<Draft, String> {
             if list.is_empty() {
                 return Err(format!("Tables: list the tables to {mode}"));
             }
-            spec.insert("tables".into(), json!({ mode: list }));
+            Ok(Some(json!({ mode: list })))
         }
-        _ => {}
+        _ => Ok(None),
     }
-    if let Some(interval) = get("test.interval") {
-        spec.insert("test".into(), json!({ "interval": interval }));
-    }
-    let mut secret = None;
-    match get("cred.mode") {
+}
+
+/// A Secret the form makes: its name and data.
+type NewSecret = (String, BTreeMap<String, String>);
+
+/// The Credentials choice: an existing Secret, or a new one (named by
+/// `secret_name`) of the plugin's named keys and the free rows filled in.
+/// Sets `spec.credentials` to either, and returns the new Secret's name
+/// and data.
+fn credentials(spec: &mut Map<String, Value>, kind: &str, name: &str, values: &Values) -> Result<Option<NewSecret>, String> {
+    match filled(values, "cred.mode") {
         Some("existing") => {
-            let existing = get("cred.secret").ok_or("Credentials: name the Secret")?;
+            let existing = filled(values, "cred.secret").ok_or("Credentials: name the Secret")?;
             spec.insert("credentials".into(), json!({ "secretRef": { "name": existing } }));
+            Ok(None)
         }
         Some("new") => {
             let mut data = BTreeMap::new();
@@ -191,26 +231,18 @@ pub fn draft(ns: &str, kind: &str, values: &Values) -> Result<Draft, String> {
                 }
             }
             for i in 0..FREE_CREDENTIAL_ROWS {
-                if let Some(k) = get(&format!("cred.key.{i}")) {
+                if let Some(k) = filled(values, &format!("cred.key.{i}")) {
                     if let Some(v) = values.get(&format!("cred.value.{i}")).filter(|v| !v.is_empty()) {
                         data.insert(k.to_string(), v.clone());
                     }
                 }
             }
-            let secret_name = secret_name(&name);
+            let secret_name = secret_name(name);
             spec.insert("credentials".into(), json!({ "secretRef": { "name": secret_name } }));
-            secret = Some((secret_name, data));
+            Ok(Some((secret_name, data)))
         }
-        _ => {}
+        _ => Ok(None),
     }
-    let connection = json!({
-        "apiVersion": "manifold.dev/v1alpha1",
-        "kind": "Connection",
-        "metadata": { "name": name, "namespace": ns, "annotations": { DRAFT_ANNOTATION: "true" } },
-        "spec": spec,
-    });
-    serde_json::from_value::<Connection>(connection.clone()).map_err(|e| format!("the connection: {e}"))?;
-    Ok(Draft { name, connection, secret })
 }
 
 /// A form's values from an existing draft, so that the page shows what it

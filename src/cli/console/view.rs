@@ -6,7 +6,9 @@ use axum::response::Html;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
-use manifold::api::{Connection, ConnectionStatus, GROUP, SourceSchema, TestOutcome, Workspace, WorkspaceConnection, conditions, is_draft};
+use manifold::api::{
+    Connection, ConnectionStatus, GROUP, SourceSchema, TestOutcome, Workspace, WorkspaceConnection, WorkspaceStatus, conditions, is_draft,
+};
 use maud::{Markup, html};
 
 use super::{Console, Shared, button, page, post_form, query_param};
@@ -204,11 +206,7 @@ pub async fn connection_page(console: &Console, ns: &str, name: &str, error: Opt
         .await
         .map(|l| l.items.into_iter().filter(|a| a.spec.connection == name).collect())
         .unwrap_or_default();
-    let workspaces: Vec<String> = Api::<Workspace>::namespaced(console.client.clone(), ns)
-        .list(&ListParams::default())
-        .await
-        .map(|l| l.items.iter().map(|w| w.name_any()).filter(|w| !attachments.iter().any(|a| &a.spec.workspace == w)).collect())
-        .unwrap_or_default();
+    let workspaces = other_workspaces(console, ns, &attachments).await;
     let can = allowed(
         console,
         ns,
@@ -229,23 +227,10 @@ pub async fn connection_page(console: &Console, ns: &str, name: &str, error: Opt
         html! {
             h1 { (name) (gitops_tag(&c.metadata)) }
             @if let Some(error) = error { p.error id="error" { (error) } }
-            dl {
-                dt { "Plugin" } dd { (status.plugin.clone().unwrap_or_else(|| "aggregator".into())) }
-                dt { "Schema" } dd { code { (status.schema.clone().unwrap_or_default()) } }
-                dt { "Ready" } dd { (ready(&status.conditions)) }
-                @if let Some(secret) = &c.spec.credentials { dt { "Credentials" } dd { "Secret " code { (secret.secret_ref.name) } } }
-            }
+            (connection_facts(&c, &status))
             h2 { "Workspaces" }
             (attachments_table(console, ns, &attachments, &back, can[2]))
-            @if !is_draft(&c) {
-                (post_form(console, &format!("/ns/{ns}/connections/{name}/attach"), "add-to-workspace", html! {
-                    div.bar {
-                        @if !workspaces.is_empty() { select name="workspace" id="workspace" { @for w in &workspaces { option value=(w) { (w) } } } }
-                        (button("add-to-workspace-button", "Add to Workspace", attach && !workspaces.is_empty(),
-                            if attach { "no other workspace in this namespace" } else { "your RBAC does not allow attaching this Connection (the verb attach on connections)" }))
-                    }
-                }))
-            }
+            @if !is_draft(&c) { (add_to_workspace_form(console, ns, name, &workspaces, attach)) }
             (test_section(&status))
             (post_form(console, &format!("/ns/{ns}/connections/{name}/test"), "test-connection", html! {
                 (button("test-button", "Test Connection", can[0], "your RBAC does not allow patching this Connection"))
@@ -257,15 +242,66 @@ pub async fn connection_page(console: &Console, ns: &str, name: &str, error: Opt
             }
             (conditions_table(&status.conditions))
             h2 { "Settings" }
-            (post_form(console, &format!("/ns/{ns}/connections/{name}/delete"), "delete-connection", html! {
-                p { "Delete Connection removes it from every workspace, then deletes it. Its Secret is kept. Type "
-                    code { (name) } " to confirm." }
-                div.bar {
-                    input type="text" name="confirm" id="confirm" autocomplete="off" placeholder=(name);
-                    (button("delete-button", "Delete Connection", can[3] && (attachments.is_empty() || can[2]),
-                        "your RBAC does not allow deleting this Connection and its WorkspaceConnections"))
-                }
-            }))
+            (delete_connection_form(console, ns, name, can[3] && (attachments.is_empty() || can[2])))
+        },
+    )
+}
+
+/// The workspaces of the namespace that `attachments` leave out: where the
+/// connection could be added. Empty when they cannot be listed.
+async fn other_workspaces(console: &Console, ns: &str, attachments: &[WorkspaceConnection]) -> Vec<String> {
+    Api::<Workspace>::namespaced(console.client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items.iter().map(|w| w.name_any()).filter(|w| !attachments.iter().any(|a| &a.spec.workspace == w)).collect())
+        .unwrap_or_default()
+}
+
+/// The head of a connection's page: its plugin, schema, readiness and
+/// credentials Secret.
+fn connection_facts(c: &Connection, status: &ConnectionStatus) -> Markup {
+    html! {
+        dl {
+            dt { "Plugin" } dd { (status.plugin.clone().unwrap_or_else(|| "aggregator".into())) }
+            dt { "Schema" } dd { code { (status.schema.clone().unwrap_or_default()) } }
+            dt { "Ready" } dd { (ready(&status.conditions)) }
+            @if let Some(secret) = &c.spec.credentials { dt { "Credentials" } dd { "Secret " code { (secret.secret_ref.name) } } }
+        }
+    }
+}
+
+/// Add to Workspace: a choice of the `workspaces` the connection is not
+/// in, and the button, enabled when there is one and the user `may_attach`.
+fn add_to_workspace_form(console: &Console, ns: &str, name: &str, workspaces: &[String], may_attach: bool) -> Markup {
+    post_form(
+        console,
+        &format!("/ns/{ns}/connections/{name}/attach"),
+        "add-to-workspace",
+        html! {
+            div.bar {
+                @if !workspaces.is_empty() { select name="workspace" id="workspace" { @for w in workspaces { option value=(w) { (w) } } } }
+                (button("add-to-workspace-button", "Add to Workspace", may_attach && !workspaces.is_empty(),
+                    if may_attach { "no other workspace in this namespace" } else { "your RBAC does not allow attaching this Connection (the verb attach on connections)" }))
+            }
+        },
+    )
+}
+
+/// Delete Connection, confirmed by typing its name; `allowed` when the
+/// user may delete the Connection and its WorkspaceConnections.
+fn delete_connection_form(console: &Console, ns: &str, name: &str, allowed: bool) -> Markup {
+    post_form(
+        console,
+        &format!("/ns/{ns}/connections/{name}/delete"),
+        "delete-connection",
+        html! {
+            p { "Delete Connection removes it from every workspace, then deletes it. Its Secret is kept. Type "
+                code { (name) } " to confirm." }
+            div.bar {
+                input type="text" name="confirm" id="confirm" autocomplete="off" placeholder=(name);
+                (button("delete-button", "Delete Connection", allowed,
+                    "your RBAC does not allow deleting this Connection and its WorkspaceConnections"))
+            }
         },
     )
 }
@@ -411,41 +447,68 @@ pub async fn workspace_page(console: &Console, ns: &str, name: &str, error: Opti
                 dt { "Search path" } dd { code { (s.search_path.clone().unwrap_or_else(|| "as the database has it".into())) } }
             }
             h2 { "Settings › Connections" }
-            table id="connections" {
-                tr { th { "Connection" } th { "Schema" } th { "Tables" } th { "State" } th { "Attachment" } th {} }
-                @for a in &attachments {
-                    @let st = a.status.clone().unwrap_or_default();
-                    tr id=(format!("row-{}", a.name_any())) data-state=(state(&st.conditions)) {
-                        td { a href=(format!("/ns/{ns}/connections/{}", a.spec.connection)) { (a.spec.connection) } (gitops_tag(&a.metadata)) }
-                        td { code { (st.schema.clone().unwrap_or_default()) } }
-                        td { (st.tables.map(|t| t.to_string()).unwrap_or_default()) }
-                        td { (ready(&st.conditions)) }
-                        td.muted { (a.name_any()) }
-                        td { (remove_menu(console, ns, &a.name_any(), &back, can[1])) }
-                    }
-                }
-            }
-            @if attachments.is_empty() { p.muted { "No connection is attached." } }
-            (post_form(console, &format!("/ns/{ns}/workspaces/{name}/attach"), "add-connection", html! {
-                div.bar {
-                    @if !addable.is_empty() { select name="connection" id="connection" { @for c in &addable { option value=(c) { (c) } } } }
-                    (button("add-connection-button", "Add Connection", can[0] && !addable.is_empty(),
-                        if can[0] { "every connection is attached" } else { "your RBAC does not allow creating WorkspaceConnections" }))
-                }
-            }))
-            @if !s.selected.is_empty() {
-                h2 { "Selected by label" }
-                table { tr { th { "Connection" } th { "Attachment" } th { "State" } } @for m in &s.selected { tr { td { (m.name) } td.muted { (m.attachment) } td { (m.state) } } } }
-            }
-            @if !s.readers.is_empty() {
-                h2 { "Readers" }
-                table { tr { th { "Role" } th { "State" } th { "Message" } } @for r in &s.readers { tr { td { code { (r.name) } } td { (r.state) } td { (r.message) } } } }
-            }
-            @for a in &aggregators {
-                h2 { "Aggregator " (a.name_any()) }
-                table { tr { th { "Member" } th { "State" } } @for m in a.status.as_ref().map(|s| s.members.clone()).unwrap_or_default() { tr { td { (m.name) } td { (m.state) } } } }
-            }
+            (connections_table(console, ns, &attachments, &back, can[1]))
+            (add_connection_form(console, ns, name, &addable, can[0]))
+            (status_sections(&s, &aggregators))
             (conditions_table(&s.conditions))
         },
     )
+}
+
+/// A workspace's attachments, each with a Remove in its row's menu.
+fn connections_table(console: &Console, ns: &str, attachments: &[WorkspaceConnection], back: &str, can_remove: bool) -> Markup {
+    html! {
+        table id="connections" {
+            tr { th { "Connection" } th { "Schema" } th { "Tables" } th { "State" } th { "Attachment" } th {} }
+            @for a in attachments {
+                @let st = a.status.clone().unwrap_or_default();
+                tr id=(format!("row-{}", a.name_any())) data-state=(state(&st.conditions)) {
+                    td { a href=(format!("/ns/{ns}/connections/{}", a.spec.connection)) { (a.spec.connection) } (gitops_tag(&a.metadata)) }
+                    td { code { (st.schema.clone().unwrap_or_default()) } }
+                    td { (st.tables.map(|t| t.to_string()).unwrap_or_default()) }
+                    td { (ready(&st.conditions)) }
+                    td.muted { (a.name_any()) }
+                    td { (remove_menu(console, ns, &a.name_any(), back, can_remove)) }
+                }
+            }
+        }
+        @if attachments.is_empty() { p.muted { "No connection is attached." } }
+    }
+}
+
+/// Add Connection: a choice of the `addable` connections, and the button,
+/// enabled when there is one and the user `may_create` WorkspaceConnections.
+fn add_connection_form(console: &Console, ns: &str, name: &str, addable: &[String], may_create: bool) -> Markup {
+    post_form(
+        console,
+        &format!("/ns/{ns}/workspaces/{name}/attach"),
+        "add-connection",
+        html! {
+            div.bar {
+                @if !addable.is_empty() { select name="connection" id="connection" { @for c in addable { option value=(c) { (c) } } } }
+                (button("add-connection-button", "Add Connection", may_create && !addable.is_empty(),
+                    if may_create { "every connection is attached" } else { "your RBAC does not allow creating WorkspaceConnections" }))
+            }
+        },
+    )
+}
+
+/// What a workspace's status tells besides its attachments: the
+/// connections its selector takes, its reader roles, and the members of
+/// each aggregator attached.
+fn status_sections(s: &WorkspaceStatus, aggregators: &[&Connection]) -> Markup {
+    html! {
+        @if !s.selected.is_empty() {
+            h2 { "Selected by label" }
+            table { tr { th { "Connection" } th { "Attachment" } th { "State" } } @for m in &s.selected { tr { td { (m.name) } td.muted { (m.attachment) } td { (m.state) } } } }
+        }
+        @if !s.readers.is_empty() {
+            h2 { "Readers" }
+            table { tr { th { "Role" } th { "State" } th { "Message" } } @for r in &s.readers { tr { td { code { (r.name) } } td { (r.state) } td { (r.message) } } } }
+        }
+        @for a in aggregators {
+            h2 { "Aggregator " (a.name_any()) }
+            table { tr { th { "Member" } th { "State" } } @for m in a.status.as_ref().map(|s| s.members.clone()).unwrap_or_default() { tr { td { (m.name) } td { (m.state) } } } }
+        }
+    }
 }

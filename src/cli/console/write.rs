@@ -136,46 +136,57 @@ pub async fn test_draft(
         Err(e) => return fail(message(e)).await,
         _ => {}
     }
-    if let Some((secret, data)) = &draft.secret {
-        let api = Api::<Secret>::namespaced(console.client.clone(), &ns);
-        let result = match api.get_metadata_opt(secret).await {
-            Ok(None) if data.is_empty() => Err("Credentials: give the values to store".to_string()),
-            Ok(None) => {
-                let manifest: Secret = serde_json::from_value(form::secret_manifest(&ns, secret, &draft.name, data)).expect("a Secret");
-                api.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &manifest)
+    if let Err(e) = store_drafts_secret(&console, &ns, &draft).await {
+        return fail(e).await;
+    }
+    if let Err(e) = apply_for_test(&console, &ns, &draft).await {
+        return fail(message(e)).await;
+    }
+    see_other(&format!("/ns/{ns}/new/{kind}?draft={}", encode(&draft.name)))
+}
+
+/// Stores the credentials a draft's form gave in the Secret the form names
+/// for it: creates the Secret, or patches in new values when the Secret is
+/// the one made for this draft. A Secret that exists for anything else is
+/// left alone, with an error for the form.
+async fn store_drafts_secret(console: &Console, ns: &str, draft: &form::Draft) -> Result<(), String> {
+    let Some((secret, data)) = &draft.secret else {
+        return Ok(());
+    };
+    let api = Api::<Secret>::namespaced(console.client.clone(), ns);
+    match api.get_metadata_opt(secret).await {
+        Ok(None) if data.is_empty() => Err("Credentials: give the values to store".to_string()),
+        Ok(None) => {
+            let manifest: Secret = serde_json::from_value(form::secret_manifest(ns, secret, &draft.name, data)).expect("a Secret");
+            api.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &manifest)
+                .await
+                .map(|_| ())
+                .map_err(message)
+        }
+        Ok(Some(s)) if s.annotations().get(DRAFT_ANNOTATION) == Some(&draft.name) => {
+            if data.is_empty() {
+                Ok(())
+            } else {
+                let patch = json!({ "stringData": data });
+                api.patch(secret, &PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &Patch::Merge(&patch))
                     .await
                     .map(|_| ())
                     .map_err(message)
             }
-            Ok(Some(s)) if s.annotations().get(DRAFT_ANNOTATION) == Some(&draft.name) => {
-                if data.is_empty() {
-                    Ok(())
-                } else {
-                    let patch = json!({ "stringData": data });
-                    api.patch(secret, &PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &Patch::Merge(&patch))
-                        .await
-                        .map(|_| ())
-                        .map_err(message)
-                }
-            }
-            Ok(Some(_)) => {
-                Err(format!("Secret {secret} already exists and was not made for this draft: choose \"Use an opted-in Secret\""))
-            }
-            Err(e) => Err(message(e)),
-        };
-        if let Err(e) = result {
-            return fail(e).await;
         }
+        Ok(Some(_)) => Err(format!("Secret {secret} already exists and was not made for this draft: choose \"Use an opted-in Secret\"")),
+        Err(e) => Err(message(e)),
     }
+}
+
+/// Applies the draft Connection with a fresh test request, so that the
+/// operator tests it (again).
+async fn apply_for_test(console: &Console, ns: &str, draft: &form::Draft) -> Result<(), kube::Error> {
     let mut connection = draft.connection.clone();
     let request = format!("{}-console", jiff::Timestamp::now());
     connection["metadata"]["annotations"][TEST_REQUEST_ANNOTATION] = json!(request);
     let params = PatchParams::apply(MANAGER).force();
-    if let Err(e) = Api::<Connection>::namespaced(console.client.clone(), &ns).patch(&draft.name, &params, &Patch::Apply(&connection)).await
-    {
-        return fail(message(e)).await;
-    }
-    see_other(&format!("/ns/{ns}/new/{kind}?draft={}", encode(&draft.name)))
+    Api::<Connection>::namespaced(console.client.clone(), ns).patch(&draft.name, &params, &Patch::Apply(&connection)).await.map(|_| ())
 }
 
 /// The draft a Create or Discard names, if it is one.
