@@ -1,0 +1,197 @@
+//! The code's shape, as the README's "How it works" promises it: no file in
+//! src/ over 600 lines, no product function over 60, and no import circle
+//! between the modules of the library (a reconciler's step files count as
+//! their reconciler). Read from the source text, so that a newcomer's
+//! reading and this test agree.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+const MAX_FILE_LINES: usize = 600;
+const MAX_FN_LINES: usize = 60;
+
+fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            sources(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+fn src() -> (PathBuf, Vec<PathBuf>) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&root, &mut files);
+    files.sort();
+    (root, files)
+}
+
+/// The product part of a file: all of it before its unit tests; nothing of
+/// a file of tests.
+fn product(path: &Path, text: &str) -> Vec<String> {
+    if path.file_name().is_some_and(|n| n == "tests.rs") {
+        return Vec::new();
+    }
+    text.lines().take_while(|l| !l.starts_with("#[cfg(test)]")).map(str::to_owned).collect()
+}
+
+/// Each function with a body: its name and its length, from the `fn` line
+/// to the closing brace at the same indentation.
+fn functions(lines: &[String]) -> Vec<(String, usize)> {
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let trimmed = line.trim_start();
+        let indent = &line[..line.len() - trimmed.len()];
+        let rest = ["pub ", "pub(crate) ", "pub(super) ", "async ", "const ", "unsafe "]
+            .iter()
+            .fold(trimmed, |s, p| s.strip_prefix(p).unwrap_or(s));
+        let rest = ["async ", "const "].iter().fold(rest, |s, p| s.strip_prefix(p).unwrap_or(s));
+        let Some(after) = rest.strip_prefix("fn ") else { continue };
+        let name: String = after.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        // A declaration without a body (a trait's) ends in ';' first.
+        let Some(open) = lines[i..].iter().position(|l| l.contains('{') || l.trim_end().ends_with(';')) else { continue };
+        if !lines[i + open].contains('{') {
+            continue;
+        }
+        let close = format!("{indent}}}");
+        if let Some(end) = lines[i + 1..].iter().position(|l| *l == close) {
+            out.push((name, end + 2));
+        }
+    }
+    out
+}
+
+#[test]
+fn no_file_is_over_600_lines() {
+    let (root, files) = src();
+    let long: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            let n = std::fs::read_to_string(f).unwrap().lines().count();
+            (n > MAX_FILE_LINES).then(|| format!("{} ({n} lines)", f.strip_prefix(&root).unwrap().display()))
+        })
+        .collect();
+    assert!(long.is_empty(), "files over {MAX_FILE_LINES} lines: {}", long.join(", "));
+}
+
+#[test]
+fn no_product_function_is_over_60_lines() {
+    let (root, files) = src();
+    let mut long = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        for (name, n) in functions(&product(f, &text)) {
+            if n > MAX_FN_LINES {
+                long.push(format!("{}: {name} ({n} lines)", f.strip_prefix(&root).unwrap().display()));
+            }
+        }
+    }
+    assert!(long.is_empty(), "functions over {MAX_FN_LINES} lines:\n{}", long.join("\n"));
+}
+
+#[test]
+fn the_measure_counts_what_a_reader_counts() {
+    let lines: Vec<String> =
+        ["fn a() {", "    x();", "}", "trait T {", "    fn b(&self);", "}", "    pub async fn c(", "        y: u8,", "    ) {", "    }"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    assert_eq!(functions(&lines), [("a".to_string(), 3), ("c".to_string(), 4)]);
+}
+
+/// The module a file belongs to, as a unit of the import graph: the
+/// top-level module, or under `controller`, its child (a reconciler with
+/// its step files is one unit).
+fn unit(root: &Path, file: &Path) -> Vec<String> {
+    let rel = file.strip_prefix(root).unwrap().with_extension("");
+    let mut parts: Vec<String> = rel.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    if parts.last().is_some_and(|p| p == "mod") {
+        parts.pop();
+    }
+    parts
+}
+
+fn unit_of(parts: &[String]) -> String {
+    match parts {
+        [first, second, ..] if first == "controller" => format!("controller::{second}"),
+        [first, ..] => first.clone(),
+        [] => "lib".into(),
+    }
+}
+
+/// Every `crate::a::b` and `super::…::x` path in the product part of each
+/// file, as edges between units.
+fn imports() -> BTreeMap<String, BTreeSet<String>> {
+    let (root, files) = src();
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for f in &files {
+        let text = product(f, &std::fs::read_to_string(f).unwrap()).join("\n");
+        let parts = unit(&root, f);
+        let from = unit_of(&parts);
+        let mut targets = Vec::new();
+        for (i, _) in text.match_indices("crate::") {
+            let path: String = text[i + 7..].chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':').collect();
+            targets.push(path.split("::").filter(|s| !s.is_empty()).map(str::to_owned).collect::<Vec<_>>());
+        }
+        for (i, _) in text.match_indices("super::") {
+            if i > 0 && text[..i].ends_with("super::") {
+                continue; // counted from the first super
+            }
+            let path: String = text[i..].chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':').collect();
+            let segments: Vec<&str> = path.split("::").filter(|s| !s.is_empty()).collect();
+            let ups = segments.iter().take_while(|s| **s == "super").count();
+            // `super` of a.rs and of a/mod.rs alike is the parent of `a`.
+            let base_len = parts.len().saturating_sub(ups);
+            let mut target: Vec<String> = parts[..base_len].to_vec();
+            target.extend(segments[ups..].iter().map(|s| s.to_string()));
+            targets.push(target);
+        }
+        for target in targets {
+            let to = unit_of(&target);
+            if to != from && !to.is_empty() {
+                edges.entry(from.clone()).or_default().insert(to);
+            }
+        }
+    }
+    edges
+}
+
+#[test]
+fn no_import_circle_between_modules() {
+    let edges = imports();
+    assert!(edges.get("controller::context").is_some_and(|e| e.contains("controller::admission")), "the graph is read: {edges:?}");
+    // Depth-first search for a back edge.
+    fn visit<'a>(
+        node: &'a str,
+        edges: &'a BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<&'a str>,
+        done: &mut BTreeSet<&'a str>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|n| *n == node) {
+            let mut circle: Vec<String> = path[at..].iter().map(|s| s.to_string()).collect();
+            circle.push(node.to_string());
+            return Some(circle);
+        }
+        if !done.insert(node) {
+            return None;
+        }
+        path.push(node);
+        for next in edges.get(node).into_iter().flatten() {
+            if let Some(circle) = visit(next, edges, path, done) {
+                return Some(circle);
+            }
+        }
+        path.pop();
+        None
+    }
+    let mut done = BTreeSet::new();
+    for node in edges.keys() {
+        let mut path = Vec::new();
+        if let Some(circle) = visit(node, &edges, &mut path, &mut done) {
+            panic!("an import circle: {}", circle.join(" -> "));
+        }
+    }
+}
