@@ -9,6 +9,7 @@
 //! person who must remove what holds a drop (`DependentObjects`, which
 //! never gives up by itself and says so in the condition).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -18,18 +19,18 @@ use kube::api::Api;
 use super::context::Context;
 use super::resolve;
 use crate::api::{Failure, Reason};
-use crate::postgres::Database;
+use crate::postgres::Db;
 
 /// The database behind a workspace during a deletion: through its Secret
 /// while the Workspace exists, even if it is being deleted, or through the
 /// pools still open after its Secret went.
-pub fn cleanup_database(ctx: &Context, ns: &str, ws_name: &str) -> Option<Database> {
+pub fn cleanup_database(ctx: &Context, ns: &str, ws_name: &str) -> Option<Db> {
     let from_secret = ctx
         .stores
         .workspace(ns, ws_name)
         .and_then(|ws| resolve::workspace_target(&ctx.stores, &ws).ok())
         .and_then(|target| ctx.pools.get(ns, ws_name, &target).ok());
-    from_secret.or_else(|| ctx.pools.cached(ns, ws_name))
+    from_secret.or_else(|| ctx.pools.cached(ns, ws_name)).map(|db| Arc::new(db) as Db)
 }
 
 /// How a deletion that failed with `failure` may wait at most.

@@ -39,3 +39,6 @@ mod workspace;
 pub use context::{MANAGER, Settings, Shared};
 pub use observations::Observations;
 pub use run::run;
+
+#[cfg(test)]
+mod testing;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::api::Failure;
 use crate::postgres::plan::{Marker, Observed, Owner};
-use crate::postgres::{Database, Observation};
+use crate::postgres::{Observation, WorkspaceDb};
 
 type Key = (String, String);
 
@@ -92,7 +92,7 @@ impl Observations {
     pub async fn with<T>(
         &self,
         key: &Key,
-        db: &Database,
+        db: &dyn WorkspaceDb,
         readers: &[String],
         max_age: Duration,
         read: impl FnOnce(&Snapshot, bool) -> T,
@@ -114,7 +114,7 @@ impl Observations {
     pub async fn seen(
         &self,
         key: &Key,
-        db: &Database,
+        db: &dyn WorkspaceDb,
         readers: &[String],
         max_age: Duration,
         owner: &Owner,

@@ -15,7 +15,7 @@ use super::context::{Context, Stores};
 use crate::api::{Connection, Failure, Reason, Workspace, WorkspaceConnection, schema_name_problem};
 use crate::plugins::{self, PluginError, SourcePolicy};
 use crate::postgres::plan::{AttachPlan, Owner, PlanInput, TableFilter};
-use crate::postgres::{Database, Target};
+use crate::postgres::{Db, Target};
 
 fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
     let mut data: BTreeMap<String, Vec<u8>> = secret.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
@@ -139,7 +139,7 @@ pub fn database_identity(uri: &str) -> Option<String> {
 
 /// The database of a workspace in the attachment's or connection's own
 /// namespace, if it can be reached in principle.
-pub async fn workspace_database(ctx: &Context, ns: &str, ws_name: &str) -> Result<(Arc<Workspace>, Database), Failure> {
+pub async fn workspace_database(ctx: &Context, ns: &str, ws_name: &str) -> Result<(Arc<Workspace>, Db), Failure> {
     let ws = ctx
         .stores
         .workspace(ns, ws_name)
@@ -152,7 +152,7 @@ pub async fn workspace_database(ctx: &Context, ns: &str, ws_name: &str) -> Resul
         Err(f) => Err(explain(ctx, ns, f, SecretUser::Workspace(&ws)).await),
     }
     .map_err(|f| Failure::new(f.reason, format!("Workspace {ws_name:?}: {}", f.message)))?;
-    Ok((ws, db))
+    Ok((ws, Arc::new(db)))
 }
 
 /// The schema of a connection: `spec.schema`, or the name with `-` and `.`

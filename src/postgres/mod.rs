@@ -43,11 +43,13 @@ use crate::plugins::EXTENSION_SCHEMA;
 use crate::secret::{redact, sanitize};
 
 mod attach;
+mod db;
 mod detach;
 mod errors;
 mod execute;
 mod session;
 mod test;
+pub use db::{Db, WorkspaceDb};
 pub use errors::{chain, classify};
 use std::collections::BTreeMap;
 

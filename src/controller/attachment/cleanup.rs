@@ -14,7 +14,7 @@ use crate::controller::context::{BackoffKey, Context, Error};
 use crate::controller::deletion::{self, cleanup_database};
 use crate::controller::resolve;
 use crate::controller::status;
-use crate::postgres::Database;
+use crate::postgres::WorkspaceDb;
 
 /// The schemas an attachment may own in a workspace: the one in its status,
 /// `also` (the one its connection wants), and any other the observation
@@ -22,7 +22,7 @@ use crate::postgres::Database;
 async fn owned(
     ctx: &Context,
     ws_key: &WsKey,
-    db: &Database,
+    db: &dyn WorkspaceDb,
     readers: &[String],
     att: &WorkspaceConnection,
     also: Option<&str>,
@@ -40,7 +40,7 @@ async fn owned(
 pub async fn detach(
     ctx: &Context,
     ws_key: &WsKey,
-    db: &Database,
+    db: &dyn WorkspaceDb,
     readers: &[String],
     att: &WorkspaceConnection,
     also: Option<&str>,
@@ -59,7 +59,7 @@ pub async fn detach(
 
 /// Marks whatever in the workspace carries this attachment's marker as
 /// orphaned, so that the workspace's own cleanup leaves it.
-async fn orphan(ctx: &Context, ws_key: &WsKey, db: &Database, att: &WorkspaceConnection) -> Result<(), Failure> {
+async fn orphan(ctx: &Context, ws_key: &WsKey, db: &dyn WorkspaceDb, att: &WorkspaceConnection) -> Result<(), Failure> {
     let owner = resolve::owner(att);
     for name in owned(ctx, ws_key, db, &[], att, None).await? {
         db.orphan(&owner, &name).await?;
@@ -174,5 +174,86 @@ async fn failed(att: &WorkspaceConnection, ctx: &Context, e: Failure) -> Result<
             super::report::report(att, ctx, &Step::from(held.clone())).await?;
             Err(Error::Held(held))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{WorkspaceConnectionSpec, WorkspaceConnectionStatus};
+    use crate::controller::testing::{FakeDb, context, owned};
+    use crate::postgres::plan::Owner;
+
+    fn attachment(schema: Option<&str>) -> WorkspaceConnection {
+        let mut att = WorkspaceConnection::new(
+            "a1",
+            WorkspaceConnectionSpec { workspace: "ws".into(), connection: "c".into(), deletion_policy: DeletionPolicy::Delete },
+        );
+        att.metadata.namespace = Some("t".into());
+        att.status = Some(WorkspaceConnectionStatus { schema: schema.map(str::to_owned), ..Default::default() });
+        att
+    }
+
+    fn owner(name: &str) -> Owner {
+        Owner { namespace: "t".into(), name: name.into() }
+    }
+
+    #[tokio::test]
+    async fn a_detach_drops_every_schema_the_attachment_may_own_and_nothing_else() {
+        let att = attachment(Some("old"));
+        let ctx = context(vec![], vec![], vec![att.clone()]);
+        let db = FakeDb::with(&[("cur", owned(&owner("a1"))), ("x", owned(&owner("other")))]);
+        let key = ("t".to_string(), "ws".to_string());
+        let dropped = detach(&ctx, &key, db.as_ref(), &[], &att, Some("wanted")).await.unwrap();
+        assert_eq!(dropped, ["cur"], "only what was there is reported dropped");
+        let detaches: Vec<String> = db.calls().into_iter().filter(|c| c.starts_with("detach")).collect();
+        assert_eq!(detaches, ["detach t/a1 cur", "detach t/a1 old", "detach t/a1 wanted"], "its marker's, its status's, its spec's");
+        assert!(db.catalog.lock().unwrap().contains_key("x"), "another attachment's schema stays");
+    }
+
+    #[tokio::test]
+    async fn a_failed_detach_stops_with_its_reason() {
+        let att = attachment(Some("cur"));
+        let ctx = context(vec![], vec![], vec![att.clone()]);
+        let db = FakeDb::with(&[("cur", owned(&owner("a1")))]);
+        db.fail("cur", Failure::new(Reason::Timeout, "canceling statement due to lock timeout"));
+        let key = ("t".to_string(), "ws".to_string());
+        let err = detach(&ctx, &key, db.as_ref(), &[], &att, None).await.unwrap_err();
+        assert_eq!(err.reason, Reason::Timeout);
+        assert!(db.catalog.lock().unwrap().contains_key("cur"));
+    }
+
+    #[tokio::test]
+    async fn an_orphan_marks_what_the_catalog_shows_as_its_own() {
+        let att = attachment(None);
+        let ctx = context(vec![], vec![], vec![att.clone()]);
+        let db = FakeDb::with(&[("cur", owned(&owner("a1"))), ("x", owned(&owner("other")))]);
+        let key = ("t".to_string(), "ws".to_string());
+        orphan(&ctx, &key, db.as_ref(), &att).await.unwrap();
+        let marks: Vec<String> = db.calls().into_iter().filter(|c| c.starts_with("orphan")).collect();
+        assert_eq!(marks, ["orphan t/a1 cur"]);
+    }
+
+    #[test]
+    fn the_policy_that_applies_is_the_workspaces_orphan_when_both_go() {
+        let ws = |policy: DeletionPolicy, going: bool| {
+            let mut w: crate::api::Workspace = serde_json::from_value(serde_json::json!({
+                "apiVersion": "manifold.dev/v1alpha1", "kind": "Workspace", "metadata": { "name": "ws", "namespace": "t" },
+                "spec": { "database": { "secretRef": { "name": "db", "key": "uri" } } },
+            }))
+            .unwrap();
+            w.spec.deletion_policy = policy;
+            if going {
+                w.metadata.deletion_timestamp = Some(status::now());
+            }
+            w
+        };
+        let att = attachment(None);
+        assert_eq!(removal(&att, Some(&ws(DeletionPolicy::Orphan, true))), Removal::Leave);
+        assert_eq!(removal(&att, Some(&ws(DeletionPolicy::Orphan, false))), Removal::Detach { workspace_going: false });
+        assert_eq!(removal(&att, None), Removal::Detach { workspace_going: true });
+        let mut orphaned = attachment(None);
+        orphaned.spec.deletion_policy = DeletionPolicy::Orphan;
+        assert_eq!(removal(&orphaned, Some(&ws(DeletionPolicy::Delete, false))), Removal::Orphan);
     }
 }

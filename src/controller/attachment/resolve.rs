@@ -10,15 +10,15 @@ use super::{Outcome, Step, WsKey};
 use crate::api::{Connection, DRAFT_ANNOTATION, DeletionPolicy, Failure, Reason, Workspace, WorkspaceConnection, is_draft};
 use crate::controller::context::Context;
 use crate::controller::resolve;
-use crate::postgres::Database;
 use crate::postgres::plan::Owner;
+use crate::postgres::{Db, WorkspaceDb};
 
 /// What an attachment refers to, found.
 pub struct Resolved {
     pub ns: String,
     pub ws_key: WsKey,
     pub ws: Arc<Workspace>,
-    pub db: Database,
+    pub db: Db,
     pub conn: Arc<Connection>,
     pub owner: Owner,
     pub schema: String,
@@ -69,7 +69,7 @@ fn pinned_workspace(att: &WorkspaceConnection, ws: &Workspace) -> Result<(), Fai
 
 /// Deleting a Connection detaches it everywhere (unless the attachment
 /// orphans its schema).
-async fn connection_gone(ctx: &Context, att: &WorkspaceConnection, ws_key: &WsKey, db: &Database, readers: &[String]) -> Step {
+async fn connection_gone(ctx: &Context, att: &WorkspaceConnection, ws_key: &WsKey, db: &dyn WorkspaceDb, readers: &[String]) -> Step {
     let missing = format!("Connection {:?} not found", att.spec.connection);
     if att.spec.deletion_policy == DeletionPolicy::Orphan {
         return Failure::new(Reason::ConnectionNotFound, format!("{missing}; deletionPolicy Orphan leaves its schema in place")).into();

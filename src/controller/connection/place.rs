@@ -60,12 +60,13 @@ pub(super) fn test_workspace(ctx: &Context, conn: &Connection) -> Result<TestPla
 
 /// The admin's test database: the URI in the file, read at each test so
 /// that a rotated Secret behind the file is taken up.
-pub(super) fn admin_test_database(ctx: &Context) -> Result<crate::postgres::Database, Failure> {
+pub(super) fn admin_test_database(ctx: &Context) -> Result<crate::postgres::Db, Failure> {
     let path = ctx.settings.test_database.as_ref().ok_or_else(|| Failure::new(Reason::NoWorkspace, "no test database"))?;
     let uri = std::fs::read_to_string(path)
         .map_err(|e| Failure::new(Reason::WorkspaceUnreachable, format!("the test database's URI file {}: {e}", path.display())))?;
     let target = crate::postgres::Target { uri: uri.trim().to_owned(), ca: None };
     ctx.pools
         .get(ADMIN_TEST_POOL.0, ADMIN_TEST_POOL.1, &target)
+        .map(|db| std::sync::Arc::new(db) as crate::postgres::Db)
         .map_err(|f| Failure::new(f.reason, format!("the test database: {}", f.message)))
 }

@@ -17,8 +17,8 @@ use crate::api::{Connection, Failure, Reason, TEST_REQUEST_ANNOTATION, TestOutco
 use crate::controller::context::Context;
 use crate::controller::resolve::{self, Resolved};
 use crate::controller::status::{self};
-use crate::postgres::Tested;
 use crate::postgres::plan::{AttachPlan, Owner, PlanInput};
+use crate::postgres::{Tested, WorkspaceDb};
 
 /// Runs one test. Failures to resolve the connection are test failures
 /// too, and nothing is sent anywhere after one.
@@ -50,16 +50,20 @@ pub(super) async fn run_test(
             }
             TestPlace::AdminDatabase => admin_test_database(ctx)?,
         };
-        let (plan, scratch) = scratch_plan(conn, resolved);
-        // Errors name the scratch server; a person knows the connection.
-        db.test(&plan, ctx.settings.test_timeout, suspect(conn))
-            .await
-            .map_err(|e| Failure::new(e.reason, e.message.replace(&scratch, &conn.name_any())))
+        test_in(db.as_ref(), conn, resolved, ctx.settings.test_timeout).await
     }
     .await;
     result.duration_ms = started.elapsed().as_millis() as i64;
     let tested = record(&mut result, outcome);
     (result, tested)
+}
+
+/// The test itself, in `db`: the connection attached to a scratch schema
+/// in a transaction that is rolled back. Errors name the scratch server;
+/// a person knows the connection, so they name that instead.
+async fn test_in(db: &dyn WorkspaceDb, conn: &Connection, resolved: &Resolved, timeout: std::time::Duration) -> Result<Tested, Failure> {
+    let (plan, scratch) = scratch_plan(conn, resolved);
+    db.test(&plan, timeout, suspect(conn)).await.map_err(|e| Failure::new(e.reason, e.message.replace(&scratch, &conn.name_any())))
 }
 
 /// The plan of a test: the connection attached to a scratch schema and
@@ -156,4 +160,74 @@ pub(super) async fn test_and_record(
     };
     status::event(ctx, conn, warning, reason.as_str(), "Test", note).await;
     (result, source)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ConnectionSpec;
+    use crate::controller::testing::FakeDb;
+    use crate::plugins::Wrapper;
+
+    fn resolved() -> Resolved {
+        let wrapper = Wrapper {
+            label: "postgres".into(),
+            extension: "postgres_fdw".into(),
+            wrapper: "postgres_fdw".into(),
+            server_options: Vec::new(),
+            mapping_options: Vec::new(),
+            remote_schema: "public".into(),
+            embedded_secrets: Vec::new(),
+        };
+        Resolved { wrapper, schema: "sales".into(), version: Some("uid@1".into()) }
+    }
+
+    fn connection() -> Connection {
+        let mut c = Connection::new(
+            "sales",
+            ConnectionSpec { schema: None, plugin: None, aggregator: None, credentials: None, tables: None, test: None },
+        );
+        c.metadata.namespace = Some("t".into());
+        c.metadata.uid = Some("u".into());
+        c
+    }
+
+    #[tokio::test]
+    async fn a_test_runs_in_a_scratch_schema_and_its_errors_name_the_connection() {
+        let db = FakeDb::with(&[]);
+        let found = test_in(db.as_ref(), &connection(), &resolved(), std::time::Duration::from_secs(1)).await.unwrap();
+        assert_eq!(found.tables, 2);
+        let calls = db.calls();
+        assert!(calls.len() == 1 && calls[0].starts_with("test manifold_test_"), "a scratch schema no attachment owns: {calls:?}");
+        let scratch = calls[0].trim_start_matches("test ").to_string();
+        assert_ne!(scratch, "sales");
+        // The fake answers a failure named after the scratch server.
+        let failing = FakeDb::with(&[]);
+        failing.fail("test", Failure::new(Reason::AuthenticationFailed, "could not connect to server \"{schema}\""));
+        let err = test_in(failing.as_ref(), &connection(), &resolved(), std::time::Duration::from_secs(1)).await.unwrap_err();
+        assert_eq!(err.reason, Reason::AuthenticationFailed);
+        assert_eq!(err.message, "could not connect to server \"sales\"", "the connection's name, not the scratch server's");
+    }
+
+    #[test]
+    fn a_test_outcome_becomes_its_result() {
+        let mut result = TestResult {
+            result: TestOutcome::Failed,
+            reason: String::new(),
+            message: String::new(),
+            tables: None,
+            duration_ms: 0,
+            tested_at: status::now(),
+            observed_generation: None,
+            request: None,
+            workspace: None,
+            credentials: None,
+        };
+        let found = record(&mut result, Ok(Tested { tables: 0, source_hash: "h".into(), shapes: Vec::new() }));
+        assert!(found.is_some());
+        assert_eq!((result.result, result.tables), (TestOutcome::Passed, Some(0)));
+        assert!(result.message.contains("no tables to read"), "{}", result.message);
+        assert!(record(&mut result, Err(Failure::new(Reason::NoWorkspace, "attached nowhere"))).is_none());
+        assert_eq!((result.result, result.reason.as_str()), (TestOutcome::Unknown, "NoWorkspace"));
+    }
 }

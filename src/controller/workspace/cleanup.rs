@@ -12,14 +12,14 @@ use crate::api::{DeletionPolicy, Failure, Reason, Workspace};
 use crate::controller::context::{Context, Error};
 use crate::controller::deletion::{self, cleanup_database};
 use crate::controller::status::{self};
-use crate::postgres::Database;
+use crate::postgres::WorkspaceDb;
 use crate::postgres::plan::{self, LiveAttachment, WorkspaceRemoval};
 
 /// Removes what the planner says a workspace's deletion removes
 /// (`plan::workspace_removal`), until a fresh observation finds nothing more
 /// to do (an attach that committed meanwhile is found the next round).
 /// Returns the schemas dropped, or the first failure.
-pub(super) async fn remove_all(ctx: &Context, ns: &str, name: &str, db: &Database) -> Result<Vec<String>, Failure> {
+pub(super) async fn remove_all(ctx: &Context, ns: &str, name: &str, db: &dyn WorkspaceDb) -> Result<Vec<String>, Failure> {
     let mut dropped = Vec::new();
     for _ in 0..5 {
         let observation = db.observe_all(&[]).await?;
@@ -58,7 +58,7 @@ pub(super) async fn remove_all(ctx: &Context, ns: &str, name: &str, db: &Databas
 
 /// The database's `search_path` goes back to the server's default when
 /// the Workspace that set it goes: its entries name schemas that are gone.
-pub(super) async fn reset_search_path(db: &Database) -> Result<(), Failure> {
+pub(super) async fn reset_search_path(db: &dyn WorkspaceDb) -> Result<(), Failure> {
     let observation = db.observe_all(&[]).await?;
     match plan::search_path(&observation.database_name, &[], &observation.search_path) {
         Some(statement) => db.set_search_path(statement).await,
@@ -118,4 +118,59 @@ pub(super) async fn cleanup(ws: &Workspace, ctx: &Context) -> Result<Action, Err
     ctx.pools.remove(&ns, &name);
     ctx.observations.forget(&ws_key);
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{WorkspaceConnection, WorkspaceConnectionSpec};
+    use crate::controller::testing::{FakeDb, context, owned};
+    use crate::postgres::plan::Owner;
+
+    fn owner(ns: &str, name: &str) -> Owner {
+        Owner { namespace: ns.into(), name: name.into() }
+    }
+
+    fn staying() -> WorkspaceConnection {
+        let mut att = WorkspaceConnection::new(
+            "keep",
+            WorkspaceConnectionSpec { workspace: "ws".into(), connection: "c".into(), deletion_policy: DeletionPolicy::Orphan },
+        );
+        att.metadata.namespace = Some("t".into());
+        att
+    }
+
+    #[tokio::test]
+    async fn a_workspace_removes_what_its_namespace_made_orphans_what_stays_and_leaves_the_rest() {
+        let ctx = context(vec![], vec![], vec![staying()]);
+        let db = FakeDb::with(&[("a", owned(&owner("t", "gone"))), ("b", owned(&owner("t", "keep"))), ("c", owned(&owner("other", "x")))]);
+        let dropped = remove_all(&ctx, "t", "ws", db.as_ref()).await.unwrap();
+        assert_eq!(dropped, ["a"]);
+        let calls = db.calls();
+        assert!(calls.contains(&"orphan t/keep b".to_string()) && calls.contains(&"detach t/gone a".to_string()), "{calls:?}");
+        assert!(!calls.iter().any(|c| c.ends_with(" c")), "another namespace's schema is not touched: {calls:?}");
+        assert_eq!(db.catalog.lock().unwrap().keys().collect::<Vec<_>>(), ["c"]);
+    }
+
+    #[tokio::test]
+    async fn a_schema_that_a_view_holds_loses_its_credentials_and_the_rest_still_goes() {
+        let ctx = context(vec![], vec![], vec![]);
+        let db = FakeDb::with(&[("a", owned(&owner("t", "one"))), ("b", owned(&owner("t", "two")))]);
+        db.fail("a", Failure::new(Reason::DependentObjects, "view v depends on a"));
+        let err = remove_all(&ctx, "t", "ws", db.as_ref()).await.unwrap_err();
+        assert_eq!(err.reason, Reason::DependentObjects);
+        let calls = db.calls();
+        assert!(calls.contains(&"forget t/one a".to_string()), "{calls:?}");
+        assert!(calls.contains(&"detach t/two b".to_string()), "{calls:?}");
+        assert_eq!(db.catalog.lock().unwrap().keys().collect::<Vec<_>>(), ["a"]);
+    }
+
+    #[tokio::test]
+    async fn a_database_that_cannot_be_observed_stops_the_removal_with_its_reason() {
+        let ctx = context(vec![], vec![], vec![]);
+        let db = FakeDb::with(&[("a", owned(&owner("t", "one")))]);
+        db.fail("observe", Failure::new(Reason::WorkspaceUnreachable, "connection refused"));
+        assert_eq!(remove_all(&ctx, "t", "ws", db.as_ref()).await.unwrap_err().reason, Reason::WorkspaceUnreachable);
+        assert_eq!(db.calls(), ["observe"], "nothing is dropped blind");
+    }
 }

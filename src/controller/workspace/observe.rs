@@ -9,7 +9,7 @@ use kube::ResourceExt;
 use crate::api::{Failure, Workspace};
 use crate::controller::context::Context;
 use crate::controller::resolve::{self, SecretUser};
-use crate::postgres::Database;
+use crate::postgres::Db;
 
 /// What one observation says about the database.
 pub(super) struct Seen {
@@ -26,7 +26,7 @@ pub(super) struct Seen {
 /// The database and what the observation says of it.
 pub(super) struct Found {
     pub(super) seen: Seen,
-    pub(super) db: Database,
+    pub(super) db: Db,
     /// When the observation was taken.
     pub(super) taken: Instant,
     /// The observation is new: every attachment compares itself with it.
@@ -44,7 +44,7 @@ pub(super) async fn observe(ctx: &Context, ws: &Workspace) -> Result<Found, Fail
         Ok(target) => target,
         Err(f) => return Err(resolve::explain(ctx, &ns, f, SecretUser::Workspace(ws)).await),
     };
-    let db = ctx.pools.get(&ns, &name, &target)?;
+    let db: Db = std::sync::Arc::new(ctx.pools.get(&ns, &name, &target)?);
     let max_age = ctx.settings.resync.saturating_sub(Duration::from_secs(1));
     let (seen, taken, refreshed) = ctx
         .observations
