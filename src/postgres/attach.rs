@@ -66,7 +66,7 @@ impl Database {
                 tx.commit().await.map_err(err)?;
                 return Ok(Attached { change, tables: locked.observed.foreign_tables, held: Vec::new(), proven: false, source_hash: None });
             }
-            let tables_change = matches!(change, Change::Rebuild | Change::Update { reimport: true, .. }) && plan.foreign().is_some();
+            let tables_change = plan::replaces_tables(plan, &change);
             let aggregates =
                 if tables_change { self.take_down_aggregates(&tx, plan, &locked, joins).await.map_err(err)? } else { Vec::new() };
             let done = self
@@ -88,9 +88,7 @@ impl Database {
                 self.rebuild_aggregate(&tx, &agg_schema, agg_locked, &member, joining, &plan.readers).await.map_err(err)?;
             }
             tx.commit().await.map_err(err)?;
-            if crate::plugins::caches_connections(wrapper) && change != Change::None {
-                self.disconnect_fdw(client, extension_schema.as_deref().unwrap_or(EXTENSION_SCHEMA)).await;
-            }
+            self.after(client, plan::after_commit(plan, &change, extension_schema.as_deref())).await;
             Ok(Attached { change, tables: done.tables, held: done.held, proven, source_hash: done.source_hash })
         })
         .await;

@@ -336,10 +336,13 @@ impl Database {
         }
     }
 
-    /// postgres_fdw keeps the remote connection an import opened for the
-    /// life of the session; a pooled session must not collect them.
-    pub(super) async fn disconnect_fdw(&self, client: &Object, extension_schema: &str) {
-        self.count(1, 0);
-        let _ = client.batch_execute(&sql::disconnect_fdw(extension_schema)).await;
+    /// Runs what the planner says follows a transaction, on its session.
+    /// Best effort: the transaction's work is done, and a session that
+    /// fails here is still sound.
+    pub(super) async fn after(&self, client: &Object, statements: Vec<Statement>) {
+        for statement in statements {
+            self.count(1, 0);
+            let _ = client.batch_execute(&sql::render(&statement)).await;
+        }
     }
 }

@@ -50,11 +50,7 @@ impl Database {
             let source_hash = plan::source_hash(&columns);
             let shapes = plan::table_shapes(&columns);
             tx.rollback().await.map_err(err)?;
-            if crate::plugins::caches_connections(&f.wrapper)
-                && let Some(schema) = extension_schema
-            {
-                self.disconnect_fdw(client, &schema).await;
-            }
+            self.after(client, plan::after_test(plan, extension_schema.as_deref())).await;
             Ok(Tested { tables: tables.len() as i64, source_hash, shapes })
         })
         .await;

@@ -304,3 +304,38 @@ pub fn rebuild_views(plan: &AttachPlan, locked: &Locked) -> Vec<Statement> {
 pub fn aggregate_teardown(schema: &str, locked: &Locked) -> Vec<Statement> {
     locked.views.iter().map(|name| Statement::EmptyView { schema: schema.to_owned(), name: name.clone() }).collect()
 }
+
+/// Whether a change replaces the tables that aggregators' views select
+/// from: an import or a rebuild of a foreign schema. Those views come down
+/// before the member's statements and go back up after them, in the same
+/// transaction.
+pub fn replaces_tables(plan: &AttachPlan, change: &Change) -> bool {
+    matches!(change, Change::Rebuild | Change::Update { reimport: true, .. }) && plan.foreign().is_some()
+}
+
+/// What runs on the same session once an attach's transaction committed: a
+/// wrapper that keeps the remote connections it opened (postgres_fdw) is
+/// told to close them when anything changed, so that a pooled session holds
+/// none made with settings or credentials that are gone. `extension_schema`
+/// is where the lock read found the extension; none: this transaction
+/// created it, in `EXTENSION_SCHEMA`.
+pub fn after_commit(plan: &AttachPlan, change: &Change, extension_schema: Option<&str>) -> Vec<Statement> {
+    match plan.foreign() {
+        Some(f) if crate::plugins::caches_connections(&f.wrapper) && *change != Change::None => {
+            vec![Statement::DisconnectFdw { extension_schema: extension_schema.unwrap_or(EXTENSION_SCHEMA).to_owned() }]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// What runs on the same session once a test's transaction rolled back:
+/// its remote connections closed, where the extension was already
+/// installed (a test's own CREATE EXTENSION is rolled back with it).
+pub fn after_test(plan: &AttachPlan, extension_schema: Option<&str>) -> Vec<Statement> {
+    match (plan.foreign(), extension_schema) {
+        (Some(f), Some(schema)) if crate::plugins::caches_connections(&f.wrapper) => {
+            vec![Statement::DisconnectFdw { extension_schema: schema.to_owned() }]
+        }
+        _ => Vec::new(),
+    }
+}

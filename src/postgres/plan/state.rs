@@ -188,6 +188,12 @@ pub enum Statement {
         database: String,
         path: Vec<String>,
     },
+    /// After the transaction, on the same session: close the remote
+    /// connections a wrapper keeps open (postgres_fdw), whose function is
+    /// in `extension_schema`.
+    DisconnectFdw {
+        extension_schema: String,
+    },
 }
 
 impl Statement {

@@ -107,6 +107,7 @@ fn kinds(statements: &[Statement]) -> Vec<&'static str> {
             Statement::DropForeignTables { .. } => "drop-tables",
             Statement::Import { .. } => "import",
             Statement::MarkSchema { .. } => "mark",
+            Statement::DisconnectFdw { .. } => "disconnect",
         })
         .collect()
 }
@@ -423,4 +424,22 @@ fn a_missing_reader_role_is_skipped() {
             Statement::DropSchema { schema: "s".into() },
         ]
     );
+}
+
+#[test]
+fn a_wrapper_that_keeps_connections_is_told_to_close_them_after_a_change_or_a_test() {
+    let pg = plan();
+    let disconnect = |schema: &str| vec![Statement::DisconnectFdw { extension_schema: schema.to_owned() }];
+    assert_eq!(after_commit(&pg, &Change::Rebuild, Some("ext")), disconnect("ext"));
+    assert_eq!(after_commit(&pg, &Change::Rebuild, None), disconnect(EXTENSION_SCHEMA), "made by this transaction");
+    assert!(after_commit(&pg, &Change::None, Some("ext")).is_empty(), "nothing ran, nothing opened");
+    assert_eq!(after_test(&pg, Some("ext")), disconnect("ext"));
+    assert!(after_test(&pg, None).is_empty(), "the test's own extension is rolled back with it");
+    let mut mysql = plan();
+    if let Source::Foreign(f) = &mut mysql.source {
+        f.wrapper = "mysql_fdw".into();
+    }
+    assert!(after_commit(&mysql, &Change::Rebuild, Some("ext")).is_empty());
+    assert!(replaces_tables(&pg, &Change::Rebuild));
+    assert!(!replaces_tables(&pg, &Change::None));
 }

@@ -25,6 +25,7 @@ pub const SESSION_SEARCH_PATH: &str = "pg_catalog, pg_temp";
 pub fn render(statement: &Statement) -> String {
     match statement {
         Statement::LockExtension { extension } => lock_extension(extension),
+        Statement::DisconnectFdw { extension_schema } => disconnect_fdw(extension_schema),
         Statement::CreateExtension { extension, schema } => create_extension(extension, schema),
         Statement::CreateServer { .. } | Statement::CreateUserMapping { .. } | Statement::CreateReaderMapping { .. } => {
             create_with_options(0)
