@@ -72,6 +72,11 @@ pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Conditio
     conditions.iter().find(|c| c.type_ == type_)
 }
 
+/// The `Ready` condition, if the status has one yet.
+pub fn ready(conditions: &[Condition]) -> Option<&Condition> {
+    find(conditions, READY)
+}
+
 /// True when the `Ready` condition is `True`.
 pub fn is_ready(conditions: &[Condition]) -> bool {
     find(conditions, READY).is_some_and(|c| c.status == "True")

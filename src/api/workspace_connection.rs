@@ -106,3 +106,11 @@ pub struct ImportProof {
     #[serde(default)]
     pub duration_ms: i64,
 }
+
+impl WorkspaceConnection {
+    /// Not being deleted, and no `Ready` reported yet: on its way (a bulk
+    /// apply's attachments wait in their workspaces' queues).
+    pub fn unreported(&self) -> bool {
+        self.metadata.deletion_timestamp.is_none() && self.status.as_ref().is_none_or(|s| super::conditions::ready(&s.conditions).is_none())
+    }
+}

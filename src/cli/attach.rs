@@ -180,9 +180,8 @@ pub async fn delete_attachments(
                     Err(e) if is_not_found(&e) => break,
                     Err(e) => return Err(super::explain(e)),
                     Ok(still) if tokio::time::Instant::now() >= deadline => {
-                        let why = still.status.and_then(|s| {
-                            conditions::find(&s.conditions, conditions::READY).map(|c| format!("{}: {}", c.reason, c.message))
-                        });
+                        let why =
+                            still.status.and_then(|s| conditions::ready(&s.conditions).map(|c| format!("{}: {}", c.reason, c.message)));
                         return Err(format!(
                             "workspaceconnection.manifold.dev/{name} is still being deleted after {timeout:?}: {}",
                             why.unwrap_or_default()

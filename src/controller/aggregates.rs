@@ -103,7 +103,7 @@ pub fn states(stores: &Stores, ns: &str, aggregator: &AggregatorSpec) -> Vec<Mem
             let state = conn
                 .status
                 .as_ref()
-                .and_then(|s| conditions::find(&s.conditions, conditions::READY))
+                .and_then(|s| conditions::ready(&s.conditions))
                 .map(|c| if c.status == "True" { "Ready".to_owned() } else { c.reason.clone() })
                 .unwrap_or_else(|| "Pending".to_owned());
             let attached = stores.attachments_of_connection(ns, &name);

@@ -115,11 +115,8 @@ pub fn connection_changed(stores: &Stores, triggers: &Triggers, event: &Event<Co
     // the Connection as it is when its turn comes.
     let source_only = changed(&stores.connections, event, spec).is_none();
     for att in stores.index.read().unwrap().by_connection(&ns, &name) {
-        let reported = || {
-            stores
-                .attachment(&ns, &att)
-                .is_some_and(|a| a.status.as_ref().is_some_and(|s| conditions::find(&s.conditions, conditions::READY).is_some()))
-        };
+        let reported =
+            || stores.attachment(&ns, &att).is_some_and(|a| a.status.as_ref().is_some_and(|s| conditions::ready(&s.conditions).is_some()));
         if !source_only || reported() {
             triggers.attachment(&ns, &att);
         }
@@ -147,9 +144,10 @@ pub fn attachment_changed(stores: &Stores, triggers: &Triggers, event: &Event<Wo
     if matches!(event, Event::Delete(_)) || att.metadata.deletion_timestamp.is_some() {
         let name = att.name_any();
         for other in stores.attachments_of_workspace(&ns, &att.spec.workspace) {
-            let conflicted = other.status.as_ref().is_some_and(|s| {
-                conditions::find(&s.conditions, conditions::READY).is_some_and(|c| c.reason == Reason::SchemaConflict.as_str())
-            });
+            let conflicted = other
+                .status
+                .as_ref()
+                .is_some_and(|s| conditions::ready(&s.conditions).is_some_and(|c| c.reason == Reason::SchemaConflict.as_str()));
             if conflicted && other.name_any() != name {
                 triggers.attachment(&ns, &other.name_any());
             }
@@ -168,13 +166,9 @@ fn lists_changed(stores: &Stores, triggers: &Triggers, event: &Event<WorkspaceCo
     }
     if stores.connection(ns, &att.spec.connection).is_some() {
         // The store still holds this one as it was before the event.
-        let unreported = |a: &WorkspaceConnection| {
-            a.metadata.deletion_timestamp.is_none()
-                && a.status.as_ref().is_none_or(|s| conditions::find(&s.conditions, conditions::READY).is_none())
-        };
         let name = att.name_any();
-        let settling = (!matches!(event, Event::Delete(_)) && unreported(att))
-            || stores.attachments_of_connection(ns, &att.spec.connection).iter().any(|a| a.name_any() != name && unreported(a));
+        let settling = (!matches!(event, Event::Delete(_)) && att.unreported())
+            || stores.attachments_of_connection(ns, &att.spec.connection).iter().any(|a| a.name_any() != name && a.unreported());
         let wait = if settling { ListWait::Settling } else { ListWait::Entries(entries(false, &att.spec.connection)) };
         triggers.list_changed(false, ns, &att.spec.connection, wait);
     }

@@ -53,7 +53,7 @@ pub struct Admitted {
 
 pub fn admit(ctx: &Context, att: &WorkspaceConnection, r: &Resolved, seen: &Seen) -> Result<Admitted, Outcome> {
     let suspect = att.status.as_ref().is_some_and(|s| {
-        conditions::find(&s.conditions, conditions::READY)
+        conditions::ready(&s.conditions)
             .is_some_and(|c| c.reason == Reason::Timeout.as_str() || c.reason == Reason::HostUnreachable.as_str())
     });
     let joins = aggregates::joined_by(&ctx.stores, &r.ns, &att.spec.workspace, &r.conn);

@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{
     Connection, REFRESH_REQUEST_ANNOTATION, Reason, SOURCE_TABLES_LISTED, SourceSchema, SourceTable, TEST_REQUEST_ANNOTATION, TestOutcome,
-    TestResult, conditions,
+    TestResult,
 };
 use crate::controller::context::Context;
 use crate::controller::status::{self};
@@ -71,10 +71,7 @@ pub(super) fn first_test_by_attach(ctx: &Context, conn: &Connection, credentials
         std::time::Duration::try_from(jiff::Timestamp::now().duration_since(since)).unwrap_or_default()
     });
     let left = age.and_then(|age| WAIT_FOR_ATTACH.checked_sub(age)).filter(|left| !left.is_zero());
-    let pending = attachments.iter().any(|a| {
-        a.metadata.deletion_timestamp.is_none()
-            && a.status.as_ref().is_none_or(|s| conditions::find(&s.conditions, conditions::READY).is_none())
-    });
+    let pending = attachments.iter().any(|a| a.unreported());
     match left {
         Some(left) if pending => ByAttach::Pending(left),
         _ => ByAttach::No,
