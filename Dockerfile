@@ -15,8 +15,12 @@ RUN rustup target add x86_64-unknown-linux-musl \
  && apt-get install -y --no-install-recommends musl-tools \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-# Dependencies first, so that a change to src/ reuses their layer.
+# Dependencies first, so that a change to src/ reuses their layer. The
+# workspace's other members (the core crate, and the test support crate that
+# Cargo reads as a dev-dependency) come with them.
 COPY Cargo.toml Cargo.lock ./
+COPY crates crates
+COPY tests/support tests/support
 RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
  && cargo build --release --locked --target x86_64-unknown-linux-musl --bin manifold \
  && rm -rf src

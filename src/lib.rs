@@ -1,10 +1,10 @@
 //! Manifold: a Kubernetes operator that attaches foreign-data-wrapper
 //! connections to Postgres workspaces.
 
-pub mod api;
+pub use manifold_core::api;
 pub mod controller;
 pub mod import;
 pub mod metrics;
-pub mod plugins;
+pub use manifold_core::plugins;
 pub mod postgres;
-pub mod secret;
+pub use manifold_core::secret;

@@ -15,8 +15,8 @@
 //!
 //! | file | what it holds |
 //! |---|---|
-//! | `plan/` | the planner: every statement and its order (pure) |
-//! | `sql.rs` | SQL text from quoted identifiers and literals (pure) |
+//! | `plan`, `sql` | re-exported from `manifold-core`: the planner (every statement and its order) and the SQL renderer, both pure |
+//! | `db.rs` | `WorkspaceDb`, what the reconcilers ask of a database |
 //! | `errors.rs` | an error's reason, from its code, message and detail (pure) |
 //! | `session.rs` | pools, sessions and their deadlines |
 //! | `attach.rs` | the locked read, an attach's transaction, aggregator rebuilds |
@@ -25,8 +25,7 @@
 //! | `detach.rs` | detach, revoke, orphan, forget credentials |
 //! | `tls.rs` | TLS to workspace databases |
 
-pub mod plan;
-pub mod sql;
+pub use manifold_core::{plan, sql};
 pub mod tls;
 
 use std::collections::HashMap;

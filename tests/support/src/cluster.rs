@@ -2,10 +2,10 @@
 //! kube-controller-manager) with the CRDs and the admission policy
 //! installed, a fresh namespace per test, and the waits every test uses.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::io::Write;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, PostParams};
@@ -14,18 +14,13 @@ use kube::{Client, Config};
 
 use crate::devenv::{Devenv, bin_dir, repo_root, unique};
 
-
 /// The test binary's control plane, with the CRDs installed.
 pub struct ControlPlane {
     pub devenv: Devenv,
     pub kubeconfig: PathBuf,
 }
 
-pub const CRD_NAMES: [&str; 3] = [
-    "crd/workspaces.manifold.dev",
-    "crd/connections.manifold.dev",
-    "crd/workspaceconnections.manifold.dev",
-];
+pub const CRD_NAMES: [&str; 3] = ["crd/workspaces.manifold.dev", "crd/connections.manifold.dev", "crd/workspaceconnections.manifold.dev"];
 
 pub(crate) static CONTROL_PLANE: OnceLock<ControlPlane> = OnceLock::new();
 
@@ -61,9 +56,8 @@ impl ControlPlane {
     /// `ns/name`, obtained through TokenRequest (`kubectl create token`).
     pub fn token_kubeconfig(&self, ns: &str, name: &str) -> PathBuf {
         let token = stdout_ok(&self.kubectl(&["create", "token", name, "-n", ns, "--duration", "2h"]));
-        let view = |path: &str| {
-            stdout_ok(&self.kubectl(&["config", "view", "--raw", "-o", &format!("jsonpath={{.clusters[0].cluster.{path}}}")]))
-        };
+        let view =
+            |path: &str| stdout_ok(&self.kubectl(&["config", "view", "--raw", "-o", &format!("jsonpath={{.clusters[0].cluster.{path}}}")]));
         let config = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority-data: {}\n\
              users:\n- name: sa\n  user:\n    token: {}\ncontexts:\n- name: sa\n  context: {{ cluster: c, user: sa, namespace: {ns} }}\n\
@@ -158,11 +152,6 @@ impl TestNs {
 
 /// Standard output of a successful command; panics with its stderr otherwise.
 pub fn stdout_ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "command failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert!(out.status.success(), "command failed: {}\n{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

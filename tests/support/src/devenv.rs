@@ -5,8 +5,8 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::Value;
 
@@ -18,9 +18,7 @@ pub fn repo_root() -> PathBuf {
 /// Where tests/controlplane/build.sh put etcd, kube-apiserver, kubectl, helm
 /// and devenv.
 pub fn bin_dir() -> PathBuf {
-    std::env::var_os("MANIFOLD_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("tests/controlplane/bin"))
+    std::env::var_os("MANIFOLD_BIN_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("tests/controlplane/bin"))
 }
 
 /// A running devenv process, and the JSON it printed once ready.
@@ -48,11 +46,7 @@ impl Devenv {
     /// runs.
     pub fn start_with_env(mode: &str, extra: &[&str], envs: &[(&str, &Path)]) -> Devenv {
         let devenv = bin_dir().join("devenv");
-        assert!(
-            devenv.exists(),
-            "{} is missing: run tests/controlplane/build.sh first",
-            devenv.display()
-        );
+        assert!(devenv.exists(), "{} is missing: run tests/controlplane/build.sh first", devenv.display());
         let dir = std::env::temp_dir().join(unique(&format!("manifold-{mode}")));
         let mut child = Command::new(&devenv)
             .arg(mode)
@@ -72,8 +66,7 @@ impl Devenv {
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         stdout.read_line(&mut line).expect("read devenv output");
-        let env: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("devenv {mode} did not start ({e}); see the errors above"));
+        let env: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("devenv {mode} did not start ({e}); see the errors above"));
         Devenv { env, dir, io: Mutex::new((stdin, stdout)), _child: child }
     }
 

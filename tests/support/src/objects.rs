@@ -31,10 +31,7 @@ pub fn workspace(name: &str, secret: &str) -> Workspace {
     Workspace::new(
         name,
         WorkspaceSpec {
-            database: DatabaseSpec {
-                secret_ref: SecretKeyRef { name: secret.to_owned(), key: "uri".to_owned() },
-                ca_secret_ref: None,
-            },
+            database: DatabaseSpec { secret_ref: SecretKeyRef { name: secret.to_owned(), key: "uri".to_owned() }, ca_secret_ref: None },
             readers: Vec::new(),
             search_path: None,
             deletion_policy: DeletionPolicy::Delete,

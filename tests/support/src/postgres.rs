@@ -45,12 +45,7 @@ impl Postgres {
 
     fn start_with(args: &[&str]) -> Postgres {
         let devenv = Devenv::start("postgres", args);
-        Postgres {
-            host: devenv.str("host"),
-            port: devenv.env["port"].as_u64().unwrap() as u16,
-            password: devenv.str("password"),
-            devenv,
-        }
+        Postgres { host: devenv.str("host"), port: devenv.env["port"].as_u64().unwrap() as u16, password: devenv.str("password"), devenv }
     }
 
     /// A libpq URI for `user`/`password` and `database`.
@@ -182,7 +177,10 @@ impl Postgres {
 /// Runs one statement with `psql`, as a person would: unaligned, tuples
 /// only. Returns its output, or its error text.
 pub fn psql(uri: &str, sql: &str) -> Result<String, String> {
-    let out = std::process::Command::new("psql").args([uri, "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", sql]).output().expect("run psql");
+    let out = std::process::Command::new("psql")
+        .args([uri, "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .expect("run psql");
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     } else {
@@ -211,7 +209,18 @@ impl MariaDb {
     /// Runs SQL as the admin, with the `mariadb` client.
     pub fn sql(&self, sql: &str) {
         let out = std::process::Command::new("mariadb")
-            .args(["--no-defaults", "-h", "127.0.0.1", "-P", &self.port.to_string(), "-u", "admin", &format!("-p{}", self.password), "-e", sql])
+            .args([
+                "--no-defaults",
+                "-h",
+                "127.0.0.1",
+                "-P",
+                &self.port.to_string(),
+                "-u",
+                "admin",
+                &format!("-p{}", self.password),
+                "-e",
+                sql,
+            ])
             .output()
             .expect("run the mariadb client");
         assert!(out.status.success(), "mariadb: {}", String::from_utf8_lossy(&out.stderr));

@@ -50,7 +50,6 @@ impl Proxy {
     }
 }
 
-
 /// A server that speaks just enough of the Postgres protocol to ask a client
 /// for its password in clear text, and records every byte it receives: the
 /// tenant's own server in the attack a Connection could make. Then it

@@ -40,7 +40,8 @@ impl World {
 
     /// Server-side apply of a typed object, as a GitOps controller applies.
     pub fn apply_object<K: serde::Serialize>(&self, object: &K) {
-        let args = ["-n", self.t.ns.as_str(), "apply", "--server-side", "--force-conflicts", "--field-manager", "manifold-tests", "-f", "-"];
+        let args =
+            ["-n", self.t.ns.as_str(), "apply", "--server-side", "--force-conflicts", "--field-manager", "manifold-tests", "-f", "-"];
         stdout_ok(&crate::control_plane().kubectl_stdin(&args, &yaml(object)));
     }
 
@@ -65,7 +66,12 @@ impl World {
     }
 
     /// Waits until the Workspace satisfies `check`; returns it.
-    pub async fn wait_workspace(&self, name: &str, what: &str, check: impl Fn(&manifold::api::Workspace) -> bool) -> manifold::api::Workspace {
+    pub async fn wait_workspace(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&manifold::api::Workspace) -> bool,
+    ) -> manifold::api::Workspace {
         let api: Api<manifold::api::Workspace> = self.t.api();
         wait_for(&format!("Workspace {name}: {what}"), WAIT, || async {
             let ws = api.get(name).await.map_err(|e| e.to_string())?;
@@ -155,9 +161,7 @@ impl World {
     /// Waits until the attachment is Ready for its current generation.
     pub async fn wait_ready(&self, name: &str) -> WorkspaceConnection {
         self.wait_attachment(name, "Ready", |a| {
-            a.status.as_ref().is_some_and(|s| {
-                conditions::is_ready(&s.conditions) && s.observed_generation == a.metadata.generation
-            })
+            a.status.as_ref().is_some_and(|s| conditions::is_ready(&s.conditions) && s.observed_generation == a.metadata.generation)
         })
         .await
     }
@@ -220,7 +224,6 @@ pub async fn count(c: &tokio_postgres::Client, sql: &str) -> i64 {
     c.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
 }
 
-
 impl World {
     pub fn connections(&self) -> Api<Connection> {
         self.t.api()
@@ -260,7 +263,6 @@ impl World {
         format!("{statuses}\n{events}")
     }
 }
-
 
 /// Imports only these remote tables.
 pub fn include(tables: &[&str]) -> impl Fn(&mut Connection) {

@@ -10,7 +10,7 @@
 
 use postgres_protocol::escape::{escape_identifier as ident, escape_literal as literal};
 
-use super::plan::{SecretString, Statement, TableFilter, Value, View};
+use crate::plan::{SecretString, Statement, TableFilter, Value, View};
 
 mod catalog;
 pub mod lex;

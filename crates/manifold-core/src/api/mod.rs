@@ -189,7 +189,7 @@ pub fn glob(pattern: &str, name: &str) -> bool {
 }
 
 /// The CEL rule that applies `is_network_host` to `self`.
-pub(crate) const NETWORK_HOST_CEL: &str = r"self.matches('^([A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)(\\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*\\.?$') || (self.matches('^[0-9A-Fa-f:.]+$') && self.contains(':'))";
+pub const NETWORK_HOST_CEL: &str = r"self.matches('^([A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)(\\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*\\.?$') || (self.matches('^[0-9A-Fa-f:.]+$') && self.contains(':'))";
 
 /// Validation shared by every schema name: the rules of the CRDs, applied
 /// again by the controller to names it derives itself (from `metadata.name`).
@@ -206,13 +206,13 @@ pub fn schema_name_problem(name: &str) -> Option<String> {
     }
 }
 
-pub(crate) fn is_reserved_schema(name: &str) -> bool {
+pub fn is_reserved_schema(name: &str) -> bool {
     name == "public" || name == "information_schema" || name.starts_with("pg_")
 }
 
 /// The CEL rule that applies `schema_name_problem`'s checks to a string `s`,
 /// used both on `spec.schema` and on the default derived from the name.
-pub(crate) fn schema_name_cel(s: &str) -> String {
+pub fn schema_name_cel(s: &str) -> String {
     format!(
         "{s}.matches('^[a-z_][a-z0-9_]*$') && size({s}) <= 63 && {s} != 'public' && {s} != 'information_schema' && !{s}.startsWith('pg_')"
     )

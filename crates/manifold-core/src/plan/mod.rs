@@ -1,7 +1,7 @@
 //! The planner: from the desired state of one attachment and what one
 //! locked catalog read shows, the statements that bring a workspace
 //! database there, or the refusal to touch it. Pure: `sql` renders the
-//! statements and `Database` (in `mod.rs`) only runs them in one
+//! statements and `Database` (the manifold crate's `postgres`) only runs them in one
 //! transaction and records the result.
 //!
 //! Every decision about DDL is made here: what to build, what to drop,

@@ -40,7 +40,7 @@ pub(super) fn resolve(sp: &SteampipePlugin, schema: &str, credentials: Option<&B
 }
 
 /// An HCL identifier: a letter or `_`, then letters, digits, `_` or `-`.
-pub(crate) fn is_hcl_identifier(key: &str) -> bool {
+pub fn is_hcl_identifier(key: &str) -> bool {
     let mut chars = key.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')

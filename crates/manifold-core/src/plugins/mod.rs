@@ -23,7 +23,7 @@ mod steampipe;
 pub use fdw::{caches_connections, imported_options};
 pub use policy::*;
 pub use steampipe::hcl_string;
-pub(crate) use steampipe::is_hcl_identifier;
+pub use steampipe::is_hcl_identifier;
 
 /// What a plugin needs in the database.
 #[derive(Clone, Debug, PartialEq, Eq)]
