@@ -2,6 +2,7 @@
 //! a connection.
 
 mod cli;
+mod election;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -323,17 +324,20 @@ async fn run_as_leader(
     args: &RunArgs,
 ) -> Result<bool, Box<dyn std::error::Error>> {
     // Leader election: a Lease held for 15 s and renewed 5 s before it
-    // expires, so a standby takes over about 15 s after the leader dies.
+    // expires, so a standby takes over about 15 s after the leader dies,
+    // and within about a second of a leader that releases it (SIGTERM).
     let identity = std::env::var("POD_NAME")
         .unwrap_or_else(|_| format!("{}-{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "manifold".into()), std::process::id()));
-    let manager = kube_lease_manager::LeaseManagerBuilder::new(client, &args.lease_name)
-        .with_namespace(&args.lease_namespace)
-        .with_identity(&identity)
-        .with_duration(15)
-        .with_grace(5)
-        .build()
-        .await?;
-    let (mut is_leader, lease_task) = manager.watch().await;
+    // A replica that is not leading also takes a released Lease at once
+    // (election.rs): the leader releases it on SIGTERM.
+    let params = election::Params {
+        name: args.lease_name.clone(),
+        namespace: args.lease_namespace.clone(),
+        identity: identity.clone(),
+        duration: 15,
+        grace: 5,
+    };
+    let (mut is_leader, lease_task) = election::watch(client, params).await?;
     tracing::info!(identity = %identity, lease = %args.lease_name, "waiting for leadership");
     let lost_rx = is_leader.clone();
     let elected = async move {

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the local control plane from Go modules into tests/controlplane/bin:
 # etcd, kube-apiserver, kube-controller-manager and kubectl from the module in
-# this directory, helm from tests/tools (its own module, out of reach of the
+# this directory; for hack/cluster's node, kubelet, kube-scheduler and
+# kube-proxy from the same module, and containerd v2 (containerd, ctr,
+# containerd-shim-runc-v2) from tests/node (its own module); helm from tests/tools (its own module, out of reach of the
 # replace block), hclcheck from tests/hclcheck (HashiCorp's HCL, for the
 # steampipe config tests), and the devenv launcher.
 #
@@ -53,6 +55,27 @@ build kubernetes "$here" "etcd kube-apiserver kube-controller-manager kubectl de
   k8s.io/kubernetes/cmd/kubectl \
   go.etcd.io/etcd/server/v3 \
   ./devenv
+
+# The node (hack/cluster): the same module and version flags. A stamp of its
+# own, so that the control plane's binaries need not be relinked with it.
+build node "$here" "kubelet kube-scheduler kube-proxy" \
+  -o "$out/" -ldflags "$k8s_ldflags" \
+  k8s.io/kubernetes/cmd/kubelet \
+  k8s.io/kubernetes/cmd/kube-scheduler \
+  k8s.io/kubernetes/cmd/kube-proxy
+
+# containerd v2, from Go modules rather than Debian 12's 1.6.20: 1.6 is out
+# of upstream support, and lacks CRI calls the kubelet now prefers (it still
+# falls back, e.g. for RuntimeConfig, but with warnings; 1.6 was not tried).
+# Static (no cgo), so no btrfs or devmapper snapshotters: the node uses
+# overlayfs.
+containerd_version="$(cd "$here/../node" && go list -m -f '{{.Version}}' github.com/containerd/containerd/v2)"
+CGO_ENABLED=0 build containerd "$here/../node" "containerd ctr containerd-shim-runc-v2" \
+  -o "$out/" -tags "no_btrfs no_devmapper no_zfs urfave_cli_no_docs" \
+  -ldflags "-s -w -X github.com/containerd/containerd/v2/version.Version=$containerd_version" \
+  github.com/containerd/containerd/v2/cmd/containerd \
+  github.com/containerd/containerd/v2/cmd/ctr \
+  github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
 
 build hclcheck "$here/../hclcheck" "hclcheck" -o "$out/hclcheck" -ldflags "-s -w" .
 

@@ -66,6 +66,7 @@ func main() {
 	stdin := fs.Bool("stdin", false, "read commands from stdin; stop at end of input")
 	cleanup := fs.Bool("cleanup", false, "remove --dir after stopping")
 	withTLS := fs.Bool("tls", false, "postgres: serve TLS, with a certificate for localhost from a CA of its own")
+	listen := fs.String("listen", "", "postgres: an address to listen on besides 127.0.0.1 (password logins from anywhere)")
 	_ = fs.Parse(os.Args[2:])
 	if *dir == "" {
 		fatal(errors.New("--dir is required"))
@@ -87,7 +88,7 @@ func main() {
 		}
 		svc = &controlPlane{dir: abs, bin: *bin}
 	case "postgres":
-		svc = &postgres{dir: abs, tls: *withTLS}
+		svc = &postgres{dir: abs, tls: *withTLS, listen: *listen}
 	case "mariadb":
 		svc = &mariadb{dir: abs}
 	case "exec":
@@ -610,6 +611,10 @@ type postgres struct {
 	// 127.0.0.1, so that verify-full by address fails), signed by a CA
 	// of its own in dir/tls/ca.crt.
 	tls bool
+	// listen is an address to listen on besides 127.0.0.1 (hack/cluster's
+	// node address, which pods reach), where any client may log in with a
+	// password.
+	listen string
 }
 
 // pgBinDir finds initdb and pg_ctl from Debian's postgresql package: the
@@ -694,6 +699,17 @@ func (p *postgres) start() (map[string]any, error) {
 		return nil, err
 	}
 	_ = os.Remove(pwfile)
+	if p.listen != "" {
+		hba, err := os.OpenFile(filepath.Join(p.dataDir, "pg_hba.conf"), os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			return nil, err
+		}
+		_, err = hba.WriteString("host all all 0.0.0.0/0 scram-sha-256\n")
+		hba.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
 	if p.tls {
 		ca, err := newCA(filepath.Join(p.dir, "tls"), "manifold-devenv-postgres-ca")
 		if err != nil {
@@ -714,8 +730,12 @@ func (p *postgres) start() (map[string]any, error) {
 		if p.port, err = freePort(); err != nil {
 			return err
 		}
+		listen := "127.0.0.1"
+		if p.listen != "" {
+			listen += "," + p.listen
+		}
 		conf := fmt.Sprintf(`
-listen_addresses = '127.0.0.1'
+listen_addresses = '%s'
 port = %d
 unix_socket_directories = '%s'
 max_connections = 400
@@ -726,7 +746,7 @@ full_page_writes = off
 shared_preload_libraries = 'pg_stat_statements'
 pg_stat_statements.track = all
 log_min_messages = warning
-`, p.port, p.dir)
+`, listen, p.port, p.dir)
 		if p.tls {
 			conf += fmt.Sprintf("ssl = on\nssl_cert_file = '%s'\nssl_key_file = '%s'\n",
 				filepath.Join(p.dir, "tls", "server.crt"), filepath.Join(p.dir, "tls", "server.key"))
