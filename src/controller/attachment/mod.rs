@@ -166,6 +166,9 @@ async fn apply(att: &WorkspaceConnection, ctx: &Context, finalized: Finalized) -
             Action::await_change()
         }
         Retry::AwaitChange => Action::await_change(),
-        Retry::Backoff => requeue(ctx.backoff.failed(&key)),
+        // Never later than the resync: what a person fixes in the database
+        // (a GRANT, a dropped view) sends no event, and everything at rest
+        // is looked at once per resync anyway.
+        Retry::Backoff => requeue(ctx.backoff.failed(&key).min(ctx.settings.resync)),
     })
 }
