@@ -78,12 +78,9 @@ pub async fn new_form(State(console): State<Shared>, Path((ns, plugin)): Path<(S
         None => None,
     };
     let mut values = draft.as_ref().map(form::values_of).unwrap_or_default();
-    // An allowed wrapper chosen from the list: its extension and name.
+    // A wrapper chosen from the list; the form fills in its extension.
     if let (None, Some(chosen)) = (&draft, query_param(request.uri(), "wrapper")) {
-        if let Some(w) = allowed_wrappers(&console).await.unwrap_or_default().into_iter().find(|w| w.wrapper == chosen) {
-            values.insert("plugin.extension".into(), w.extension);
-            values.insert("plugin.wrapper".into(), w.wrapper);
-        }
+        values.insert("plugin.wrapper".into(), chosen);
     }
     form_page(&console, &ns, &plugin, &values, draft.as_ref(), None).await
 }
@@ -157,6 +154,14 @@ pub async fn form_page(
         }
         _ => None,
     };
+    // An allowed wrapper's extension, where the form does not name one.
+    let mut values = values.clone();
+    if let Some(w) = &wrapper
+        && values.get("plugin.extension").is_none_or(|e| e.trim().is_empty())
+    {
+        values.insert("plugin.extension".into(), w.extension.clone());
+    }
+    let values = &values;
     let f = Form { ns, kind, values, draft, wrapper };
     let cred_mode = values.get("cred.mode").cloned().unwrap_or_else(|| "new".into());
     let action = format!("/ns/{ns}/new/{kind}");
