@@ -9,9 +9,13 @@
 //! 2. two replicas: deleting the leader pod hands the Lease to the other,
 //!    and the time it takes is printed (BENCHMARKS.md); the deleted pod's
 //!    SIGTERM ends it well within its grace period, and it releases the
-//!    Lease rather than letting it expire;
+//!    Lease rather than letting it expire. An attachment created just after
+//!    the deletion becomes Ready, and Postgres's own record of DDL (an event
+//!    trigger in each workspace database) shows one attach's statements, all
+//!    from the new leader: the same as one attach made while the leader
+//!    stays, and nothing of the attachments already there;
 //! 3. `helm upgrade` that rolls the pods keeps the Deployment available and
-//!    every attachment Ready throughout;
+//!    every attachment Ready throughout, and runs no DDL;
 //! 4. `helm uninstall` leaves the CRDs, the objects and the schemas.
 //!
 //! One scenario, because the cluster costs a minute to start: a test binary
@@ -114,7 +118,118 @@ impl Cluster {
         ]);
         out.lines().filter(|l| !l.ends_with("=True")).map(str::to_string).collect()
     }
+    /// As the cluster Postgres's superuser.
+    fn superuser(&self, db: &str, sql: &str) -> String {
+        let password = self.env()["postgres"]["password"].as_str().unwrap().to_string();
+        self.psql("postgres", &password, db, sql).unwrap_or_else(|e| panic!("psql -d {db}: {e}"))
+    }
+    /// Starts the DDL log (`DDL_LOG`) in every workspace database.
+    fn log_ddl(&self) {
+        for db in WORKSPACE_DBS {
+            self.superuser(db, DDL_LOG);
+        }
+    }
+    /// Where each workspace database's DDL log ends now.
+    fn ddl_mark(&self) -> Vec<i64> {
+        WORKSPACE_DBS
+            .iter()
+            .map(|db| self.superuser(db, "SELECT coalesce(max(id), 0) FROM public.node_test_ddl").trim().parse().unwrap())
+            .collect()
+    }
+    /// The DDL statements run in the workspace databases since `mark`.
+    fn ddl_since(&self, mark: &[i64]) -> Vec<Ddl> {
+        let mut all = Vec::new();
+        for (db, from) in WORKSPACE_DBS.iter().zip(mark) {
+            let rows = self.superuser(
+                db,
+                &format!("SELECT tag || '|' || coalesce(host(client), 'local') FROM public.node_test_ddl WHERE id > {from} ORDER BY id"),
+            );
+            for row in rows.lines() {
+                let (tag, client) = row.split_once('|').unwrap();
+                all.push(Ddl { db: db.to_string(), tag: tag.to_string(), client: client.to_string() });
+            }
+        }
+        all
+    }
+    fn pod_ip(&self, pod: &str) -> String {
+        self.k(&["-n", NS, "get", "pod", pod, "-o", "jsonpath={.status.podIP}"])
+    }
+    /// A counter from a pod's /metrics, read through the apiserver's pod proxy.
+    fn pod_metric(&self, pod: &str, sample: &str) -> f64 {
+        let path = format!("/api/v1/namespaces/{NS}/pods/{pod}:8080/proxy/metrics");
+        let text = self.kubectl(&["get", "--raw", &path]).unwrap_or_default();
+        // Summed over the labels when `sample` names none.
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(sample).is_some_and(|rest| rest.starts_with(' ') || (!sample.contains('{') && rest.starts_with('{')))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+    /// Creates the attachment that the failover makes: sales-eu in
+    /// reporting, a workspace without a search path or an aggregator, so that
+    /// the DDL it causes is its attach's alone.
+    fn create_failover_attachment(&self) {
+        let file = self.dir.join("failover-attachment.yaml");
+        let yaml = format!(
+            "apiVersion: manifold.dev/v1alpha1\nkind: WorkspaceConnection\nmetadata: {{ name: {FAILOVER_ATTACHMENT} }}\n\
+             spec: {{ workspace: reporting, connection: sales-eu }}\n"
+        );
+        std::fs::write(&file, yaml).unwrap();
+        self.k(&["create", "-f", file.to_str().unwrap()]);
+    }
+    /// Deletes it, and waits until the operator has detached it.
+    fn delete_failover_attachment(&self) {
+        self.k(&["delete", "wsconn", FAILOVER_ATTACHMENT, "--timeout=120s"]);
+    }
+    /// Every change of the failover attachment's Ready condition, from before
+    /// it exists.
+    fn watch_failover_attachment(&self) -> Watch {
+        let selector = format!("metadata.name={FAILOVER_ATTACHMENT}");
+        Watch::start(
+            self,
+            &[
+                "get",
+                "wsconn",
+                "--field-selector",
+                &selector,
+                "--watch",
+                "-o",
+                r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}{"\n"}"#,
+            ],
+        )
+    }
 }
+
+/// One DDL statement, as the workspace database's event trigger saw it.
+#[derive(Debug, Clone, PartialEq)]
+struct Ddl {
+    db: String,
+    tag: String,
+    /// The client's address: the pod that ran it.
+    client: String,
+}
+
+/// The examples' workspace databases.
+const WORKSPACE_DBS: [&str; 2] = ["analytics", "reporting"];
+
+/// The attachment created while the leader changes.
+const FAILOVER_ATTACHMENT: &str = "reporting-sales-eu";
+
+/// Every DDL statement run in a workspace database, as Postgres saw it: an
+/// event trigger on ddl_command_end (called once per statement) records the
+/// command's tag and the client's address, whoever ran it, in the same
+/// transaction. A deposed leader's statements would be counted as much as the
+/// new leader's, and a rolled-back attempt not at all.
+const DDL_LOG: &str = "
+CREATE TABLE IF NOT EXISTS public.node_test_ddl (id bigserial PRIMARY KEY, tag text NOT NULL, client inet);
+REVOKE ALL ON public.node_test_ddl FROM PUBLIC;
+CREATE OR REPLACE FUNCTION public.node_test_ddl() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER
+  SET search_path = pg_catalog AS
+  $$ BEGIN INSERT INTO public.node_test_ddl (tag, client) VALUES (tg_tag, inet_client_addr()); END $$;
+REVOKE ALL ON FUNCTION public.node_test_ddl() FROM PUBLIC;
+DROP EVENT TRIGGER IF EXISTS node_test_ddl;
+CREATE EVENT TRIGGER node_test_ddl ON ddl_command_end EXECUTE FUNCTION public.node_test_ddl();";
 
 impl Drop for Cluster {
     fn drop(&mut self) {
@@ -223,7 +338,10 @@ fn scenario() {
         let holder = cluster.lease_holder();
         if holder.starts_with(pod.as_str()) { Ok(holder) } else { Err(holder) }
     });
-    eprintln!("node: pod {pod} (pid {pid} on the node, uid 65532, root ro) holds the Lease as {leader}");
+    eprintln!("node: pod {pod} (pid {pod_pid} on the node, uid 65532, root ro) holds the Lease as {leader}", pod_pid = pid);
+    // From here on, Postgres records every DDL statement in the workspace
+    // databases, and who sent it.
+    cluster.log_ddl();
 
     step("2. two replicas; delete the leader; another takes the Lease (three rounds)");
     cluster.helm(&[
@@ -239,7 +357,9 @@ fn scenario() {
         "--timeout",
         "3m",
     ]);
+    let reference = reference_attach(&cluster);
     let mut handovers = Vec::new();
+    let mut attached = Vec::new();
     for round in 1..=3 {
         let pods = wait("two Ready pods", Duration::from_secs(120), || {
             let p = cluster.ready_pods();
@@ -269,31 +389,43 @@ fn scenario() {
         let leader_log = Watch::start(&cluster, &["-n", NS, "logs", "-f", &leader_pod]);
         let lease =
             Watch::start(&cluster, &["-n", NS, "get", "lease", LEASE, "--watch", "-o", r#"jsonpath=holder={.spec.holderIdentity}{"\n"}"#]);
+        let attachment = cluster.watch_failover_attachment();
+        let mark = cluster.ddl_mark();
         std::thread::sleep(Duration::from_millis(500));
         let deleted = Instant::now();
         cluster.k(&["-n", NS, "delete", "pod", &leader_pod, "--wait=false"]);
-        // Both at once: another replica holding the Lease (the standby, or
+        // While the leader changes, a user creates an attachment.
+        cluster.create_failover_attachment();
+        // All at once: another replica holding the Lease (the standby, or
         // the Deployment's replacement for the deleted pod, whichever tries
-        // first), and the deleted pod gone.
-        let mut handover: Option<(String, Duration)> = None;
+        // first), the deleted pod gone, and the new attachment Ready.
+        // Times from the watches' events, not from polling.
+        let taken = |l: &str| l.strip_prefix("holder=").is_some_and(|h| !h.is_empty() && h != leader_pod);
         let mut gone: Option<Duration> = None;
-        wait("another replica holding the Lease and the deleted pod gone", Duration::from_secs(grace + 30), || {
-            if handover.is_none() {
-                let holder = cluster.lease_holder();
-                if !holder.is_empty() && !holder.starts_with(leader_pod.as_str()) {
-                    handover = Some((holder, deleted.elapsed()));
-                }
-            }
+        wait("another replica holding the Lease, the deleted pod gone and the attachment Ready", Duration::from_secs(grace + 60), || {
+            let handover = lease.first(taken);
             if gone.is_none() {
                 match cluster.kubectl(&["-n", NS, "get", "pod", &leader_pod, "-o", "name"]) {
                     Err(e) if e.contains("NotFound") => gone = Some(deleted.elapsed()),
                     _ => {}
                 }
             }
-            if handover.is_some() && gone.is_some() { Ok(()) } else { Err(format!("{handover:?} {gone:?}")) }
+            let ready = attachment.first(|l| l == "True");
+            if handover.is_some() && gone.is_some() && ready.is_some() {
+                Ok(())
+            } else {
+                Err(format!("handover {handover:?}, gone {gone:?}, {FAILOVER_ATTACHMENT} Ready {ready:?}"))
+            }
         });
-        let (holder, handover) = handover.unwrap();
+        let (taken_at, holder) = lease.first(taken).unwrap();
+        let holder = holder.trim_start_matches("holder=").to_string();
+        let handover = taken_at - deleted;
         let gone = gone.unwrap();
+        let ready = attachment.first(|l| l == "True").unwrap().0 - deleted;
+        attachment.stop();
+        attached.push(ready.as_secs_f64());
+        // The Lease's holder is the pod's name (POD_NAME).
+        nothing_ran_twice(&cluster, &reference, &mark, &holder, round);
         let exits = exits.stop();
         let lease = lease.stop();
         let leader_log = leader_log.stop();
@@ -307,6 +439,10 @@ fn scenario() {
             handover.as_secs_f64(),
             exits.last().map(String::as_str).unwrap_or("?"),
             gone.as_secs_f64()
+        );
+        println!(
+            "node: round {round}: {FAILOVER_ATTACHMENT}, created just after the deletion, Ready {:.2} s after it (the new leader's first reconcile)",
+            ready.as_secs_f64()
         );
         if gone > Duration::from_secs(5) || !released {
             eprintln!("node: the deleted leader's log:\n{}\nthe Lease's holders: {lease:?}", leader_log.join("\n"));
@@ -326,11 +462,17 @@ fn scenario() {
         // The apiserver reaches the kubelet (logs): the standby's.
         let logs = cluster.k(&["-n", NS, "logs", &standby]);
         assert!(!logs.is_empty(), "no logs from the standby");
+        cluster.delete_failover_attachment();
     }
     handovers.sort_by(f64::total_cmp);
     println!(
         "node: leader handover on deleting the leader pod, 3 rounds: {}",
         handovers.iter().map(|h| format!("{h:.2} s")).collect::<Vec<_>>().join(", ")
+    );
+    attached.sort_by(f64::total_cmp);
+    println!(
+        "node: an attachment created as the leader pod was deleted, Ready after (3 rounds): {}",
+        attached.iter().map(|h| format!("{h:.2} s")).collect::<Vec<_>>().join(", ")
     );
     // The standby alone: with the node cordoned, the replacement pod cannot
     // start, so only the standby can take the released Lease. It reads the
@@ -373,6 +515,7 @@ fn scenario() {
         &cluster,
         &["-n", NS, "get", "deployment", "manifold", "--watch", "-o", r#"jsonpath={.status.availableReplicas}{"\n"}"#],
     );
+    let mark = cluster.ddl_mark();
     std::thread::sleep(Duration::from_millis(500));
     let upgrade_started = Instant::now();
     cluster.helm(&[
@@ -410,10 +553,28 @@ fn scenario() {
         attachments.len(),
         available.len()
     );
-    wait("a leader after the upgrade", Duration::from_secs(60), || {
+    let leader = wait("a leader after the upgrade", Duration::from_secs(60), || {
         let holder = cluster.lease_holder();
-        if after.iter().any(|p| holder.starts_with(p.as_str())) { Ok(()) } else { Err(holder) }
+        if after.iter().any(|p| holder == *p) { Ok(holder) } else { Err(holder) }
     });
+    // The new leader has looked at every attachment (5), and changed
+    // nothing in any database.
+    wait("the new leader's reconciles of the attachments", Duration::from_secs(60), || {
+        let n = cluster.pod_metric(&leader, "manifold_reconciles_total{kind=\"WorkspaceConnection\"}");
+        if n >= 5.0 { Ok(()) } else { Err(format!("{n}")) }
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let ddl = cluster.ddl_since(&mark);
+    assert!(ddl.is_empty(), "DDL ran in the workspace databases during the upgrade: {ddl:?}");
+    let metric = cluster.pod_metric(&leader, "manifold_sql_statements_total{kind=\"ddl\"}");
+    let tests = cluster.pod_metric(&leader, "manifold_connection_tests_total") as u64;
+    if tests == 0 {
+        assert_eq!(metric, 0.0, "the upgrade's new leader counted DDL");
+    }
+    eprintln!(
+        "node: the upgrade's new leader reconciled every attachment; no DDL ran in any workspace database \
+         (its manifold_sql_statements_total{{kind=\"ddl\"}}: {metric}, after {tests} connection tests)"
+    );
 
     step("4. helm uninstall leaves the CRDs, the objects and the schemas");
     cluster.helm(&["uninstall", "manifold", "-n", NS, "--wait", "--timeout", "2m"]);
@@ -435,6 +596,52 @@ fn scenario() {
     assert!(rows.trim().parse::<u64>().unwrap() > 0, "no rows through sales after uninstall");
 }
 
+/// The failover attachment attached and detached once while the leader
+/// stays: the DDL of one attach, as Postgres recorded it.
+fn reference_attach(cluster: &Cluster) -> Vec<Ddl> {
+    let leader = cluster.lease_holder();
+    let attachment = cluster.watch_failover_attachment();
+    let mark = cluster.ddl_mark();
+    cluster.create_failover_attachment();
+    wait("the reference attachment Ready", Duration::from_secs(120), || attachment.first(|l| l == "True").ok_or_else(String::new));
+    std::thread::sleep(Duration::from_secs(2));
+    attachment.stop();
+    let ddl = cluster.ddl_since(&mark);
+    let ip = cluster.pod_ip(&leader);
+    assert!(!ddl.is_empty(), "the attach ran no DDL that Postgres saw");
+    assert!(ddl.iter().all(|d| d.db == "reporting" && d.client == ip), "not all from the leader ({leader}, {ip}) in reporting: {ddl:?}");
+    cluster.delete_failover_attachment();
+    let tags: Vec<&str> = ddl.iter().map(|d| d.tag.as_str()).collect();
+    eprintln!("node: one attach of {FAILOVER_ATTACHMENT}, the leader staying: {} DDL statements ({})", ddl.len(), tags.join(", "));
+    ddl
+}
+
+/// The DDL since `mark` is the reference attach's, statement for
+/// statement, and all of it from the new leader: the old leader ran none
+/// after its deletion, and the new one re-ran nothing of the attachments
+/// that were already there.
+fn nothing_ran_twice(cluster: &Cluster, reference: &[Ddl], mark: &[i64], leader: &str, round: u32) {
+    std::thread::sleep(Duration::from_secs(2));
+    let ddl = cluster.ddl_since(mark);
+    let ip = cluster.pod_ip(leader);
+    let strays: Vec<&Ddl> = ddl.iter().filter(|d| d.client != ip).collect();
+    assert!(strays.is_empty(), "round {round}: DDL from another client than the new leader {leader} ({ip}): {strays:?}");
+    let tags = |d: &[Ddl]| d.iter().map(|d| format!("{}:{}", d.db, d.tag)).collect::<Vec<_>>();
+    assert_eq!(tags(&ddl), tags(reference), "round {round}: the failover's DDL is not one attach's");
+    // The operator's own count agrees, unless the new leader also tested a
+    // connection (its tests' DDL is counted too).
+    let metric = cluster.pod_metric(leader, "manifold_sql_statements_total{kind=\"ddl\"}");
+    let tests = cluster.pod_metric(leader, "manifold_connection_tests_total") as u64;
+    if tests == 0 {
+        assert_eq!(metric, ddl.len() as f64, "round {round}: the new leader's manifold_sql_statements_total{{kind=\"ddl\"}}");
+    }
+    println!(
+        "node: round {round}: {} DDL statements in the workspace databases, all from the new leader {leader}: one attach's, nothing twice \
+         (the new leader's manifold_sql_statements_total{{kind=\"ddl\"}}: {metric}, after {tests} connection tests)",
+        ddl.len()
+    );
+}
+
 /// The host's network interfaces (of its own network namespace).
 fn host_links() -> Vec<String> {
     let out = run(Command::new("ip").args(["-o", "link", "show"])).unwrap();
@@ -454,7 +661,7 @@ fn sysctls() -> Vec<String> {
 /// `kubectl ... --watch`, its lines collected until `stop`.
 struct Watch {
     child: std::process::Child,
-    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
     reader: std::thread::JoinHandle<()>,
 }
 
@@ -474,17 +681,21 @@ impl Watch {
             use std::io::BufRead;
             for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
                 if !line.is_empty() {
-                    sink.lock().unwrap().push(line);
+                    sink.lock().unwrap().push((Instant::now(), line));
                 }
             }
         });
         Watch { child, lines, reader }
     }
+    /// The first line that `matches`, and when it came, if one has.
+    fn first(&self, matches: impl Fn(&str) -> bool) -> Option<(Instant, String)> {
+        self.lines.lock().unwrap().iter().find(|(_, l)| matches(l)).cloned()
+    }
     fn stop(mut self) -> Vec<String> {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = self.reader.join();
-        std::mem::take(&mut *self.lines.lock().unwrap())
+        std::mem::take(&mut *self.lines.lock().unwrap()).into_iter().map(|(_, l)| l).collect()
     }
 }
 

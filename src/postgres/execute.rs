@@ -198,7 +198,9 @@ impl Database {
         if batch.is_empty() {
             return Ok(());
         }
-        self.count(batch.len() as u64, batch.len() as u64);
+        // The options' reset rides in the batch, but is no DDL.
+        let ddl = batch.iter().filter(|s| s.as_str() != sql::RESET_OPTIONS).count();
+        self.count(batch.len() as u64, ddl as u64);
         tx.batch_execute(&batch.join(";\n")).await?;
         batch.clear();
         Ok(())
