@@ -53,18 +53,19 @@ pub async fn silent_sources_do_not_stall_a_workspace() {
 }
 
 /// A namespace deleted with 50 attachments in it leaves no schema, server
-/// or user mapping behind, twenty times in a row, whatever order the
-/// namespace controller deletes things in. Only what an Orphan attachment
-/// kept stays, marked as orphaned.
+/// or user mapping behind, twenty times (five rounds of four namespaces
+/// deleted at once), whatever order the namespace controller deletes things
+/// in. Only what an Orphan attachment kept stays, marked as orphaned.
 pub async fn a_deleted_namespace_leaves_nothing_behind() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let cp = control_plane();
     let pg = postgres();
     let src = pg.source("nsdel").await;
     let ws_db = pg.database("nsdel-ws").await;
-    let rounds = 20;
-    let namespaces: Vec<String> = (0..rounds).map(|_| unique("nsdel")).collect();
-    let op = Operator::start(&cp.kubeconfig, &["--namespaces", &namespaces.join(","), "--resync", "30s"]);
+    let (rounds, at_once) = (5, 4);
+    let namespaces: Vec<Vec<String>> = (0..rounds).map(|_| (0..at_once).map(|_| unique("nsdel")).collect()).collect();
+    let all = namespaces.iter().flatten().cloned().collect::<Vec<_>>().join(",");
+    let op = Operator::start(&cp.kubeconfig, &["--namespaces", &all, "--resync", "30s"]);
     let admin = pg.connect(&ws_db).await;
     let marked = |clause: &'static str| {
         let admin = &admin;
@@ -80,62 +81,54 @@ pub async fn a_deleted_namespace_leaves_nothing_behind() {
             .await
         }
     };
-    for (round, ns) in namespaces.iter().enumerate() {
+    for (round, group) in namespaces.iter().enumerate() {
         let started = Instant::now();
-        stdout_ok(&cp.kubectl(&["create", "namespace", ns]));
-        let mut yaml = secret_yaml("ws-db", &[("uri", &pg.owner_uri(&ws_db))]);
-        yaml.push_str("---\napiVersion: manifold.dev/v1alpha1\nkind: Workspace\nmetadata: { name: ws }\nspec: { database: { secretRef: { name: ws-db } } }\n---\n");
-        yaml.push_str(&secret_yaml("creds", &[("user", &src.user), ("password", &src.password)]));
-        for i in 0..=50 {
-            let policy = if i == 50 { "Orphan" } else { "Delete" };
-            yaml.push_str(&format!(
-                "---\napiVersion: manifold.dev/v1alpha1\nkind: Connection\nmetadata: {{ name: c{i} }}\nspec:\n\
-                 \x20 schema: r{round}_c{i}\n\
-                 \x20 plugin: {{ postgres: {{ host: 127.0.0.1, port: {}, database: {} }} }}\n\
-                 \x20 credentials: {{ secretRef: {{ name: creds }} }}\n\
-                 \x20 tables: {{ include: [customers] }}\n\
-                 ---\napiVersion: manifold.dev/v1alpha1\nkind: WorkspaceConnection\nmetadata: {{ name: a{i} }}\n\
-                 spec: {{ workspace: ws, connection: c{i}, deletionPolicy: {policy} }}\n",
-                pg.port, src.db
-            ));
+        for (k, ns) in group.iter().enumerate() {
+            stdout_ok(&cp.kubectl(&["create", "namespace", ns]));
+            stdout_ok(&cp.kubectl_stdin(&["-n", ns, "apply", "-f", "-"], &namespace_yaml(pg, &ws_db, &src, &format!("r{round}_{k}"))));
         }
-        stdout_ok(&cp.kubectl_stdin(&["-n", ns, "apply", "-f", "-"], &yaml));
-        wait_for(&format!("round {round}: 51 attachments Ready"), Duration::from_secs(120), || async {
-            let ready = stdout_ok(&cp.kubectl(&[
-                "-n",
-                ns,
-                "get",
-                "wsconn",
-                "-o",
-                "jsonpath={range .items[*]}{.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}",
-            ]));
-            let n = ready.lines().filter(|l| *l == "True").count();
-            if n == 51 { Ok(()) } else { Err(format!("{n} Ready")) }
-        })
-        .await;
+        for ns in group {
+            wait_for(&format!("round {round}: 51 attachments Ready in {ns}"), Duration::from_secs(120), || async {
+                let ready = stdout_ok(&cp.kubectl(&[
+                    "-n",
+                    ns,
+                    "get",
+                    "wsconn",
+                    "-o",
+                    "jsonpath={range .items[*]}{.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}",
+                ]));
+                let n = ready.lines().filter(|l| *l == "True").count();
+                if n == 51 { Ok(()) } else { Err(format!("{n} Ready")) }
+            })
+            .await;
+        }
         let attached = started.elapsed();
-        stdout_ok(&cp.kubectl(&["delete", "namespace", ns, "--wait=false"]));
-        wait_for(&format!("round {round}: namespace gone"), Duration::from_secs(120), || async {
-            let out = cp.kubectl(&["get", "namespace", ns]);
-            if !out.status.success() {
-                return Ok(());
-            }
-            // What holds it: the objects left, with their finalizers.
-            let left = cp.kubectl(&[
-                "-n",
-                ns,
-                "get",
-                "wsconn,conn,mws",
-                "-o",
-                "jsonpath={range .items[*]}{.kind}/{.metadata.name} {.metadata.finalizers} {.status.conditions[?(@.type==\"Ready\")].reason}{\"\\n\"}{end}",
-            ]);
-            std::fs::write("/tmp/nsdel-operator.log", op.logs()).ok();
-            Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&left.stdout)))
-        })
-        .await;
+        let mut args = vec!["delete", "namespace", "--wait=false"];
+        args.extend(group.iter().map(String::as_str));
+        stdout_ok(&cp.kubectl(&args));
+        for ns in group {
+            wait_for(&format!("round {round}: namespace {ns} gone"), Duration::from_secs(120), || async {
+                let out = cp.kubectl(&["get", "namespace", ns]);
+                if !out.status.success() {
+                    return Ok(());
+                }
+                // What holds it: the objects left, with their finalizers.
+                let left = cp.kubectl(&[
+                    "-n",
+                    ns,
+                    "get",
+                    "wsconn,conn,mws",
+                    "-o",
+                    "jsonpath={range .items[*]}{.kind}/{.metadata.name} {.metadata.finalizers} {.status.conditions[?(@.type==\"Ready\")].reason}{\"\\n\"}{end}",
+                ]);
+                std::fs::write("/tmp/nsdel-operator.log", op.logs()).ok();
+                Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&left.stdout)))
+            })
+            .await;
+        }
         // What remains is only the Orphan attachments' schemas (one per
-        // round so far), each with its server and mapping, and marked.
-        let kept = (round + 1) as i64;
+        // namespace so far), each with its server and mapping, and marked.
+        let kept = ((round + 1) * at_once) as i64;
         let unmarked = marked("AND obj_description(oid, 'pg_namespace') NOT LIKE '%orphaned=true%'").await;
         if unmarked != 2 * kept {
             let left: Vec<String> = admin
@@ -145,16 +138,39 @@ pub async fn a_deleted_namespace_leaves_nothing_behind() {
                 .iter()
                 .map(|r| r.get(0))
                 .collect();
-            let log: Vec<String> = op.logs().lines().filter(|l| l.contains(ns.as_str())).map(str::to_owned).collect();
+            let log: Vec<String> =
+                op.logs().lines().filter(|l| group.iter().any(|ns| l.contains(ns.as_str()))).map(str::to_owned).collect();
             std::fs::write("/tmp/nsdel-operator.log", op.logs()).ok();
             panic!("round {round}: {unmarked} remain besides the orphaned schemas: {left:#?}\nthe operator said:\n{}", log.join("\n"));
         }
         assert_eq!(marked("").await, 3 * kept, "round {round}: every kept schema is marked orphaned");
         println!(
-            "round {round}: 51 attached in {attached:?}, namespace deleted after {:?}, nothing else left",
+            "round {round}: {at_once} namespaces of 51 attachments each attached in {attached:?}, deleted at once after {:?}, nothing else left",
             started.elapsed() - attached
         );
     }
+}
+
+/// One namespace's objects: a Workspace, and 51 Connections attached to it
+/// (the last with `deletionPolicy: Orphan`), their schemas named `prefix_cN`.
+fn namespace_yaml(pg: &Postgres, ws_db: &str, src: &crate::support::Source, prefix: &str) -> String {
+    let mut yaml = secret_yaml("ws-db", &[("uri", &pg.owner_uri(ws_db))]);
+    yaml.push_str("---\napiVersion: manifold.dev/v1alpha1\nkind: Workspace\nmetadata: { name: ws }\nspec: { database: { secretRef: { name: ws-db } } }\n---\n");
+    yaml.push_str(&secret_yaml("creds", &[("user", &src.user), ("password", &src.password)]));
+    for i in 0..=50 {
+        let policy = if i == 50 { "Orphan" } else { "Delete" };
+        yaml.push_str(&format!(
+            "---\napiVersion: manifold.dev/v1alpha1\nkind: Connection\nmetadata: {{ name: c{i} }}\nspec:\n\
+             \x20 schema: {prefix}_c{i}\n\
+             \x20 plugin: {{ postgres: {{ host: 127.0.0.1, port: {}, database: {} }} }}\n\
+             \x20 credentials: {{ secretRef: {{ name: creds }} }}\n\
+             \x20 tables: {{ include: [customers] }}\n\
+             ---\napiVersion: manifold.dev/v1alpha1\nkind: WorkspaceConnection\nmetadata: {{ name: a{i} }}\n\
+             spec: {{ workspace: ws, connection: c{i}, deletionPolicy: {policy} }}\n",
+            pg.port, src.db
+        ));
+    }
+    yaml
 }
 
 /// A Workspace whose database is gone for good gives up after the cleanup
