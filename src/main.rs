@@ -139,6 +139,13 @@ struct RunArgs {
     /// it) does not come back, and the namespace waits for nothing else.
     #[arg(long, env = "MANIFOLD_TERMINATING_CLEANUP_TIMEOUT", default_value = "1m", value_parser = duration)]
     terminating_cleanup_timeout: Duration,
+    /// On SIGTERM, how long the reconciles already running may take to
+    /// finish before they are abandoned (their transactions roll back).
+    /// The leader Lease is released only after that, so that no two
+    /// replicas ever reconcile at once: keep it below the pod's
+    /// terminationGracePeriodSeconds (30 s by default).
+    #[arg(long, env = "MANIFOLD_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = duration)]
+    shutdown_timeout: Duration,
     /// Watch only these namespaces (comma-separated); empty means all. Use
     /// with the chart's namespaced RBAC.
     #[arg(long, env = "MANIFOLD_NAMESPACES", value_delimiter = ',')]
@@ -311,6 +318,7 @@ fn settings(args: &RunArgs) -> Result<Settings, String> {
         secret_selector: args.secret_selector.clone(),
         cleanup_timeout: args.cleanup_timeout,
         terminating_cleanup_timeout: args.terminating_cleanup_timeout,
+        shutdown_timeout: args.shutdown_timeout,
     })
 }
 
@@ -338,6 +346,11 @@ async fn run_as_leader(
         grace: 5,
     };
     let (mut is_leader, lease_task) = election::watch(client, params).await?;
+    // The Lease task releases the Lease when every receiver is gone. This
+    // one is kept until the controllers have stopped: the futures below
+    // drop theirs as soon as they end (on SIGTERM), and the next leader
+    // must not start while a reconcile of ours still runs.
+    let held = is_leader.clone();
     tracing::info!(identity = %identity, lease = %args.lease_name, "waiting for leadership");
     let lost_rx = is_leader.clone();
     let elected = async move {
@@ -357,8 +370,9 @@ async fn run_as_leader(
         }
     };
     manifold::controller::run(shared, &args.namespaces, health, elected, shutdown).await;
-    // The receivers are gone with `run`: the Lease task releases the
-    // Lease for the next leader, and ends.
+    // The controllers have stopped: the Lease task releases the Lease for
+    // the next leader, and ends.
+    drop(held);
     let _ = tokio::time::timeout(Duration::from_secs(5), lease_task).await;
     Ok(lost.load(std::sync::atomic::Ordering::Relaxed))
 }

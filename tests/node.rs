@@ -11,10 +11,12 @@
 //!    SIGTERM ends it well within its grace period, and it releases the
 //!    Lease rather than letting it expire. An attachment created just after
 //!    the deletion becomes Ready, and Postgres's own record of DDL (an event
-//!    trigger in each workspace database) shows one attach's statements, all
-//!    from the new leader: the same as one attach made while the leader
-//!    stays, and nothing of the attachments already there;
-//! 3. `helm upgrade` that rolls the pods keeps the Deployment available and
+//!    trigger in each workspace database) shows one attach's statements, the
+//!    same as one attach made while the leader stays, and nothing of the
+//!    attachments already there; the deleted leader ran none of them after
+//!    the new one held the Lease;
+//! 3. `helm upgrade` to a second image tag (the same build, tagged and
+//!    imported again) rolls the pods, keeps the Deployment available and
 //!    every attachment Ready throughout, and runs no DDL;
 //! 4. `helm uninstall` leaves the CRDs, the objects and the schemas.
 //!
@@ -142,11 +144,15 @@ impl Cluster {
         for (db, from) in WORKSPACE_DBS.iter().zip(mark) {
             let rows = self.superuser(
                 db,
-                &format!("SELECT tag || '|' || coalesce(host(client), 'local') FROM public.node_test_ddl WHERE id > {from} ORDER BY id"),
+                &format!(
+                    "SELECT tag || '|' || coalesce(host(client), 'local') || '|' || extract(epoch FROM at) \
+                     FROM public.node_test_ddl WHERE id > {from} ORDER BY id"
+                ),
             );
             for row in rows.lines() {
-                let (tag, client) = row.split_once('|').unwrap();
-                all.push(Ddl { db: db.to_string(), tag: tag.to_string(), client: client.to_string() });
+                let mut fields = row.split('|');
+                let (tag, client, at) = (fields.next().unwrap(), fields.next().unwrap(), fields.next().unwrap());
+                all.push(Ddl { db: db.to_string(), tag: tag.to_string(), client: client.to_string(), at: at.parse().unwrap() });
             }
         }
         all
@@ -208,6 +214,8 @@ struct Ddl {
     tag: String,
     /// The client's address: the pod that ran it.
     client: String,
+    /// When, in seconds since the epoch (Postgres's clock: this machine's).
+    at: f64,
 }
 
 /// The examples' workspace databases.
@@ -222,7 +230,8 @@ const FAILOVER_ATTACHMENT: &str = "reporting-sales-eu";
 /// transaction. A deposed leader's statements would be counted as much as the
 /// new leader's, and a rolled-back attempt not at all.
 const DDL_LOG: &str = "
-CREATE TABLE IF NOT EXISTS public.node_test_ddl (id bigserial PRIMARY KEY, tag text NOT NULL, client inet);
+CREATE TABLE IF NOT EXISTS public.node_test_ddl (id bigserial PRIMARY KEY, tag text NOT NULL, client inet,
+  at timestamptz NOT NULL DEFAULT clock_timestamp());
 REVOKE ALL ON public.node_test_ddl FROM PUBLIC;
 CREATE OR REPLACE FUNCTION public.node_test_ddl() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER
   SET search_path = pg_catalog AS
@@ -370,6 +379,7 @@ fn scenario() {
             pods.iter().find(|p| holder.starts_with(p.as_str())).cloned().ok_or(holder)
         });
         let standby = pods.iter().find(|p| **p != leader_pod).unwrap().clone();
+        let leader_ip = cluster.pod_ip(&leader_pod);
         let grace: u64 =
             cluster.k(&["-n", NS, "get", "pod", &leader_pod, "-o", "jsonpath={.spec.terminationGracePeriodSeconds}"]).parse().unwrap();
         // The kubelet reports the container's end before the pod goes.
@@ -425,7 +435,8 @@ fn scenario() {
         attachment.stop();
         attached.push(ready.as_secs_f64());
         // The Lease's holder is the pod's name (POD_NAME).
-        nothing_ran_twice(&cluster, &reference, &mark, &holder, round);
+        let leaders = Leaders { old: &leader_pod, old_ip: &leader_ip, new: &holder, new_from: epoch(taken_at) };
+        nothing_ran_twice(&cluster, &reference, &mark, &leaders, round);
         let exits = exits.stop();
         let lease = lease.stop();
         let leader_log = leader_log.stop();
@@ -503,8 +514,22 @@ fn scenario() {
         if p.len() == 2 { Ok(()) } else { Err(format!("{p:?}")) }
     });
 
-    step("3. helm upgrade that rolls the pods: no Ready flap");
+    step("3. helm upgrade to a second image tag: no Ready flap, no DDL");
+    // The second tag: the same build under another tag, so another image
+    // (its version label differs), imported as the first was.
+    let tag = format!("{}-two", env!("CARGO_PKG_VERSION"));
+    let archive = cluster.dir.join(format!("manifold-{tag}.oci.tar"));
+    let out = Command::new(root.join("hack/image")).args(["--tag", &tag, "--out"]).arg(&archive).current_dir(&root).output().unwrap();
+    assert!(out.status.success(), "hack/image --tag {tag} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    run(Command::new(cluster.bin("ctr"))
+        .arg("--address")
+        .arg(cluster.dir.join("containerd/containerd.sock"))
+        .args(["-n", "k8s.io", "images", "import"])
+        .arg(&archive))
+    .unwrap();
+    let image_of = |pod: &str| cluster.k(&["-n", NS, "get", "pod", pod, "-o", "jsonpath={.status.containerStatuses[0].image}"]);
     let before: Vec<String> = cluster.ready_pods();
+    let image_before = image_of(&before[0]);
     // Every change, not samples: watches on the attachments and on the
     // Deployment, for the whole upgrade.
     let attachments = Watch::start(
@@ -526,7 +551,7 @@ fn scenario() {
         NS,
         "--reuse-values",
         "--set",
-        "podAnnotations.rollout=two",
+        &format!("image.tag={tag}"),
         "--wait",
         "--timeout",
         "3m",
@@ -536,6 +561,10 @@ fn scenario() {
         if p.len() == 2 && p.iter().all(|p| !before.contains(p)) { Ok(p) } else { Err(format!("{p:?}")) }
     });
     let rolled = upgrade_started.elapsed();
+    for pod in &after {
+        let image = image_of(pod);
+        assert!(image.ends_with(&format!(":{tag}")) && image != image_before, "{pod} runs {image} (before: {image_before})");
+    }
     std::thread::sleep(Duration::from_secs(2));
     let attachments = attachments.stop();
     let available = available.stop();
@@ -547,7 +576,7 @@ fn scenario() {
         "the Deployment had fewer than 2 available replicas during the upgrade: {available:?}"
     );
     eprintln!(
-        "node: upgrade rolled {before:?} to {after:?} in {:.1} s; {} attachment events, all Ready; \
+        "node: upgrade from {image_before} to the tag {tag} rolled {before:?} to {after:?} in {:.1} s; {} attachment events, all Ready; \
          availableReplicas stayed at least {min_available:?} over {} Deployment events",
         rolled.as_secs_f64(),
         attachments.len(),
@@ -616,29 +645,52 @@ fn reference_attach(cluster: &Cluster) -> Vec<Ddl> {
     ddl
 }
 
+/// The two leaders of a failover round.
+struct Leaders<'a> {
+    old: &'a str,
+    old_ip: &'a str,
+    new: &'a str,
+    /// When the new one was seen holding the Lease (seconds since the epoch).
+    new_from: f64,
+}
+
+/// This machine's clock at `at`, in seconds since the epoch.
+fn epoch(at: Instant) -> f64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    now - at.elapsed().as_secs_f64()
+}
+
 /// The DDL since `mark` is the reference attach's, statement for
-/// statement, and all of it from the new leader: the old leader ran none
-/// after its deletion, and the new one re-ran nothing of the attachments
-/// that were already there.
-fn nothing_ran_twice(cluster: &Cluster, reference: &[Ddl], mark: &[i64], leader: &str, round: u32) {
+/// statement: nothing ran twice, and nothing of the attachments that were
+/// already there ran again. The deleted leader may have run it, as a
+/// reconcile that began before its SIGTERM, but only before the new leader
+/// held the Lease: a leader keeps the Lease until its reconciles end
+/// (`run_as_leader`), so two never run at once.
+fn nothing_ran_twice(cluster: &Cluster, reference: &[Ddl], mark: &[i64], leaders: &Leaders, round: u32) {
     std::thread::sleep(Duration::from_secs(2));
     let ddl = cluster.ddl_since(mark);
-    let ip = cluster.pod_ip(leader);
-    let strays: Vec<&Ddl> = ddl.iter().filter(|d| d.client != ip).collect();
-    assert!(strays.is_empty(), "round {round}: DDL from another client than the new leader {leader} ({ip}): {strays:?}");
+    let (old, new) = (leaders.old, leaders.new);
+    let new_ip = cluster.pod_ip(new);
+    let strays: Vec<&Ddl> = ddl.iter().filter(|d| d.client != new_ip && d.client != leaders.old_ip).collect();
+    assert!(strays.is_empty(), "round {round}: DDL from neither leader ({old} {}, {new} {new_ip}): {strays:?}", leaders.old_ip);
+    let late: Vec<&Ddl> = ddl.iter().filter(|d| d.client == leaders.old_ip && d.at >= leaders.new_from).collect();
+    assert!(late.is_empty(), "round {round}: the deleted leader {old} ran DDL after {new} held the Lease: {late:?}");
     let tags = |d: &[Ddl]| d.iter().map(|d| format!("{}:{}", d.db, d.tag)).collect::<Vec<_>>();
     assert_eq!(tags(&ddl), tags(reference), "round {round}: the failover's DDL is not one attach's");
-    // The operator's own count agrees, unless the new leader also tested a
-    // connection (its tests' DDL is counted too).
-    let metric = cluster.pod_metric(leader, "manifold_sql_statements_total{kind=\"ddl\"}");
-    let tests = cluster.pod_metric(leader, "manifold_connection_tests_total") as u64;
+    let by_new = ddl.iter().filter(|d| d.client == new_ip).count();
+    // The new leader's own count agrees, unless it also tested a connection
+    // (its tests' DDL is counted too).
+    let metric = cluster.pod_metric(new, "manifold_sql_statements_total{kind=\"ddl\"}");
+    let tests = cluster.pod_metric(new, "manifold_connection_tests_total") as u64;
     if tests == 0 {
-        assert_eq!(metric, ddl.len() as f64, "round {round}: the new leader's manifold_sql_statements_total{{kind=\"ddl\"}}");
+        assert_eq!(metric, by_new as f64, "round {round}: the new leader's manifold_sql_statements_total{{kind=\"ddl\"}}");
     }
     println!(
-        "node: round {round}: {} DDL statements in the workspace databases, all from the new leader {leader}: one attach's, nothing twice \
-         (the new leader's manifold_sql_statements_total{{kind=\"ddl\"}}: {metric}, after {tests} connection tests)",
-        ddl.len()
+        "node: round {round}: {} DDL statements in the workspace databases, one attach's, nothing twice: {} by the deleted leader \
+         (before the new one held the Lease), {by_new} by the new leader (its manifold_sql_statements_total{{kind=\"ddl\"}}: {metric}, \
+         after {tests} connection tests)",
+        ddl.len(),
+        ddl.len() - by_new
     );
 }
 

@@ -238,10 +238,22 @@ pub async fn run(
         let att = Watched { kind: "WorkspaceConnection", changes: att_sub, store: stores.attachments, finalizers: false, queued: att_rx };
         controllers.push(drive(att, config.clone(), stop, ctx, |o, c| attachment::reconcile(o, c)));
     }
-    future::join_all(controllers).await;
+    until_stopped(controllers, shutdown, shared.settings.shutdown_timeout).await;
     tasks.iter().for_each(|t| t.abort());
     shared.metrics.leader.set(0);
     info!("controllers stopped");
+}
+
+/// Runs the controllers until they stop. On shutdown they take no new work
+/// and wait for the reconciles already running; those get `limit`, then are
+/// dropped (a dropped transaction rolls back).
+async fn until_stopped(controllers: Vec<std::pin::Pin<Box<dyn Future<Output = ()>>>>, shutdown: impl Future<Output = ()>, limit: Duration) {
+    tokio::select! {
+        _ = future::join_all(controllers) => {}
+        _ = async { shutdown.await; tokio::time::sleep(limit).await } => {
+            warn!(timeout = ?limit, "reconciles still running at the shutdown timeout: abandoned, their transactions roll back");
+        }
+    }
 }
 
 /// A reconcile reads all four stores: until each has listed its kind, a

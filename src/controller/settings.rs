@@ -40,6 +40,10 @@ pub struct Settings {
     /// The same wait while the namespace itself is being deleted: a
     /// database that went with its namespace does not come back.
     pub terminating_cleanup_timeout: Duration,
+    /// On SIGTERM, how long the reconciles already running may take to
+    /// finish before they are abandoned (their transactions roll back). The
+    /// Lease is released only after: keep it below the pod's grace period.
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -55,6 +59,7 @@ impl Default for Settings {
             secret_selector: format!("{SECRET_LABEL}=true"),
             cleanup_timeout: Duration::from_secs(600),
             terminating_cleanup_timeout: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(20),
         }
     }
 }

@@ -15,6 +15,8 @@ fn main() {
         chart::helm_template_applies_server_side,
         rbac::the_chart_rbac_is_enough_and_no_more,
         leader::one_leader_reconciles_and_a_standby_takes_over,
+        leader::a_leader_asked_to_stop_keeps_the_lease_until_its_reconciles_end,
+        leader::a_leader_abandons_what_does_not_end_within_the_shutdown_timeout,
         sources::the_admin_fences_sources_and_allows_wrappers,
     ])
 }

@@ -147,6 +147,17 @@ impl Operator {
         self.devenv.command("kill");
     }
 
+    /// SIGTERM, without waiting for the exit: what the kubelet sends.
+    pub fn terminate(&self) {
+        let status = std::process::Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().unwrap();
+        assert!(status.success(), "kill -TERM {}", self.pid());
+    }
+
+    /// Whether the process has exited (devenv reaps it).
+    pub fn exited(&self) -> bool {
+        !std::path::Path::new(&format!("/proc/{}", self.pid())).exists()
+    }
+
     /// GET a path of the admin server; returns the status code and body.
     pub fn admin_get(&self, path: &str) -> (u16, String) {
         self.try_admin_get(path).expect("the admin server answers")
