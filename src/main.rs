@@ -360,27 +360,35 @@ async fn run_as_leader(
             }
         }
     };
-    let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let lost_flag = lost.clone();
+    let (lost_tx, mut lost) = tokio::sync::watch::channel(false);
     // Stop when asked, or when the Lease is lost after it was held.
     let shutdown = async move {
         tokio::select! {
             _ = shutdown_signal() => {}
-            _ = lease_lost(lost_rx, lost_flag) => {}
+            _ = lease_lost(lost_rx, lost_tx) => {}
         }
     };
-    manifold::controller::run(shared, &args.namespaces, health, elected, shutdown).await;
+    let run = manifold::controller::run(shared, &args.namespaces, health, elected, shutdown);
+    tokio::select! {
+        _ = run => {}
+        // Asked to stop, the leader lets its reconciles end; a lost Lease
+        // may be another's already, so nothing of ours runs on.
+        Ok(_) = lost.wait_for(|lost| *lost) => {
+            tracing::error!("leader Lease lost: the reconciles still running are abandoned (their transactions roll back)");
+        }
+    }
+    let was_lost = *lost.borrow();
     // The controllers have stopped: the Lease task releases the Lease for
     // the next leader, and ends.
     drop(held);
     let _ = tokio::time::timeout(Duration::from_secs(5), lease_task).await;
-    Ok(lost.load(std::sync::atomic::Ordering::Relaxed))
+    Ok(was_lost)
 }
 
-/// Resolves when the Lease is lost after it was held, setting `lost_flag`
-/// and logging it. Resolves without either if the Lease task ends before
-/// the Lease was ever held.
-async fn lease_lost(mut lost_rx: tokio::sync::watch::Receiver<bool>, lost_flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+/// Resolves when the Lease is lost after it was held, setting `lost`.
+/// Resolves without it if the Lease task ends before the Lease was ever
+/// held.
+async fn lease_lost(mut lost_rx: tokio::sync::watch::Receiver<bool>, lost: tokio::sync::watch::Sender<bool>) {
     while !*lost_rx.borrow_and_update() {
         if lost_rx.changed().await.is_err() {
             return;
@@ -391,8 +399,7 @@ async fn lease_lost(mut lost_rx: tokio::sync::watch::Receiver<bool>, lost_flag: 
             break;
         }
     }
-    lost_flag.store(true, std::sync::atomic::Ordering::Relaxed);
-    tracing::error!("leader Lease lost; stopping");
+    lost.send_replace(true);
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -153,3 +153,29 @@ pub async fn a_leader_abandons_what_does_not_end_within_the_shutdown_timeout() {
     assert_eq!(count(&admin, "SELECT count(*) FROM pg_namespace WHERE nspname = 'slow'").await, 1);
     println!("SIGTERM to the standby leading, with a reconcile abandoned at the 2 s shutdown timeout: {took:?}");
 }
+
+/// A leader that loses its Lease (another holder took it: a partition, a
+/// stalled renewal) drops the reconciles still running at once, rather than
+/// letting them end as it does when asked to stop: the Lease may already
+/// be another's.
+pub async fn a_leader_that_loses_the_lease_abandons_its_reconciles_at_once() {
+    let w = world_without_operator("leader-lost").await;
+    let (first, _second, _proxy, _admin) =
+        leader_with_an_attach_in_flight(&w, &["--shutdown-timeout", "20s", "--source-connect-timeout", "60s"]).await;
+    let now = stdout_ok(&std::process::Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%S.000000Z"]).output().unwrap());
+    let patch = format!(r#"{{"spec":{{"holderIdentity":"someone-else","renewTime":"{}","leaseDurationSeconds":15}}}}"#, now.trim());
+    stdout_ok(&w.t.kubectl(&["patch", "lease", "manifold", "--type", "merge", "-p", &patch]));
+    // The leader sees it at its next renewal (within 10 s).
+    wait_for("the leader sees the Lease lost", Duration::from_secs(20), || async {
+        if first.logs().contains("leader Lease lost") { Ok(()) } else { Err(first.logs()) }
+    })
+    .await;
+    let seen = Instant::now();
+    wait_for("the leader exits", Duration::from_secs(10), || async { if first.exited() { Ok(()) } else { Err(first.logs()) } }).await;
+    let took = seen.elapsed();
+    // Asked to stop, it would have waited up to its 20 s shutdown timeout
+    // for the attach, which the silent source holds for 60 s.
+    assert!(took < Duration::from_secs(5), "the leader ran on for {took:?} after it lost the Lease");
+    assert!(!first.logs().contains("controllers stopped"), "it waited for its controllers: {}", first.logs());
+    println!("a leader that lost its Lease with an attach in flight exited {took:?} after it saw the loss");
+}

@@ -17,6 +17,7 @@ fn main() {
         leader::one_leader_reconciles_and_a_standby_takes_over,
         leader::a_leader_asked_to_stop_keeps_the_lease_until_its_reconciles_end,
         leader::a_leader_abandons_what_does_not_end_within_the_shutdown_timeout,
+        leader::a_leader_that_loses_the_lease_abandons_its_reconciles_at_once,
         sources::the_admin_fences_sources_and_allows_wrappers,
     ])
 }
