@@ -33,6 +33,7 @@ mod selection;
 mod settings;
 mod status;
 mod stores;
+mod subscriber;
 mod triggers;
 mod workspace;
 

@@ -20,6 +20,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::controller::{self, Action};
 use kube::runtime::reflector::{self, ObjectRef, Store};
+
+use super::subscriber::kept_moving;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{Controller, WatchStreamExt};
 use kube::{Client, Resource};
@@ -181,7 +183,7 @@ fn watch_scope(shared: &Arc<Shared>, namespace: Option<&str>, tasks: &mut Vec<to
             stores,
             triggers,
         }),
-        subscribers: (ws_sub.boxed(), conn_sub.boxed(), att_sub.boxed()),
+        subscribers: (kept_moving(ws_sub).boxed(), kept_moving(conn_sub).boxed(), kept_moving(att_sub).boxed()),
         receivers: (ws_rx, conn_rx, att_rx),
     }
 }
