@@ -434,6 +434,10 @@ fn scenario() {
         let ready = attachment.first(|l| l == "True").unwrap().0 - deleted;
         attachment.stop();
         attached.push(ready.as_secs_f64());
+        // Seen through its event, not at the new leader's first requeue (the
+        // resync, 30 s): a subscriber stalled by a gone object's buffered
+        // reference (controller/subscriber.rs) made it 30.5 s once.
+        assert!(ready < Duration::from_secs(10), "round {round}: {FAILOVER_ATTACHMENT} Ready only after {ready:?}");
         // The Lease's holder is the pod's name (POD_NAME).
         let leaders = Leaders { old: &leader_pod, old_ip: &leader_ip, new: &holder, new_from: epoch(taken_at) };
         nothing_ran_twice(&cluster, &reference, &mark, &leaders, round);
