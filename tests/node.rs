@@ -110,6 +110,20 @@ impl Cluster {
             .map(|(name, _)| name.to_string())
             .collect()
     }
+    /// Once two pods are Ready and one of them holds the Lease: the leader
+    /// and the standby.
+    fn leader_and_standby(&self) -> (String, String) {
+        let pods = wait("two Ready pods", Duration::from_secs(120), || {
+            let p = self.ready_pods();
+            if p.len() == 2 { Ok(p) } else { Err(format!("{p:?}")) }
+        });
+        let leader = wait("a leader among the two", Duration::from_secs(60), || {
+            let holder = self.lease_holder();
+            pods.iter().find(|p| holder.starts_with(p.as_str())).cloned().ok_or(holder)
+        });
+        let standby = pods.iter().find(|p| **p != leader).unwrap().clone();
+        (leader, standby)
+    }
     /// The attachments that are not Ready, as "name=status".
     fn unready_attachments(&self) -> Vec<String> {
         let out = self.k(&[
@@ -370,15 +384,7 @@ fn scenario() {
     let mut handovers = Vec::new();
     let mut attached = Vec::new();
     for round in 1..=3 {
-        let pods = wait("two Ready pods", Duration::from_secs(120), || {
-            let p = cluster.ready_pods();
-            if p.len() == 2 { Ok(p) } else { Err(format!("{p:?}")) }
-        });
-        let leader_pod = wait("a leader among the two", Duration::from_secs(60), || {
-            let holder = cluster.lease_holder();
-            pods.iter().find(|p| holder.starts_with(p.as_str())).cloned().ok_or(holder)
-        });
-        let standby = pods.iter().find(|p| **p != leader_pod).unwrap().clone();
+        let (leader_pod, standby) = cluster.leader_and_standby();
         let leader_ip = cluster.pod_ip(&leader_pod);
         let grace: u64 =
             cluster.k(&["-n", NS, "get", "pod", &leader_pod, "-o", "jsonpath={.spec.terminationGracePeriodSeconds}"]).parse().unwrap();
@@ -494,15 +500,7 @@ fn scenario() {
     // Lease every second while it does not lead, and tries when it has no
     // holder (src/election.rs): about a second, where kube-lease-manager
     // alone slept until the expiry it last saw (2.7 to 9.8 s measured).
-    let pods = wait("two Ready pods again", Duration::from_secs(120), || {
-        let p = cluster.ready_pods();
-        if p.len() == 2 { Ok(p) } else { Err(format!("{p:?}")) }
-    });
-    let leader_pod = wait("a leader among the two", Duration::from_secs(60), || {
-        let holder = cluster.lease_holder();
-        pods.iter().find(|p| holder.starts_with(p.as_str())).cloned().ok_or(holder)
-    });
-    let standby = pods.iter().find(|p| **p != leader_pod).unwrap().clone();
+    let (leader_pod, standby) = cluster.leader_and_standby();
     cluster.k(&["cordon", "manifold-node"]);
     let deleted = Instant::now();
     cluster.k(&["-n", NS, "delete", "pod", &leader_pod, "--wait=false"]);
@@ -513,10 +511,7 @@ fn scenario() {
     cluster.k(&["uncordon", "manifold-node"]);
     println!("node: leader handover to the standby alone (node cordoned, no replacement pod): {:.2} s", standby_handover.as_secs_f64());
     assert!(standby_handover < Duration::from_secs(6), "the standby took {standby_handover:?}");
-    wait("two Ready pods again", Duration::from_secs(120), || {
-        let p = cluster.ready_pods();
-        if p.len() == 2 { Ok(()) } else { Err(format!("{p:?}")) }
-    });
+    cluster.leader_and_standby();
 
     step("3. helm upgrade to a second image tag: no Ready flap, no DDL");
     // The second tag: the same build under another tag, so another image
