@@ -121,6 +121,16 @@ struct RunArgs {
     /// steampipe extensions need no entry.
     #[arg(long, env = "MANIFOLD_WRAPPERS", default_value = "[]", value_parser = wrappers)]
     wrappers: WrapperList,
+    /// Extensions whose types an imported column may have, comma-separated
+    /// (`citext,hstore`). Built-in types are always trusted; any other type
+    /// (a domain a database user made, above all) is refused before anything
+    /// is read through it, since reading a value runs its type's code.
+    #[arg(long, env = "MANIFOLD_TYPE_EXTENSIONS", value_delimiter = ',')]
+    type_extensions: Vec<String>,
+    /// The Secret, in the operator's namespace (POD_NAMESPACE), that holds
+    /// the key of every Workspace's database pin; made on first start.
+    #[arg(long, env = "MANIFOLD_PIN_KEY_SECRET", default_value = "manifold-pin-key")]
+    pin_key_secret: String,
     /// Where sources may be: DNS patterns (`db.example.com`,
     /// `*.svc.cluster.local`) and CIDRs, comma-separated. Empty: anywhere.
     #[arg(long, env = "MANIFOLD_SOURCE_HOSTS", value_delimiter = ',')]
@@ -286,7 +296,8 @@ fn run(flags: cli::KubeFlags, args: RunArgs) -> Result<(), Box<dyn std::error::E
         let health = manifold::metrics::Health::default();
         let admin = manifold::metrics::serve(args.admin_address, metrics.clone(), health.clone()).await?;
         tracing::info!(address = %admin, "admin server listening");
-        let shared = manifold::controller::Shared::new(client.clone(), settings, metrics);
+        let pin_key = manifold::controller::pin_key::load_or_create(&client, &args.lease_namespace, &args.pin_key_secret).await?;
+        let shared = manifold::controller::Shared::new(client.clone(), settings, metrics, pin_key);
 
         if !args.leader_elect {
             manifold::controller::run(shared, &args.namespaces, health, std::future::ready(()), shutdown_signal()).await;
@@ -314,6 +325,7 @@ fn settings(args: &RunArgs) -> Result<Settings, String> {
             wrappers: args.wrappers.0.clone(),
             hosts: HostFence::parse(&args.source_hosts).map_err(|e| format!("--source-hosts: {e}"))?,
             connect_timeout_secs: args.source_connect_timeout.as_secs().max(1),
+            type_extensions: args.type_extensions.iter().map(|e| e.trim().to_owned()).filter(|e| !e.is_empty()).collect(),
         },
         secret_selector: args.secret_selector.clone(),
         cleanup_timeout: args.cleanup_timeout,

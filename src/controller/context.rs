@@ -18,6 +18,7 @@ use super::observations::Observations;
 use super::recent_tests::RecentTests;
 use crate::metrics::{Metrics, StatementLabels};
 use crate::postgres::Pools;
+use crate::postgres::pin::PinKey;
 
 pub use super::backoff::*;
 pub use super::errors::Error;
@@ -36,17 +37,19 @@ pub struct Shared {
     pub reporting_instance: String,
     pub metrics: Arc<Metrics>,
     pub recent_tests: RecentTests,
+    /// The key of every Workspace's pin (see `postgres::pin`).
+    pub pin_key: PinKey,
 }
 
 impl Shared {
-    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Self {
+    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>, pin_key: PinKey) -> Self {
         // One `let` each: a family's guard must be gone before the next
         // get_or_create takes its lock.
         let queries = metrics.statements.get_or_create(&StatementLabels { kind: "query" }).clone();
         let ddl = metrics.statements.get_or_create(&StatementLabels { kind: "ddl" }).clone();
         let counters = crate::postgres::Counters { queries, ddl };
         Shared {
-            pools: Arc::new(Pools::new(settings.pool_sizes, settings.timeouts, counters)),
+            pools: Arc::new(Pools::new(settings.pool_sizes, settings.timeouts, counters, &settings.sources.type_extensions)),
             observations: Arc::default(),
             backoff: Backoff::default(),
             reporting_instance: std::env::var("POD_NAME").unwrap_or_else(|_| MANAGER.to_owned()),
@@ -54,6 +57,7 @@ impl Shared {
             settings,
             metrics,
             recent_tests: Default::default(),
+            pin_key,
         }
     }
 }

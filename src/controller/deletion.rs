@@ -23,14 +23,16 @@ use crate::postgres::Db;
 
 /// The database behind a workspace during a deletion: through its Secret
 /// while the Workspace exists, even if it is being deleted, or through the
-/// pools still open after its Secret went.
-pub fn cleanup_database(ctx: &Context, ns: &str, ws_name: &str) -> Option<Db> {
-    let from_secret = ctx
-        .stores
-        .workspace(ns, ws_name)
-        .and_then(|ws| resolve::workspace_target(&ctx.stores, &ws).ok())
+/// pools still open after its Secret went. Only the Workspace with uid
+/// `uid` (when one is known): a Workspace made again under the same name
+/// is another database, where nothing of the first one's is removed.
+pub fn cleanup_database(ctx: &Context, ns: &str, ws_name: &str, uid: Option<&str>) -> Option<Db> {
+    let ws = ctx.stores.workspace(ns, ws_name).filter(|ws| uid.is_none_or(|uid| ws.metadata.uid.as_deref() == Some(uid)));
+    let uid = uid.map(str::to_owned).or_else(|| ws.as_ref().and_then(|ws| ws.metadata.uid.clone()))?;
+    let from_secret = ws
+        .and_then(|ws| resolve::workspace_target(ctx, &ws).ok())
         .and_then(|target| ctx.pools.get(ns, ws_name, &target).ok());
-    from_secret.or_else(|| ctx.pools.cached(ns, ws_name)).map(|db| Arc::new(db) as Db)
+    from_secret.or_else(|| ctx.pools.cached(ns, ws_name, &uid)).map(|db| Arc::new(db) as Db)
 }
 
 /// How a deletion that failed with `failure` may wait at most.

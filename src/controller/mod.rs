@@ -14,6 +14,7 @@
 //! - `selection`: a Workspace's connection selectors, carried out as
 //!   WorkspaceConnections it owns.
 //! - `status`: conditions, status writes and Events, for all three.
+//! - `pin_key`: the operator's key of every Workspace's database pin.
 
 mod admission;
 mod aggregates;
@@ -25,6 +26,7 @@ mod deletion;
 mod errors;
 mod index;
 mod observations;
+pub mod pin_key;
 mod recent_tests;
 mod relations;
 mod resolve;

@@ -186,6 +186,8 @@ mod tests {
             search_path: Vec::new(),
             roles: Default::default(),
             catalog: catalog.into(),
+            pinned: true,
+            others: Vec::new(),
         });
         assert_eq!(snapshot.owned_by(&owner), ["s1", "s3"]);
 

@@ -15,7 +15,7 @@ use super::context::{Context, Stores};
 use crate::api::{Connection, Failure, Reason, Workspace, WorkspaceConnection, schema_name_problem};
 use crate::plugins::{self, PluginError, SourcePolicy};
 use crate::postgres::plan::{AttachPlan, Owner, PlanInput, TableFilter};
-use crate::postgres::{Db, Target};
+use crate::postgres::{Db, Purpose, Target};
 
 fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
     let mut data: BTreeMap<String, Vec<u8>> = secret.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
@@ -79,8 +79,10 @@ pub async fn explain(ctx: &Context, ns: &str, failure: Failure, user: SecretUser
     failure
 }
 
-/// How to reach a workspace's database: the URI and the CA, if it names one.
-pub fn workspace_target(stores: &Stores, ws: &Workspace) -> Result<Target, Failure> {
+/// How to reach a workspace's database: the URI, the CA if it names one,
+/// and the pin its sessions check (see `postgres::pin`).
+pub fn workspace_target(ctx: &Context, ws: &Workspace) -> Result<Target, Failure> {
+    let stores = &ctx.stores;
     let ns = ws.namespace().unwrap_or_default();
     let db = &ws.spec.database;
     let key = |secret: &Secret, name: &str, key: &str| -> Result<Vec<u8>, Failure> {
@@ -112,13 +114,16 @@ pub fn workspace_target(stores: &Stores, ws: &Workspace) -> Result<Target, Failu
         Some(ca) => Some(key(&*secret(stores, &ns, &ca.name, "the CA")?, &ca.name, &ca.key)?),
         None => None,
     };
-    Ok(Target { uri, ca })
+    let uid = ws.metadata.uid.as_deref().ok_or_else(|| Failure::new(Reason::WorkspaceNotFound, "the Workspace has no uid yet"))?;
+    let establish = ws.status.as_ref().is_none_or(|s| s.pinned_at.is_none());
+    Ok(Target { uri, ca, purpose: Purpose::Workspace(ctx.pin_key.pin(uid, establish)) })
 }
 
 /// Which database a libpq URI names: `host:port/dbname` (every host, and
-/// the user's name where no dbname is given, as libpq defaults it). The
+/// the user's name where no dbname is given, as libpq defaults it), and
+/// `?hostaddr=` when the URI sets addresses that override the hosts'. The
 /// credentials are not part of it, so that a rotated password is the same
-/// database.
+/// database. This is what a person reads; the pin is what is checked.
 pub fn database_identity(uri: &str) -> Option<String> {
     let config: tokio_postgres::Config = uri.parse().ok()?;
     let hosts: Vec<String> = config
@@ -134,12 +139,19 @@ pub fn database_identity(uri: &str) -> Option<String> {
     let host = if hosts.is_empty() { "localhost".to_owned() } else { hosts.join(",") };
     let port = if ports.is_empty() { "5432".to_owned() } else { ports.join(",") };
     let dbname = config.get_dbname().or(config.get_user())?;
-    Some(format!("{host}:{port}/{dbname}"))
+    let addrs: Vec<String> = config.get_hostaddrs().iter().map(ToString::to_string).collect();
+    match addrs.is_empty() {
+        true => Some(format!("{host}:{port}/{dbname}")),
+        false => Some(format!("{host}:{port}/{dbname}?hostaddr={}", addrs.join(","))),
+    }
 }
 
-/// The database of a workspace in the attachment's or connection's own
-/// namespace, if it can be reached in principle.
-pub async fn workspace_database(ctx: &Context, ns: &str, ws_name: &str) -> Result<(Arc<Workspace>, Db), Failure> {
+/// The Workspace `ws_name` of namespace `ns`, if it exists, is not being
+/// deleted, and (when `pinned` names one) is the Workspace with that uid:
+/// one deleted and made again under the same name, perhaps on another
+/// database and by someone else, is another Workspace, which nothing
+/// pinned to the first one follows.
+pub fn workspace(ctx: &Context, ns: &str, ws_name: &str, pinned: Option<&str>) -> Result<Arc<Workspace>, Failure> {
     let ws = ctx
         .stores
         .workspace(ns, ws_name)
@@ -147,12 +159,36 @@ pub async fn workspace_database(ctx: &Context, ns: &str, ws_name: &str) -> Resul
     if ws.meta().deletion_timestamp.is_some() {
         return Err(Failure::new(Reason::WorkspaceNotFound, format!("Workspace {ws_name:?} is being deleted")));
     }
-    let db = match workspace_target(&ctx.stores, &ws) {
-        Ok(target) => ctx.pools.get(ns, ws_name, &target),
-        Err(f) => Err(explain(ctx, ns, f, SecretUser::Workspace(&ws)).await),
+    match pinned {
+        Some(uid) if ws.metadata.uid.as_deref() != Some(uid) => Err(Failure::new(
+            Reason::WorkspaceNotFound,
+            format!(
+                "Workspace {ws_name:?} was deleted and created again: what was sent to the one that was deleted does not \
+                 follow the new one"
+            ),
+        )),
+        _ => Ok(ws),
+    }
+}
+
+/// The database of a Workspace, reached through its Secret, whose every
+/// session checks the Workspace's pin.
+pub async fn database(ctx: &Context, ws: &Workspace) -> Result<Db, Failure> {
+    let ns = ws.namespace().unwrap_or_default();
+    let ws_name = ws.name_any();
+    let db = match workspace_target(ctx, ws) {
+        Ok(target) => ctx.pools.get(&ns, &ws_name, &target),
+        Err(f) => Err(explain(ctx, &ns, f, SecretUser::Workspace(ws)).await),
     }
     .map_err(|f| Failure::new(f.reason, format!("Workspace {ws_name:?}: {}", f.message)))?;
-    Ok((ws, Arc::new(db)))
+    Ok(Arc::new(db))
+}
+
+/// `workspace` and its `database`.
+pub async fn workspace_database(ctx: &Context, ns: &str, ws_name: &str, pinned: Option<&str>) -> Result<(Arc<Workspace>, Db), Failure> {
+    let ws = workspace(ctx, ns, ws_name, pinned)?;
+    let db = database(ctx, &ws).await?;
+    Ok((ws, db))
 }
 
 /// The schema of a connection: `spec.schema`, or the name with `-` and `.`
@@ -236,5 +272,10 @@ mod identity_tests {
         assert_ne!(a, database_identity("postgresql://app:one@db.example:5432/other"));
         assert_eq!(database_identity("postgresql://app@h").as_deref(), Some("h:5432/app"));
         assert_eq!(database_identity("not a uri ::"), None);
+        // An address that overrides the host's is another database.
+        assert_eq!(
+            database_identity("postgresql://app:one@db.example:5432/analytics?hostaddr=10.0.0.9").as_deref(),
+            Some("db.example:5432/analytics?hostaddr=10.0.0.9")
+        );
     }
 }

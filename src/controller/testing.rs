@@ -35,7 +35,7 @@ where
 pub fn context(workspaces: Vec<Workspace>, connections: Vec<Connection>, attachments: Vec<WorkspaceConnection>) -> Context {
     let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
     let client = kube::Client::try_from(config).unwrap();
-    let shared = Arc::new(Shared::new(client, Settings::default(), Arc::default()));
+    let shared = Arc::new(Shared::new(client, Settings::default(), Arc::default(), crate::postgres::pin::PinKey::random()));
     let stores = Stores {
         workspaces: store(workspaces),
         connections: store(connections),
@@ -69,6 +69,8 @@ pub struct FakeDb {
     pub calls: Mutex<Vec<String>>,
     /// Schema (or `search_path`) to the failure its call answers with.
     pub failures: Mutex<BTreeMap<String, Failure>>,
+    /// Sessions of the workspace role that are not the operator's.
+    pub others: Mutex<Vec<crate::postgres::pin::Session>>,
 }
 
 impl FakeDb {
@@ -108,6 +110,8 @@ impl WorkspaceDb for FakeDb {
             search_path: self.search_path.lock().unwrap().clone(),
             roles: readers.iter().cloned().collect(),
             catalog: self.catalog.lock().unwrap().clone().into_iter().collect(),
+            pinned: true,
+            others: self.others.lock().unwrap().clone(),
         });
         Box::pin(async move { result })
     }
@@ -158,6 +162,11 @@ impl WorkspaceDb for FakeDb {
                 *self.search_path.lock().unwrap() = path;
             }
         });
+        Box::pin(async move { result })
+    }
+
+    fn unpin(&self) -> BoxFuture<'_, Result<(), Failure>> {
+        let result = self.call("unpin".into(), "unpin");
         Box::pin(async move { result })
     }
 }

@@ -277,7 +277,7 @@ pub fn kube_name(original: &str) -> String {
 /// A Postgres schema name that Manifold takes for any name: the name itself
 /// when it is one; otherwise lowercase, every other character `_`, a `_`
 /// first where it would start with a digit or be reserved (`public`,
-/// `information_schema`, `pg_*`); past 63 bytes, the start and a hash of
+/// `information_schema`, `manifold`, `pg_*`); past 63 bytes, the start and a hash of
 /// the whole name.
 pub fn schema_name(original: &str) -> String {
     if schema_name_problem(original).is_none() {
@@ -330,6 +330,7 @@ mod tests {
             ("public", "public", "_public"),
             ("pg_catalog", "pg-catalog", "_pg_catalog"),
             ("information_schema", "information-schema", "_information_schema"),
+            ("manifold", "manifold", "_manifold"),
             ("gcp-prod", "gcp-prod", "gcp_prod"),
             ("ünïcode", "n-code", "_n_code"),
         ] {

@@ -3,6 +3,13 @@
 
 use super::*;
 
+/// An aggregator's members' columns: those it may read, and the others.
+#[derive(Default)]
+pub(super) struct MemberColumns {
+    columns: Vec<Column>,
+    untrusted: Vec<String>,
+}
+
 impl Database {
     /// The at-rest resync: the server version, the role, the database's
     /// settings, which `readers` exist, and every managed schema, in one
@@ -22,7 +29,10 @@ impl Database {
         let schemas: serde_json::Value = row.get("schemas");
         let settings: Vec<String> = row.get::<_, Option<Vec<String>>>("database_settings").unwrap_or_default();
         let search_path = settings.iter().find_map(|s| s.strip_prefix("search_path=")).map(plan::parse_search_path).unwrap_or_default();
+        let sessions: Vec<pin::Session> = serde_json::from_value(row.get("sessions")).unwrap_or_default();
         Ok(Observation {
+            pinned: self.pin.as_ref().is_some_and(|p| p.pinned()),
+            others: pin::others(self.id, sessions),
             database: self.id,
             taken: std::time::Instant::now(),
             version: version.split_whitespace().next().unwrap_or_default().to_owned(),
@@ -58,7 +68,18 @@ impl Database {
             let (mut locked, extension_schema) =
                 self.lock_and_observe(&tx, &plan.owner, &plan.schema, server, wrapper, extension).await.map_err(err)?;
             if let Source::Aggregate(aggregate) = &plan.source {
-                locked.columns = self.member_columns(&tx, &aggregate.members).await.map_err(err)?;
+                let members = self.member_columns(&tx, &aggregate.members).await.map_err(err)?;
+                if !members.untrusted.is_empty() {
+                    return Err(Failure::new(
+                        Reason::SourceRefused,
+                        sanitize(&format!(
+                            "a view over these columns would read types Manifold does not trust (neither built in nor from an \
+                             extension the cluster admin trusts, --type-extensions): {}",
+                            members.untrusted.join("; ")
+                        )),
+                    ));
+                }
+                locked.columns = members.columns;
             }
             let (change, statements) = plan::attach(plan, &locked)?;
             if statements.is_empty() {
@@ -178,7 +199,9 @@ impl Database {
         }
         let plan = AttachPlan::aggregate(marker.owner.clone(), &marker.uid, "", schema, members, readers.to_vec());
         let Source::Aggregate(aggregate) = &plan.source else { return Ok(()) };
-        locked.columns = self.member_columns(tx, &aggregate.members).await?;
+        // A member imported before types were checked may hold a column
+        // of an untrusted type: the views leave it out.
+        locked.columns = self.member_columns(tx, &aggregate.members).await?.columns;
         // Emptied before the member's change (`aggregate_teardown`), not
         // dropped: each is redefined in place, and one no member has any
         // more is dropped.
@@ -223,19 +246,27 @@ impl Database {
         }
     }
 
+    /// The columns of an aggregator's members that Manifold trusts to be
+    /// read, and the others, described for a person.
     pub(super) async fn member_columns(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
         members: &[Member],
-    ) -> Result<Vec<Column>, tokio_postgres::Error> {
+    ) -> Result<MemberColumns, tokio_postgres::Error> {
         let schemas: Vec<&str> = members.iter().map(|m| m.schema.as_str()).collect();
+        let trusted: &[String] = &self.type_extensions;
         self.count(1, 0);
-        Ok(tx
-            .query(sql::MEMBER_COLUMNS, &[&schemas])
-            .await?
-            .iter()
-            .map(|r| Column { schema: r.get("schema"), table: r.get("table"), name: r.get("name"), type_oid: r.get("type_oid") })
-            .collect())
+        let mut found = MemberColumns::default();
+        for r in tx.query(sql::MEMBER_COLUMNS, &[&schemas, &trusted]).await? {
+            let column = Column { schema: r.get("schema"), table: r.get("table"), name: r.get("name"), type_oid: r.get("type_oid") };
+            if r.get::<_, Option<bool>>("trusted").unwrap_or(false) {
+                found.columns.push(column);
+            } else {
+                let type_name: String = r.get("type_name");
+                found.untrusted.push(format!("{}.{}.{} of type {type_name}", column.schema, column.table, column.name));
+            }
+        }
+        Ok(found)
     }
 
     /// Sets the database's search path, if it differs.

@@ -24,6 +24,8 @@ pub trait WorkspaceDb: Send + Sync {
     fn orphan<'a>(&'a self, owner: &'a Owner, schema: &'a str) -> BoxFuture<'a, Result<bool, Failure>>;
     fn forget_credentials<'a>(&'a self, owner: &'a Owner, schema: &'a str) -> BoxFuture<'a, Result<(), Failure>>;
     fn set_search_path(&self, statement: Statement) -> BoxFuture<'_, Result<(), Failure>>;
+    /// Forgets the Workspace's pin: the last step of its removal.
+    fn unpin(&self) -> BoxFuture<'_, Result<(), Failure>>;
 }
 
 /// A workspace database handle, real or fake.
@@ -61,6 +63,10 @@ impl WorkspaceDb for Database {
     fn set_search_path(&self, statement: Statement) -> BoxFuture<'_, Result<(), Failure>> {
         Box::pin(Database::set_search_path(self, statement))
     }
+
+    fn unpin(&self) -> BoxFuture<'_, Result<(), Failure>> {
+        Box::pin(Database::unpin(self))
+    }
 }
 
 /// A shared handle is the database it shares, so that `&Db` goes where a
@@ -96,5 +102,9 @@ impl<T: WorkspaceDb + ?Sized> WorkspaceDb for Arc<T> {
 
     fn set_search_path(&self, statement: Statement) -> BoxFuture<'_, Result<(), Failure>> {
         (**self).set_search_path(statement)
+    }
+
+    fn unpin(&self) -> BoxFuture<'_, Result<(), Failure>> {
+        (**self).unpin()
     }
 }

@@ -4,6 +4,20 @@
 use super::*;
 
 impl Database {
+    /// Forgets the Workspace's pin (see `pin::forget_pin`): the last step of
+    /// its removal.
+    pub async fn unpin(&self) -> Result<(), Failure> {
+        let Some(workspace) = self.pin.as_ref().map(|p| p.workspace().to_owned()) else { return Ok(()) };
+        let mut session = self.session(&self.work.pool).await?;
+        let deadline = self.timeouts.deadline(self.timeouts.statement);
+        let result = tokio::time::timeout(deadline, async {
+            self.count(3, 1);
+            pin::forget_pin(session.client(), &workspace).await.map_err(|e| classify(&e, &[]))
+        })
+        .await;
+        self.finish(session, result, deadline)
+    }
+
     /// Removes what an attachment owns: its foreign tables, its schema, its
     /// user mapping and its server, never anything else. If something that
     /// Manifold did not create depends on them, Postgres refuses (RESTRICT),

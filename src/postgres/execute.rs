@@ -179,7 +179,9 @@ impl Database {
             None => (None, None),
         };
         self.count(1, 0);
-        let row = tx.query_one(&tx.prepare_cached(sql::IMPORT_INTRUDERS).await?, &[&schema, &server, &tables, &columns, &fresh]).await?;
+        let trusted: &[String] = &self.type_extensions;
+        let row =
+            tx.query_one(&tx.prepare_cached(sql::IMPORT_INTRUDERS).await?, &[&schema, &server, &tables, &columns, &fresh, &trusted]).await?;
         let found: Vec<String> = row.get(0);
         if found.is_empty() {
             return Ok(None);

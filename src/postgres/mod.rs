@@ -23,9 +23,11 @@
 //! | `execute.rs` | running planned statements, re-imports, reading a row |
 //! | `test.rs` | a connection test, rolled back |
 //! | `detach.rs` | detach, revoke, orphan, forget credentials |
+//! | `pin.rs` | the pin each new session checks: the database proves it is the one first reached |
 //! | `tls.rs` | TLS to workspace databases |
 
 pub use manifold_core::{plan, sql};
+pub mod pin;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -88,12 +90,23 @@ pub struct Counters {
 
 static NEXT_DATABASE_ID: AtomicU64 = AtomicU64::new(1);
 
-/// How to reach a workspace database: its libpq URI and, optionally, the
-/// CA that signed its certificate (PEM).
+/// How to reach a workspace database: its libpq URI, optionally the CA
+/// that signed its certificate (PEM), and what it must prove to be.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct Target {
     pub uri: String,
     pub ca: Option<Vec<u8>>,
+    pub purpose: Purpose,
+}
+
+/// What a database is for, and what a session checks before it is used.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub enum Purpose {
+    /// A Workspace's database: every session checks its pin.
+    Workspace(pin::Pin),
+    /// The cluster admin's test database (`--test-database-uri-file`): no
+    /// tenant names it, and a test there refuses a superuser role.
+    AdminTests,
 }
 
 /// Sessions per workspace database, by what they are for.
@@ -132,6 +145,12 @@ pub struct Database {
     /// it: no other message can contain it, and cleaning messages that
     /// carry a tenant's text of it would tell the tenant its guesses.
     uri_secret: Arc<str>,
+    /// The pin every new session checks (a Workspace's database).
+    pin: Option<Arc<pin::PinState>>,
+    /// The admin's test database: a superuser role is refused there.
+    admin_tests: bool,
+    /// Extensions whose types an imported column may have.
+    type_extensions: Arc<[String]>,
 }
 
 /// The result of an attach.
@@ -199,6 +218,11 @@ pub struct Observation {
     /// Which of the readers asked about exist.
     pub roles: std::collections::BTreeSet<String>,
     pub catalog: Catalog,
+    /// A session found (or, on first contact, wrote) the Workspace's pin.
+    pub pinned: bool,
+    /// Sessions of the workspace role in the database that are not
+    /// Manifold's: whoever holds them reads every mapping's options.
+    pub others: Vec<pin::Session>,
 }
 
 fn parse_catalog(schemas: &serde_json::Value) -> Catalog {
@@ -285,14 +309,18 @@ pub struct Pools {
     pub counters: Counters,
     pub sizes: PoolSizes,
     pub timeouts: Timeouts,
+    /// Extensions whose types an imported column may have.
+    pub type_extensions: Arc<[String]>,
 }
 
 impl Pools {
-    pub fn new(sizes: PoolSizes, timeouts: Timeouts, counters: Counters) -> Self {
-        Pools { pools: Mutex::default(), counters, sizes, timeouts }
+    pub fn new(sizes: PoolSizes, timeouts: Timeouts, counters: Counters, type_extensions: &[String]) -> Self {
+        Pools { pools: Mutex::default(), counters, sizes, timeouts, type_extensions: type_extensions.into() }
     }
 
-    /// The database of a workspace, for its current target.
+    /// The database of a workspace, for its current target. A target that
+    /// differs only in whether the pin may be written yet keeps its pools
+    /// (see `PinState::take_up`).
     pub fn get(&self, namespace: &str, name: &str, target: &Target) -> Result<Database, Failure> {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -303,9 +331,12 @@ impl Pools {
         if let Some((v, db)) = pools.get(&key)
             && *v == version
         {
+            if let (Some(state), Purpose::Workspace(pin)) = (&db.pin, &target.purpose) {
+                state.take_up(pin.establish);
+            }
             return Ok(db.clone());
         }
-        let db = Database::new(target, self.sizes, self.timeouts, self.counters.clone())?;
+        let db = Database::new(target, self.sizes, self.timeouts, self.counters.clone(), self.type_extensions.clone())?;
         if let Some((_, old)) = pools.insert(key, (version, db.clone())) {
             old.close();
         }
@@ -313,9 +344,13 @@ impl Pools {
     }
 
     /// The pools a workspace has now, whatever its Secret says: a cleanup
-    /// can still use them after the Secret is gone.
-    pub fn cached(&self, namespace: &str, name: &str) -> Option<Database> {
-        self.pools.lock().unwrap().get(&(namespace.to_owned(), name.to_owned())).map(|(_, db)| db.clone())
+    /// can still use them after the Secret is gone. Only those of the
+    /// Workspace with uid `uid`: another Workspace made since under the
+    /// same name is another database.
+    pub fn cached(&self, namespace: &str, name: &str, uid: &str) -> Option<Database> {
+        let pools = self.pools.lock().unwrap();
+        let (_, db) = pools.get(&(namespace.to_owned(), name.to_owned()))?;
+        db.pin.as_ref().is_some_and(|p| p.workspace() == uid).then(|| db.clone())
     }
 
     /// Drops a workspace's pools, closing their connections.
@@ -331,5 +366,6 @@ impl Database {
         self.work.pool.close();
         self.tests.pool.close();
         self.observe.close();
+        pin::forget(self.id);
     }
 }

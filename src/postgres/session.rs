@@ -5,7 +5,7 @@ use super::*;
 
 impl Database {
     /// Builds the pools of a workspace. Nothing connects until first use.
-    pub fn new(target: &Target, sizes: PoolSizes, timeouts: Timeouts, counters: Counters) -> Result<Self, Failure> {
+    pub fn new(target: &Target, sizes: PoolSizes, timeouts: Timeouts, counters: Counters, type_extensions: Arc<[String]>) -> Result<Self, Failure> {
         let invalid = |m: String| Failure::new(Reason::InvalidSpec, m);
         let (uri, mode) = tls::split_sslmode(&target.uri).map_err(|m| invalid(format!("the workspace Secret's URI: {m}")))?;
         let mut config: tokio_postgres::Config =
@@ -31,13 +31,31 @@ impl Database {
         };
         config.options(options);
         let tls = tls::connector(mode, target.ca.as_deref()).map_err(|m| invalid(format!("workspace TLS: {m}")))?;
+        let id = NEXT_DATABASE_ID.fetch_add(1, Ordering::Relaxed);
+        let pin = match &target.purpose {
+            Purpose::Workspace(pin) => Some(pin::PinState::new(pin)),
+            Purpose::AdminTests => None,
+        };
         let pool = |size: usize| {
             let manager = Manager::from_config(config.clone(), tls.clone(), ManagerConfig { recycling_method: RecyclingMethod::Fast });
+            let pin = pin.clone();
+            // Before a new session is handed out, and so before anything
+            // that carries a secret: the database shows the pin.
+            let hook = deadpool_postgres::Hook::async_fn(move |client, _| {
+                let pin = pin.clone();
+                Box::pin(async move {
+                    match &pin {
+                        Some(state) => pin::check(client, state, id).await,
+                        None => pin::register_session(client, id).await,
+                    }
+                })
+            });
             Pool::builder(manager)
                 .max_size(size.max(1))
                 .runtime(deadpool_postgres::Runtime::Tokio1)
                 .wait_timeout(Some(timeouts.deadline(timeouts.statement)))
                 .create_timeout(Some(timeouts.connect))
+                .post_create(hook)
                 .build()
                 .map_err(|e| invalid(format!("workspace pool: {e}")))
         };
@@ -46,7 +64,7 @@ impl Database {
             Ok(Sessions { pool: pool(size)?, suspects })
         };
         Ok(Database {
-            id: NEXT_DATABASE_ID.fetch_add(1, Ordering::Relaxed),
+            id,
             work: sessions(sizes.work)?,
             tests: sessions(sizes.tests)?,
             observe: pool(1)?,
@@ -54,6 +72,9 @@ impl Database {
             timeouts,
             counters,
             uri_secret,
+            admin_tests: matches!(target.purpose, Purpose::AdminTests),
+            pin,
+            type_extensions,
         })
     }
 
@@ -87,8 +108,14 @@ impl Database {
 
     pub(super) async fn session(&self, pool: &Pool) -> Result<Session, Failure> {
         let object = pool.get().await.map_err(|e| {
+            use deadpool_postgres::{HookError, PoolError};
+            if let PoolError::PostCreateHook(HookError::Message(_)) = &e
+                && let Some(refusal) = self.pin.as_ref().and_then(|p| p.refusal())
+            {
+                return refusal;
+            }
             let text = match &e {
-                deadpool_postgres::PoolError::Backend(err) => match err.as_db_error() {
+                PoolError::Backend(err) | PoolError::PostCreateHook(HookError::Backend(err)) => match err.as_db_error() {
                     Some(db) => db.message().to_owned(),
                     None => chain(err),
                 },

@@ -25,6 +25,17 @@ impl Database {
                 .await
                 .map_err(err)?;
             let role: String = row.get("role");
+            if self.admin_tests && row.get::<_, Option<bool>>("superuser").unwrap_or(false) {
+                return Err(Failure::new(
+                    Reason::SuperuserRole,
+                    format!(
+                        "the cluster admin's test database logs in as role {role:?}, a superuser: postgres_fdw skips its password \
+                         checks for superusers, so a test there could reach whatever trust or peer authentication lets in; nothing \
+                         was tested. The test database's URI (--test-database-uri-file) must name a role that is not a superuser, \
+                         with USAGE on the wrappers"
+                    ),
+                ));
+            }
             let extension_schema: Option<String> = row.get("extension_schema");
             let statements = plan::test(plan, wrapper_state(row.get("wrapper")), &role)?;
             let done =

@@ -155,6 +155,7 @@ pub async fn each_validation_rule_rejects_a_bad_object() {
         ("schema over 63 bytes", pg_connection("c", &format!(", schema: {long_schema}")), schema_msg),
         ("schema public", pg_connection("c", ", schema: public"), schema_msg),
         ("schema information_schema", pg_connection("c", ", schema: information_schema"), schema_msg),
+        ("schema manifold, where the pins are", pg_connection("c", ", schema: manifold"), schema_msg),
         ("schema pg_", pg_connection("c", ", schema: pg_sales"), schema_msg),
         ("name maps to pg_", pg_connection("pg-sales", ""), derived_msg),
         ("name maps to public", pg_connection("public", ""), derived_msg),

@@ -101,7 +101,9 @@ fn removal(att: &WorkspaceConnection, workspace: Option<&crate::api::Workspace>)
 /// Connection gone, it drops what the catalog shows as its own.
 pub async fn cleanup(att: &WorkspaceConnection, ctx: &Context) -> Result<Action, Error> {
     let ns = att.namespace().unwrap_or_default();
-    let workspace = ctx.stores.workspace(&ns, &att.spec.workspace);
+    // A Workspace made again under the same name is not this attachment's:
+    // its own is gone, and took what this attachment made with it.
+    let workspace = ctx.stores.workspace(&ns, &att.spec.workspace).filter(|ws| super::resolve::pinned_workspace(att, ws).is_ok());
     let how = removal(att, workspace.as_deref());
     match remove(att, ctx, how).await {
         Ok(dropped) => {
@@ -125,13 +127,18 @@ pub async fn cleanup(att: &WorkspaceConnection, ctx: &Context) -> Result<Action,
     }
 }
 
+/// The uid of the Workspace this attachment first saw.
+fn pinned_uid(att: &WorkspaceConnection) -> Option<&str> {
+    att.status.as_ref().and_then(|s| s.workspace_uid.as_deref())
+}
+
 /// Does what the removal says in the database; the schemas dropped.
 async fn remove(att: &WorkspaceConnection, ctx: &Context, how: Removal) -> Result<Vec<String>, Failure> {
     let ns = att.namespace().unwrap_or_default();
     let ws_key = (ns.clone(), att.spec.workspace.clone());
     match how {
         Removal::Leave => Ok(Vec::new()),
-        Removal::Orphan => match cleanup_database(ctx, &ns, &att.spec.workspace) {
+        Removal::Orphan => match cleanup_database(ctx, &ns, &att.spec.workspace, pinned_uid(att)) {
             // Marked, so that a workspace deleted later (or with the
             // namespace) keeps the schema too.
             Some(db) => orphan(ctx, &ws_key, &db, att).await.map(|_| Vec::new()),
@@ -143,7 +150,7 @@ async fn remove(att: &WorkspaceConnection, ctx: &Context, how: Removal) -> Resul
         // what it left, if the database is gone): nothing here to wait for.
         Removal::Detach { workspace_going: true } => Ok(Vec::new()),
         Removal::Detach { workspace_going: false } => {
-            let (ws, db) = resolve::workspace_database(ctx, &ns, &att.spec.workspace).await?;
+            let (ws, db) = resolve::workspace_database(ctx, &ns, &att.spec.workspace, pinned_uid(att)).await?;
             let desired = ctx.stores.connection(&ns, &att.spec.connection).and_then(|c| resolve::connection_schema(&c).ok());
             detach(ctx, &ws_key, &db, &ws.spec.readers, att, desired.as_deref()).await
         }

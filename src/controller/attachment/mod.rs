@@ -57,6 +57,9 @@ struct Step {
     proof: Option<crate::api::ImportProof>,
     /// No ticket for the workspace: nothing ran, nothing is reported.
     parked: Option<super::admission::Parked>,
+    /// The uid of the Workspace this reconcile found: what the attachment
+    /// is pinned to from its first report on.
+    workspace_uid: Option<String>,
 }
 
 impl Step {
@@ -72,7 +75,7 @@ impl Step {
 
 impl From<Failure> for Step {
     fn from(outcome: Failure) -> Self {
-        Step { outcome, schema: None, tables: None, change: None, detached: Vec::new(), proof: None, parked: None }
+        Step { outcome, schema: None, tables: None, change: None, detached: Vec::new(), proof: None, parked: None, workspace_uid: None }
     }
 }
 
@@ -128,9 +131,9 @@ pub async fn reconcile(att: Arc<WorkspaceConnection>, ctx: Arc<Context>) -> Resu
     Ok(action)
 }
 
-/// The steps of one reconcile's attach.
-async fn attach(att: &WorkspaceConnection, ctx: &Context, finalized: Finalized) -> Result<Step, Outcome> {
-    let r = resolve::resolve(ctx, att).await?;
+/// The steps of one reconcile's attach. `seen`: see `resolve::resolve`.
+async fn attach(att: &WorkspaceConnection, ctx: &Context, finalized: Finalized, seen: &mut Option<String>) -> Result<Step, Outcome> {
+    let r = resolve::resolve(ctx, att, seen).await?;
     let seen = observe::observe(ctx, &r).await?;
     let plan = plan::plan(ctx, att, &r, &seen).await?;
     let detached = apply::drop_moved(ctx, &r, &seen, &plan).await?;
@@ -144,10 +147,12 @@ async fn attach(att: &WorkspaceConnection, ctx: &Context, finalized: Finalized) 
 }
 
 async fn apply(att: &WorkspaceConnection, ctx: &Context, finalized: Finalized) -> Result<Action, Error> {
-    let step = match attach(att, ctx, finalized).await {
+    let mut seen = None;
+    let mut step = match attach(att, ctx, finalized, &mut seen).await {
         Ok(step) | Err(Outcome::Report(step)) => step,
         Err(Outcome::Retry(e)) => return Err(e),
     };
+    step.workspace_uid = seen;
     if let Some(parked) = step.parked {
         // Woken when a ticket comes back; the retry covers a lost wake.
         return Ok(Action::requeue(parked.retry()));

@@ -32,13 +32,8 @@ pub async fn report(att: &WorkspaceConnection, ctx: &Context, step: &Step) -> Re
             None => None,
         }
     };
-    // The Workspace it attached to is the one it stays with.
-    let workspace_uid = current.and_then(|s| s.workspace_uid.clone()).or_else(|| {
-        ready
-            .then(|| ctx.stores.workspace(&att.namespace().unwrap_or_default(), &att.spec.workspace))
-            .flatten()
-            .and_then(|w| w.metadata.uid.clone())
-    });
+    // The Workspace it first saw is the one it stays with.
+    let workspace_uid = current.and_then(|s| s.workspace_uid.clone()).or_else(|| step.workspace_uid.clone());
     let status = WorkspaceConnectionStatus {
         workspace_uid,
         schema: step.schema.clone().or_else(|| current.and_then(|s| s.schema.clone())),

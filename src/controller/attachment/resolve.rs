@@ -24,11 +24,15 @@ pub struct Resolved {
     pub schema: String,
 }
 
-pub async fn resolve(ctx: &Context, att: &WorkspaceConnection) -> Result<Resolved, Outcome> {
+/// `seen`: the uid of the Workspace found, once it is found, for the
+/// report to pin (whatever the later steps find).
+pub async fn resolve(ctx: &Context, att: &WorkspaceConnection, seen: &mut Option<String>) -> Result<Resolved, Outcome> {
     let ns = att.namespace().unwrap_or_default();
     let ws_key = (ns.clone(), att.spec.workspace.clone());
-    let (ws, db) = resolve::workspace_database(ctx, &ns, &att.spec.workspace).await?;
+    let ws = resolve::workspace(ctx, &ns, &att.spec.workspace, None)?;
     pinned_workspace(att, &ws)?;
+    seen.clone_from(&ws.metadata.uid);
+    let db = resolve::database(ctx, &ws).await?;
     let conn = ctx.stores.connection(&ns, &att.spec.connection).filter(|c| c.meta().deletion_timestamp.is_none());
     let Some(conn) = conn else {
         return Err(connection_gone(ctx, att, &ws_key, &db, &ws.spec.readers).await.into());
@@ -50,9 +54,11 @@ pub async fn resolve(ctx: &Context, att: &WorkspaceConnection) -> Result<Resolve
     Ok(Resolved { ns, ws_key, ws, db, conn, owner: resolve::owner(att), schema })
 }
 
-/// Approved for the Workspace it attached to first, not for another one
-/// made later under the same name.
-fn pinned_workspace(att: &WorkspaceConnection, ws: &Workspace) -> Result<(), Failure> {
+/// Approved for the Workspace it first saw, not for another one made later
+/// under the same name. The report of the reconcile that first resolves it
+/// records that Workspace's uid (`Step::workspace_uid`), whatever else
+/// that reconcile finds: one that never became Ready is pinned too.
+pub(super) fn pinned_workspace(att: &WorkspaceConnection, ws: &Workspace) -> Result<(), Failure> {
     match att.status.as_ref().and_then(|s| s.workspace_uid.as_deref()) {
         Some(pinned) if ws.metadata.uid.as_deref() != Some(pinned) => Err(Failure::new(
             Reason::WorkspaceNotFound,

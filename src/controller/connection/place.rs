@@ -23,11 +23,14 @@ pub(super) const ADMIN_TEST_POOL: (&str, &str) = ("", "manifold-test-database");
 /// test sends the connection's credentials to the workspace's database
 /// (the rolled-back user mapping is statement text there), and only an
 /// attachment, which the admission policy lets only those who may attach
-/// the connection make, says where its credentials may go. Without one,
-/// the cluster admin's test database, if there is one: a Connection can be
-/// tested before it is attached anywhere. `spec.test.workspace` picks one
-/// of the attached Workspaces; without it, the first Ready one by name.
-/// Never another namespace's, and never one a name alone chooses.
+/// the connection make, says where its credentials may go. The Workspace
+/// is the one the attachment is pinned to (its uid, recorded when the
+/// attachment first saw it), never another made since under the same
+/// name; its database is the one its pin proves. Without one, the cluster
+/// admin's test database, if there is one: a Connection can be tested
+/// before it is attached anywhere. `spec.test.workspace` picks one of the
+/// attached Workspaces; without it, the first Ready one by name. Never
+/// another namespace's, and never one a name alone chooses.
 pub(super) fn test_workspace(ctx: &Context, conn: &Connection) -> Result<TestPlace, String> {
     let ns = conn.namespace().unwrap_or_default();
     let name = conn.name_any();
@@ -36,7 +39,10 @@ pub(super) fn test_workspace(ctx: &Context, conn: &Connection) -> Result<TestPla
         .attachments_of_connection(&ns, &name)
         .iter()
         .filter(|a| a.meta().deletion_timestamp.is_none())
-        .filter_map(|a| ctx.stores.workspace(&ns, &a.spec.workspace))
+        .filter_map(|a| {
+            let pinned = a.status.as_ref()?.workspace_uid.as_deref()?;
+            ctx.stores.workspace(&ns, &a.spec.workspace).filter(|w| w.metadata.uid.as_deref() == Some(pinned))
+        })
         .filter(|w| w.meta().deletion_timestamp.is_none())
         .collect();
     attached.sort_by_key(|w| w.name_any());
@@ -64,7 +70,7 @@ pub(super) fn admin_test_database(ctx: &Context) -> Result<crate::postgres::Db, 
     let path = ctx.settings.test_database.as_ref().ok_or_else(|| Failure::new(Reason::NoWorkspace, "no test database"))?;
     let uri = std::fs::read_to_string(path)
         .map_err(|e| Failure::new(Reason::WorkspaceUnreachable, format!("the test database's URI file {}: {e}", path.display())))?;
-    let target = crate::postgres::Target { uri: uri.trim().to_owned(), ca: None };
+    let target = crate::postgres::Target { uri: uri.trim().to_owned(), ca: None, purpose: crate::postgres::Purpose::AdminTests };
     ctx.pools
         .get(ADMIN_TEST_POOL.0, ADMIN_TEST_POOL.1, &target)
         .map(|db| std::sync::Arc::new(db) as crate::postgres::Db)

@@ -46,7 +46,11 @@ pub(super) async fn run_test(
         let db = match workspace.map_err(|m| Failure::new(Reason::NoWorkspace, m))? {
             TestPlace::Workspace(ws) => {
                 result.workspace = Some(ws.name_any());
-                resolve::workspace_database(ctx, &conn.namespace().unwrap_or_default(), &ws.name_any()).await?.1
+                // The very Workspace placement chose (by uid), if it is
+                // still there, through its pinned database.
+                let ns = conn.namespace().unwrap_or_default();
+                let ws = resolve::workspace(ctx, &ns, &ws.name_any(), ws.metadata.uid.as_deref())?;
+                resolve::database(ctx, &ws).await?
             }
             TestPlace::AdminDatabase => admin_test_database(ctx)?,
         };

@@ -80,20 +80,29 @@ pub(super) async fn cleanup(ws: &Workspace, ctx: &Context) -> Result<Action, Err
         ctx.observations.forget(&ws_key);
         return Ok(Action::await_change());
     }
-    let result = match cleanup_database(ctx, &ns, &name) {
+    let result = match cleanup_database(ctx, &ns, &name, ws.metadata.uid.as_deref()) {
         Some(db) => match remove_all(ctx, &ns, &name, &db).await {
             Ok(dropped) if ws.spec.search_path.is_some() => reset_search_path(&db).await.map(|_| dropped),
             other => other,
-        },
+        }
+        .map(|dropped| (dropped, Some(db))),
         None => Err(Failure::new(
             Reason::SecretNotFound,
             "the database Secret is gone and no session to the database is open, so nothing can be removed",
         )),
     };
     match result {
-        Ok(dropped) => {
+        Ok((dropped, db)) => {
             if !dropped.is_empty() {
                 info!(workspace = %name, namespace = %ns, schemas = dropped.len(), "deleted: removed its namespace's schemas");
+            }
+            // Last: a session opened after this would not find the pin. A
+            // pin left behind names a Workspace that is gone, and harms none.
+            if let Some(Err(e)) = match db {
+                Some(db) => Some(db.unpin().await),
+                None => None,
+            } {
+                warn!(workspace = %name, namespace = %ns, reason = %e.reason, "could not remove the Workspace's pin: {}", e.message);
             }
         }
         Err(e) => match deletion::give_up(ctx, ws, &ns, &e).await {

@@ -33,6 +33,10 @@ pub const FINALIZER: &str = "manifold.dev/detach-all";
 /// The condition that says whether the workspace role is least privilege.
 pub const LEAST_PRIVILEGE: &str = "LeastPrivilege";
 
+/// The condition that says whether only Manifold uses the workspace's
+/// login (which reads every attached connection's credentials).
+pub const PRIVATE_LOGIN: &str = "PrivateLogin";
+
 pub async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api: Api<Workspace> = Api::namespaced(ctx.client.clone(), &ws.namespace().unwrap_or_default());
     finalizer(&api, FINALIZER, ws, |event| async {

@@ -21,6 +21,10 @@ pub(super) struct Seen {
     pub(super) roles: std::collections::BTreeSet<String>,
     /// `host:port/dbname`, which the status keeps from the first time.
     pub(super) identity: Option<String>,
+    /// A session found (or wrote) the Workspace's pin.
+    pub(super) pinned: bool,
+    /// Sessions of the workspace role that are not Manifold's.
+    pub(super) others: Vec<crate::postgres::pin::Session>,
 }
 
 /// The database and what the observation says of it.
@@ -40,7 +44,7 @@ pub(super) struct Found {
 /// does not just miss it).
 pub(super) async fn observe(ctx: &Context, ws: &Workspace) -> Result<Found, Failure> {
     let (ns, name) = (ws.namespace().unwrap_or_default(), ws.name_any());
-    let target = match resolve::workspace_target(&ctx.stores, ws) {
+    let target = match resolve::workspace_target(ctx, ws) {
         Ok(target) => target,
         Err(f) => return Err(resolve::explain(ctx, &ns, f, SecretUser::Workspace(ws)).await),
     };
@@ -58,6 +62,8 @@ pub(super) async fn observe(ctx: &Context, ws: &Workspace) -> Result<Found, Fail
                 search_path: o.search_path.clone(),
                 roles: o.roles.clone(),
                 identity: None,
+                pinned: o.pinned,
+                others: o.others.clone(),
             };
             (seen, o.taken, fresh)
         })

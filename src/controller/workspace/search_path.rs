@@ -85,6 +85,8 @@ mod tests {
             search_path: path.iter().map(|s| s.to_string()).collect(),
             roles: Default::default(),
             identity: None,
+            pinned: true,
+            others: Vec::new(),
         }
     }
 

@@ -39,10 +39,10 @@ pub struct ConnectionSpec {
     /// The schema that holds this connection's tables in every workspace.
     /// Defaults to the object's name with `-` and `.` turned to `_`. It must
     /// match `^[a-z_][a-z0-9_]*$`, be at most 63 bytes, and not be `public`,
-    /// `information_schema` or begin with `pg_`.
+    /// `information_schema`, `manifold` (Manifold's own) or begin with `pg_`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new(schema_name_cel("self")).message(
-        "schema must match ^[a-z_][a-z0-9_]*$, be at most 63 bytes, and not be public, information_schema or begin with pg_"
+        "schema must match ^[a-z_][a-z0-9_]*$, be at most 63 bytes, and not be public, information_schema, manifold or begin with pg_"
     ))]
     pub schema: Option<String>,
     /// The foreign-data wrapper and its settings: exactly one of `postgres`,

@@ -200,21 +200,23 @@ pub fn schema_name_problem(name: &str) -> Option<String> {
     } else if name.len() > 63 {
         Some(format!("schema name {name:?} is longer than 63 bytes"))
     } else if is_reserved_schema(name) {
-        Some(format!("schema name {name:?} is reserved by Postgres"))
+        Some(format!("schema name {name:?} is reserved by Postgres or by Manifold"))
     } else {
         None
     }
 }
 
+/// Postgres's own schemas, and `manifold`, where Manifold keeps the pin
+/// of each workspace database (`sql::PIN_SCHEMA`).
 pub fn is_reserved_schema(name: &str) -> bool {
-    name == "public" || name == "information_schema" || name.starts_with("pg_")
+    name == "public" || name == "information_schema" || name == "manifold" || name.starts_with("pg_")
 }
 
 /// The CEL rule that applies `schema_name_problem`'s checks to a string `s`,
 /// used both on `spec.schema` and on the default derived from the name.
 pub fn schema_name_cel(s: &str) -> String {
     format!(
-        "{s}.matches('^[a-z_][a-z0-9_]*$') && size({s}) <= 63 && {s} != 'public' && {s} != 'information_schema' && !{s}.startsWith('pg_')"
+        "{s}.matches('^[a-z_][a-z0-9_]*$') && size({s}) <= 63 && {s} != 'public' && {s} != 'information_schema' && {s} != 'manifold' && !{s}.startsWith('pg_')"
     )
 }
 
@@ -247,7 +249,7 @@ mod tests {
         for ok in ["sales", "_x", "a1_b2", &"a".repeat(63)] {
             assert_eq!(schema_name_problem(ok), None, "{ok}");
         }
-        for bad in ["", "1abc", "Sales", "sa-les", "sa\"les", "public", "information_schema", "pg_x", "pg_", "ä", &"a".repeat(64)] {
+        for bad in ["", "1abc", "Sales", "sa-les", "sa\"les", "public", "information_schema", "manifold", "pg_x", "pg_", "ä", &"a".repeat(64)] {
             assert!(schema_name_problem(bad).is_some(), "{bad}");
         }
     }

@@ -48,6 +48,10 @@ reasons! {
     /// The Secret exists but has not been opted in for Manifold's use.
     SecretNotPermitted,
     WorkspaceUnreachable,
+    /// The workspace database could not show the pin Manifold wrote on
+    /// first contact: the Secret now leads to another server or database
+    /// (a new `hostaddr`, a re-pointed name), and nothing is sent there.
+    DatabaseMoved,
     ExtensionMissing,
     AuthenticationFailed,
     HostUnreachable,
@@ -69,6 +73,11 @@ reasons! {
     SuperuserRole,
     /// The workspace role is not a superuser.
     LeastPrivilege,
+    /// Sessions other than Manifold's use the workspace's login, which
+    /// reads every attached connection's credentials.
+    LoginShared,
+    /// Only Manifold's sessions use the workspace's login.
+    LoginPrivate,
     Attached,
     Detached,
     /// A connection whose spec and credentials resolve, not yet tested.
@@ -105,6 +114,7 @@ impl Reason {
                 | Reason::Reachable
                 | Reason::TestPassed
                 | Reason::LeastPrivilege
+                | Reason::LoginPrivate
                 | Reason::Aggregating
         )
     }
@@ -116,6 +126,7 @@ impl Reason {
         matches!(
             self,
             Reason::InvalidSpec
+                | Reason::DatabaseMoved
                 | Reason::SchemaConflict
                 | Reason::DependentObjects
                 | Reason::SecretKeyMissing
@@ -195,6 +206,7 @@ mod tests {
             (Reason::SecretKeyMissing, true, AwaitChange),
             (Reason::SecretNotPermitted, true, AwaitChange),
             (Reason::WorkspaceUnreachable, false, Backoff),
+            (Reason::DatabaseMoved, true, Backoff),
             (Reason::ExtensionMissing, true, Backoff),
             (Reason::AuthenticationFailed, true, Backoff),
             (Reason::HostUnreachable, false, Backoff),
@@ -210,6 +222,8 @@ mod tests {
             (Reason::NoWorkspace, false, AwaitChange),
             (Reason::SuperuserRole, false, Backoff),
             (Reason::LeastPrivilege, false, Never),
+            (Reason::LoginShared, false, Backoff),
+            (Reason::LoginPrivate, false, Never),
             (Reason::Attached, false, Never),
             (Reason::Detached, false, Never),
             (Reason::Valid, false, Never),

@@ -1,4 +1,4 @@
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -133,12 +133,23 @@ pub struct WorkspaceStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
-    /// The database this Workspace is, as `host:port/dbname`, fixed when it
-    /// was first reached: a Secret that later names another database is
-    /// refused (`InvalidSpec`), so that no attachment's credentials follow
-    /// it there.
+    /// The database this Workspace is, as `host:port/dbname` (with
+    /// `?hostaddr=` when the URI sets one), fixed when it was first
+    /// reached: a Secret that later names another database is refused
+    /// (`InvalidSpec`), so that no attachment's credentials follow it
+    /// there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
+    /// When Manifold wrote this Workspace's pin into its database: a random
+    /// token, derived from this Workspace's uid with a key only the
+    /// operator holds, in a table only the workspace role can read. Every
+    /// session reads it back before anything that carries a secret is
+    /// sent; a server that cannot show it is `DatabaseMoved`, whatever its
+    /// name or address says. Only the operator writes status: a cluster
+    /// admin who moves a database on purpose clears this field (`kubectl
+    /// patch --subresource=status`) to pin the database the Secret names now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned_at: Option<Time>,
     /// The server version of the database, such as `15.20`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postgres_version: Option<String>,

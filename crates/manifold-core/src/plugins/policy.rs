@@ -104,10 +104,16 @@ pub struct SourcePolicy {
     /// Every postgres_fdw server gets this `connect_timeout`, in seconds,
     /// unless the spec sets a lower one.
     pub connect_timeout_secs: u64,
+    /// Extensions whose types an imported column may have (`citext`,
+    /// `hstore`, `postgis`...). Built-in types are always trusted; any
+    /// other type, a domain a database user made above all, is refused
+    /// before anything is read through it: reading a value runs its type's
+    /// code (a domain's CHECK calls any function) as the reading role.
+    pub type_extensions: Vec<String>,
 }
 
 impl Default for SourcePolicy {
     fn default() -> Self {
-        SourcePolicy { wrappers: Vec::new(), hosts: HostFence::default(), connect_timeout_secs: 10 }
+        SourcePolicy { wrappers: Vec::new(), hosts: HostFence::default(), connect_timeout_secs: 10, type_extensions: Vec::new() }
     }
 }

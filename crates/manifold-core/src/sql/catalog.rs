@@ -1,6 +1,31 @@
 //! The catalog queries: what the operator reads of a workspace database.
 //! Their inputs travel as bind parameters, never in the text.
 
+/// Whether the type whose oid is the SQL expression `$oid` is one Manifold
+/// trusts to be read: built in (every object initdb makes has an oid below
+/// FirstNormalObjectId, 16384), or a member of one of the extensions named
+/// by the text[] expression `$extensions`; an array is judged by its
+/// element type. Anything else (a domain, enum, range or composite type a
+/// database user made) may run that user's code when a value is read: a
+/// domain's CHECK calls any function, as the reading role.
+macro_rules! trusted_type {
+    ($oid:literal, $extensions:literal) => {
+        concat!(
+            "(SELECT base.oid < 16384 OR EXISTS (SELECT 1 FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
+     WHERE d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass AND d.objid = base.oid
+       AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.deptype = 'e'
+       AND e.extname = ANY (coalesce(",
+            $extensions,
+            "::pg_catalog.text[], ARRAY[]::pg_catalog.text[])))
+   FROM (SELECT coalesce((SELECT el.oid FROM pg_catalog.pg_type el WHERE el.typarray = ",
+            $oid,
+            "), ",
+            $oid,
+            ") AS oid) base)"
+        )
+    };
+}
+
 /// Serializes work on one schema across operator replicas and workers, for
 /// the rest of the transaction. Parameter: the schema name.
 pub const LOCK_SCHEMA: &str = "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext(pg_catalog.concat('manifold.dev/', $1::text)))";
@@ -48,16 +73,23 @@ SELECT
   ARRAY(SELECT relname::text || ' ' || description FROM views ORDER BY 1) AS views";
 
 /// The columns of the foreign tables in the given schemas (an aggregator's
-/// members), in table order. Parameter: the schemas, as text[].
-pub const MEMBER_COLUMNS: &str = "
-SELECT n.nspname::text AS schema, c.relname::text AS table, a.attname::text AS name, a.atttypid AS type_oid
+/// members), in table order, with their type's name and whether Manifold
+/// trusts it (see `trusted_type!`). Parameters: the schemas, as text[];
+/// the trusted extensions, as text[].
+pub const MEMBER_COLUMNS: &str = concat!(
+    "
+SELECT n.nspname::text AS schema, c.relname::text AS table, a.attname::text AS name, a.atttypid AS type_oid,
+       pg_catalog.format_type(a.atttypid, a.atttypmod) AS type_name, ",
+    trusted_type!("a.atttypid", "$2"),
+    " AS trusted
   FROM pg_catalog.pg_namespace n
   JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.refobjid = n.oid
    AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
   JOIN pg_catalog.pg_class c ON c.oid = d.objid
   JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid
  WHERE n.nspname = ANY($1) AND c.relkind = 'f' AND a.attnum > 0 AND NOT a.attisdropped
- ORDER BY n.nspname, c.relname, a.attnum";
+ ORDER BY n.nspname, c.relname, a.attnum"
+);
 
 /// The foreign tables of a schema that use a server, with their
 /// definitions (columns, types, options) as one comparable text each.
@@ -93,13 +125,16 @@ SELECT c.relname::text, a.attname::text, pg_catalog.format_type(a.atttypid, a.at
 /// other than the attachment's own, a table or column option other than
 /// those the wrapper's import sets, anything depending on one of its
 /// foreign tables but their row types and defaults (a `serial` column's
-/// sequence, a constraint) and, in a schema made in this transaction
+/// sequence, a constraint), a column whose type Manifold does not trust
+/// (see `trusted_type!`) and, in a schema made in this transaction
 /// (`fresh`), anything at all but foreign tables. A wrapper builds its
 /// CREATE FOREIGN TABLE from the source's answers, and postgres_fdw pastes
 /// the remote's type text unquoted. Parameters: schema name, server name,
-/// the allowed table options and column options (text[]; NULL: any), and
-/// whether the schema is fresh.
-pub const IMPORT_INTRUDERS: &str = "
+/// the allowed table options and column options (text[]; NULL: any),
+/// whether the schema is fresh, and the extensions whose types are trusted
+/// (text[]).
+pub const IMPORT_INTRUDERS: &str = concat!(
+    "
 WITH nsp AS (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1),
      members AS MATERIALIZED (
        SELECT d.classid, d.objid FROM pg_catalog.pg_depend d
@@ -127,12 +162,21 @@ WITH nsp AS (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1),
         WHERE r.relkind = 'f' AND r.srvname = $2
           AND d.classid NOT IN ('pg_catalog.pg_type'::pg_catalog.regclass, 'pg_catalog.pg_attrdef'::pg_catalog.regclass)
        UNION ALL
+       SELECT pg_catalog.format('column %I.%I has type %s, which is neither built in nor from an extension the cluster admin '
+                                'trusts (--type-extensions): reading a value of it could run code a database user wrote',
+                                r.relname, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod))
+         FROM rels r JOIN pg_catalog.pg_attribute a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped
+        WHERE r.relkind = 'f' AND NOT ",
+    trusted_type!("a.atttypid", "$6"),
+    "
+       UNION ALL
        SELECT pg_catalog.format('%I is a relation of kind %s, not a foreign table', r.relname, r.relkind)
          FROM rels r WHERE $5::bool AND r.relkind <> 'f'
        UNION ALL
        SELECT pg_catalog.pg_describe_object(m.classid, m.objid, 0)
          FROM members m WHERE $5::bool AND m.classid <> 'pg_catalog.pg_class'::pg_catalog.regclass)
-SELECT ARRAY(SELECT what FROM found ORDER BY 1 LIMIT 10)";
+SELECT ARRAY(SELECT what FROM found ORDER BY 1 LIMIT 10)"
+);
 
 /// What holds a schema's drop: the views elsewhere built on its relations,
 /// each with its owner, and whether it is another session's temporary
@@ -193,15 +237,16 @@ SELECT
   ARRAY[]::text[] AS views";
 
 /// Whether the role can use a wrapper, where its extension lives, and who
-/// the role is: what a test needs before it plans. Parameters: wrapper
-/// name, extension name.
+/// the role is, and whether it is a superuser: what a test needs before it
+/// plans. Parameters: wrapper name, extension name.
 pub const OBSERVE_WRAPPER: &str = "
 SELECT
   (SELECT CASE WHEN pg_catalog.has_foreign_data_wrapper_privilege(w.oid, 'USAGE') THEN 'usable' ELSE 'no-usage' END
      FROM pg_catalog.pg_foreign_data_wrapper w WHERE w.fdwname = $1) AS wrapper,
   (SELECT n.nspname::text FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
      WHERE e.extname = $2) AS extension_schema,
-  CURRENT_USER::text AS role";
+  CURRENT_USER::text AS role,
+  (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER) AS superuser";
 
 /// The foreign tables of a schema that use a server, by name: the ones an
 /// attachment imported. Parameters: schema name, server name.
@@ -271,7 +316,16 @@ SELECT pg_catalog.current_setting('server_version') AS version,
        ARRAY(SELECT rolname::text FROM pg_catalog.pg_roles WHERE rolname = ANY($1::text[]) ORDER BY 1) AS roles,
        (SELECT s.setconfig FROM pg_catalog.pg_db_role_setting s
          WHERE s.setrole = 0 AND s.setdatabase = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())) AS database_settings,
-       coalesce((SELECT pg_catalog.json_agg(pg_catalog.row_to_json(e)) FROM entries e), '[]'::json) AS schemas";
+       coalesce((SELECT pg_catalog.json_agg(pg_catalog.row_to_json(e)) FROM entries e), '[]'::json) AS schemas,
+       -- Every session of this role in this database, to tell Manifold's
+       -- own from others' (see `postgres::Database::others`).
+       coalesce((SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
+                   'pid', a.pid, 'started', (EXTRACT(epoch FROM a.backend_start) * 1000000)::bigint,
+                   'application', a.application_name, 'client', pg_catalog.host(a.client_addr)) ORDER BY a.pid)
+                   FROM pg_catalog.pg_stat_activity a
+                  WHERE a.usesysid = (SELECT oid FROM me) AND a.backend_type = 'client backend'
+                    AND a.datid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())),
+                '[]'::json) AS sessions";
 
 /// What an attach needs after its import, in one statement (each statement
 /// is planned afresh, as every schema created resets the cached plans):

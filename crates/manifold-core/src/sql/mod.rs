@@ -14,7 +14,9 @@ use crate::plan::{SecretString, Statement, TableFilter, Value, View};
 
 mod catalog;
 pub mod lex;
+mod pin;
 pub use catalog::*;
+pub use pin::*;
 
 /// The search path of every session the operator opens. `pg_temp` is
 /// listed last so that it is not searched first; functions and operators
