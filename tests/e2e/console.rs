@@ -1,5 +1,5 @@
-//! `manifold console`: served on 127.0.0.1 behind a one-time token, acting
-//! as the kubeconfig's user. The first test drives it over HTTP (curl); the
+//! `manifold console`: served on 127.0.0.1 behind a token exchanged once
+//! for a session cookie, acting as the kubeconfig's user. The first test drives it over HTTP (curl); the
 //! second drives every flow of the seed in headless Chromium through
 //! WebDriver (Debian's chromium and chromium-driver, installed by
 //! hack/setup), saves a screenshot of each screen under
@@ -10,6 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 
 use crate::attach::world;
 use crate::support::world::as_is;
@@ -19,6 +20,34 @@ struct Console {
     child: Child,
     base: String,
     token: String,
+    /// The session cookie as `name=value`, once the token is exchanged.
+    session: OnceLock<String>,
+}
+
+impl Console {
+    /// The session cookie's name: it carries the port.
+    fn cookie_name(&self) -> String {
+        format!("manifold_console_{}", self.base.rsplit(':').next().unwrap())
+    }
+
+    /// The session cookie, as `name=value`: the one a browser got, or else
+    /// the URL's token exchanged for it now, as a browser's first visit does.
+    fn session(&self) -> &str {
+        self.session.get_or_init(|| {
+            let out = Command::new("curl")
+                .args(["-s", "-i", "--max-time", "5", &format!("{}/?token={}", self.base, self.token)])
+                .output()
+                .unwrap();
+            set_cookie(&String::from_utf8_lossy(&out.stdout))
+        })
+    }
+}
+
+/// The `name=value` of a response's Set-Cookie.
+fn set_cookie(head: &str) -> String {
+    let line = head.lines().find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie")));
+    let (_, value) = line.unwrap_or_else(|| panic!("no Set-Cookie in {head}"));
+    value.trim().split(';').next().unwrap().to_string()
 }
 
 impl Drop for Console {
@@ -45,14 +74,12 @@ fn console_with(kubeconfig: &Path, ns: &str, extra: &[&str]) -> Console {
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let url = line.trim().strip_prefix("Manifold console: ").unwrap_or_else(|| panic!("no URL in {line:?}")).to_string();
     let (base, token) = url.split_once("/?token=").unwrap();
-    Console { child, base: base.to_string(), token: token.to_string() }
+    Console { child, base: base.to_string(), token: token.to_string(), session: OnceLock::new() }
 }
 
 /// `curl` with the session cookie; returns (status line and headers, body).
 fn curl(c: &Console, path: &str, extra: &[&str]) -> (String, String) {
-    let port = c.base.rsplit(':').next().unwrap();
-    let cookie = format!("manifold_console_{port}={}", c.token);
-    let mut args = vec!["-s", "-i", "--max-time", "5", "-b", &cookie];
+    let mut args = vec!["-s", "-i", "--max-time", "5", "-b", c.session()];
     args.extend_from_slice(extra);
     let url = format!("{}{path}", c.base);
     args.push(&url);
@@ -79,18 +106,34 @@ pub async fn the_console_shows_connections_as_the_user_sees_them() {
     .await;
     let c = console(&control_plane().kubeconfig, &ns);
 
-    // Without the token's cookie, nothing; the token sets it once.
+    // Without the session cookie, nothing. A wrong token gets nothing
+    // either, and spends nothing.
     let out = Command::new("curl")
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &format!("{}/ns/{ns}/connections", c.base)])
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "401");
-    let out = Command::new("curl").args(["-s", "-i", &format!("{}/?token={}", c.base, c.token)]).output().unwrap();
-    let head = String::from_utf8_lossy(&out.stdout);
-    assert!(head.contains("HttpOnly") && head.contains("SameSite=Strict"), "{head}");
     let out =
         Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &format!("{}/?token=wrong", c.base)]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "401");
+    // The URL's token is exchanged once for the session cookie, a value of
+    // its own, and the browser is sent to the same path without the token.
+    let url = format!("{}/ns/{ns}/connections?token={}", c.base, c.token);
+    let out = Command::new("curl").args(["-s", "-i", &url]).output().unwrap();
+    let head = String::from_utf8_lossy(&out.stdout);
+    assert!(head.starts_with("HTTP/1.1 303"), "{head}");
+    assert!(head.contains("HttpOnly") && head.contains("SameSite=Strict"), "{head}");
+    assert!(head.to_ascii_lowercase().contains(&format!("location: /ns/{ns}/connections\r\n")), "{head}");
+    let session = set_cookie(&head);
+    assert!(session.starts_with(&format!("{}=", c.cookie_name())) && !session.contains(&c.token), "{session}");
+    c.session.set(session).unwrap();
+    // Then the URL, from the shell's history, opens nothing.
+    let out = Command::new("curl").args(["-s", "-i", &url]).output().unwrap();
+    let again = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        again.starts_with("HTTP/1.1 403") && again.contains("restart") && !again.to_ascii_lowercase().contains("set-cookie"),
+        "{again}"
+    );
 
     // The Connections screen: name, plugin, schema, test, workspaces.
     let (head, body) = curl(&c, &format!("/ns/{ns}/connections"), &[]);
@@ -324,6 +367,13 @@ pub async fn every_flow_of_the_seed_works_in_a_browser() {
     b.goto(&format!("{base}/?token={}", c.token)).await;
     b.wait_for("the Connections screen", &["Connections", "flux-conn"]).await;
     b.screenshot("connections").await;
+    // The URL again, as from the shell's history: refused, with a link that
+    // goes on in the session this browser has.
+    b.goto(&format!("{base}/?token={}", c.token)).await;
+    b.wait_for("the spent token's page", &["used already", "restart"]).await;
+    b.screenshot("token-used").await;
+    b.click("go-on").await;
+    b.wait_for("the Connections screen again", &["Connections", "flux-conn"]).await;
     b.click("new-connection").await;
     b.wait_for("the plugin list", &["plugin-postgres", "plugin-steampipe", "plugin-fdw-mysql_fdw"]).await;
     b.screenshot("plugins").await;
@@ -478,6 +528,9 @@ pub async fn every_flow_of_the_seed_works_in_a_browser() {
 
     // A cross-site request is refused, even with the cookie and the
     // page's token; the same request from the console's origin goes through.
+    // curl goes on with the browser's session: the URL's token is spent.
+    let cookie = b.c().get_named_cookie(&c.cookie_name()).await.unwrap();
+    c.session.set(format!("{}={}", cookie.name(), cookie.value())).unwrap();
     let page = b.body().await;
     let csrf = page.split("name=\"csrf\" value=\"").nth(1).and_then(|r| r.split('"').next()).unwrap().to_string();
     let path = format!("/ns/{ns}/connections/shop/test");

@@ -16,15 +16,23 @@
 //! as server-sent events and the page swaps in its new content. No asset
 //! is fetched at run time.
 //!
-//! Safety: it binds 127.0.0.1 by default; the URL it prints carries a
-//! one-time token, exchanged on the first visit for an HttpOnly,
-//! SameSite=Strict cookie (as Jupyter does); every request needs that
-//! cookie and a Host header naming the address it listens on (no DNS
-//! rebinding); every write is a POST that must come from the console's own
-//! origin and carry the page's anti-forgery token. Secret values are never
-//! read, and the credentials a form sends go to the apiserver only.
+//! Safety (`gate.rs`): it binds 127.0.0.1 by default. The URL it prints
+//! carries a token that is exchanged once: the first visit with it gets an
+//! HttpOnly, SameSite=Strict session cookie (as Jupyter does), whose value
+//! is a random value of its own, and is redirected to the same path without
+//! the token. Unlike Jupyter's, the token is refused after that, with a
+//! page that says to go on in the browser that opened it or to restart the
+//! console: a URL left in shell or browser history is worthless. Every
+//! request needs the cookie and a Host header naming the address it listens
+//! on (no DNS rebinding); every write is a POST that must come from the
+//! console's own origin and carry the page's anti-forgery token. Tokens
+//! come from `getrandom` and are compared with `subtle`; cookies, queries
+//! and forms are read by the `cookie` crate and axum's `Query` and `Form`.
+//! Secret values are never read, and the credentials a form sends go to the
+//! apiserver only.
 
 mod form;
+mod gate;
 mod new;
 mod view;
 mod write;
@@ -37,7 +45,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -49,15 +57,10 @@ use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use manifold::api::{Connection, Workspace, WorkspaceConnection};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
+use serde::Deserialize;
 
+use self::gate::Gate;
 use super::{KubeFlags, Result};
-
-/// The session cookie's name carries the port: browsers share cookies
-/// between the ports of one host, and two consoles (two users, two
-/// clusters) must not log each other out.
-fn cookie_name(port: u16) -> String {
-    format!("manifold_console_{port}")
-}
 
 /// The namespace annotation that makes every console action produce YAML.
 pub const GITOPS_ONLY_ANNOTATION: &str = "manifold.dev/gitops-only";
@@ -81,13 +84,9 @@ pub struct ConsoleArgs {
 pub struct Console {
     client: Client,
     namespace: String,
-    token: String,
-    /// The anti-forgery token every form carries.
-    csrf: String,
-    /// The Host headers a request may carry.
-    hosts: Vec<String>,
-    /// The session cookie's name.
-    cookie: String,
+    /// Who may use the console; it holds the anti-forgery token the forms
+    /// carry.
+    gate: Arc<Gate>,
     record: Option<std::sync::Mutex<std::fs::File>>,
     /// Where the allowed wrappers are published: (namespace, name).
     wrappers: (String, String),
@@ -95,22 +94,16 @@ pub struct Console {
 
 type Shared = Arc<Console>;
 
-/// The fields of a POSTed form, checked by the guard.
-#[derive(Clone, Debug, Default)]
+/// The fields of a POSTed form (whose anti-forgery token the guard
+/// checked), read with axum's `Form`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(transparent)]
 pub struct Fields(pub form::Values);
 
 impl Fields {
     pub fn get(&self, key: &str) -> &str {
         self.0.get(key).map(String::as_str).unwrap_or_default()
     }
-}
-
-/// 32 random bytes from the kernel, as hex.
-fn token() -> Result<String> {
-    use std::io::Read;
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 pub async fn run(flags: &KubeFlags, args: ConsoleArgs) -> Result<()> {
@@ -127,22 +120,13 @@ pub async fn run(flags: &KubeFlags, args: ConsoleArgs) -> Result<()> {
     let (client, namespace) = flags.client().await?;
     let listener = tokio::net::TcpListener::bind(args.address).await?;
     let address = listener.local_addr()?;
-    let hosts = vec![address.to_string(), format!("localhost:{}", address.port())];
+    let gate = Arc::new(Gate::new(address)?);
     let record = match &args.record_responses {
         Some(path) => Some(std::sync::Mutex::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?)),
         None => None,
     };
-    let console = Arc::new(Console {
-        client,
-        namespace,
-        token: token()?,
-        csrf: token()?,
-        hosts,
-        cookie: cookie_name(address.port()),
-        record,
-        wrappers,
-    });
-    println!("Manifold console: http://{address}/?token={}", console.token);
+    let console = Arc::new(Console { client, namespace, gate, record, wrappers });
+    println!("Manifold console: {}", console.gate.url());
     let app = Router::new()
         .route("/", get(home))
         .route("/ns/{ns}/connections", get(view::connections))
@@ -160,103 +144,11 @@ pub async fn run(flags: &KubeFlags, args: ConsoleArgs) -> Result<()> {
         .route("/ns/{ns}/workspaces/{name}", get(view::workspace))
         .route("/ns/{ns}/workspaces/{name}/attach", post(write::attach_workspace))
         .route("/ns/{ns}/events", get(events))
-        .layer(middleware::from_fn_with_state(console.clone(), guard))
+        .layer(middleware::from_fn_with_state(console.gate.clone(), gate::guard))
         .layer(middleware::from_fn_with_state(console.clone(), record_bodies))
         .with_state(console);
     axum::serve(listener, app).await?;
     Ok(())
-}
-
-pub fn query_param(uri: &axum::http::Uri, key: &str) -> Option<String> {
-    uri.query()?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == key).then(|| percent_decode(v))
-    })
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
-                Ok(b) => {
-                    out.push(b);
-                    i += 2;
-                }
-                Err(_) => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// An `application/x-www-form-urlencoded` body.
-fn parse_form(body: &[u8]) -> form::Values {
-    String::from_utf8_lossy(body)
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-/// A cross-site write: a POST whose Origin is not the console's own, or
-/// that has no Origin and no `Sec-Fetch-Site: same-origin` (browsers send
-/// one of them with every form).
-fn cross_site(headers: &HeaderMap, hosts: &[String]) -> bool {
-    match headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
-        Some(origin) => !hosts.iter().any(|h| origin == format!("http://{h}")),
-        None => headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) != Some("same-origin"),
-    }
-}
-
-/// The token, the cookie, the Host header, and for a write its origin and
-/// anti-forgery token, checked before any handler.
-async fn guard(State(console): State<Shared>, request: Request, next: Next) -> Response {
-    let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
-    if !console.hosts.iter().any(|h| h == host) {
-        return (StatusCode::FORBIDDEN, "unexpected Host header").into_response();
-    }
-    if request.method() == Method::GET {
-        if let Some(given) = query_param(request.uri(), "token") {
-            if constant_time_eq(given.as_bytes(), console.token.as_bytes()) {
-                let mut response = Redirect::to(request.uri().path()).into_response();
-                let cookie = format!("{}={}; HttpOnly; SameSite=Strict; Path=/", console.cookie, console.token);
-                response.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).expect("hex is a valid header"));
-                return response;
-            }
-            return (StatusCode::UNAUTHORIZED, "wrong token").into_response();
-        }
-    } else if request.method() != Method::POST {
-        return (StatusCode::METHOD_NOT_ALLOWED, "the console serves GET and form POSTs only").into_response();
-    }
-    if !has_cookie(request.headers(), &console.cookie, &console.token) {
-        return (StatusCode::UNAUTHORIZED, Html("<p>Open the URL that <code>manifold console</code> printed.</p>")).into_response();
-    }
-    if request.method() != Method::POST {
-        return next.run(request).await;
-    }
-    if cross_site(request.headers(), &console.hosts) {
-        return (StatusCode::FORBIDDEN, "cross-site request refused").into_response();
-    }
-    let (mut parts, body) = request.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, 256 * 1024).await else {
-        return (StatusCode::PAYLOAD_TOO_LARGE, "form too large").into_response();
-    };
-    let fields = parse_form(&bytes);
-    if !fields.get("csrf").is_some_and(|t| constant_time_eq(t.as_bytes(), console.csrf.as_bytes())) {
-        return (StatusCode::FORBIDDEN, "cross-site request refused: the form's token is missing or wrong; reload the page")
-            .into_response();
-    }
-    parts.extensions.insert(Fields(fields));
-    next.run(Request::from_parts(parts, Body::empty())).await
 }
 
 /// With `--record-responses`, every body served (event streams excepted)
@@ -276,19 +168,6 @@ async fn record_bodies(State(console): State<Shared>, request: Request, next: Ne
         let _ = file.write_all(&bytes).and_then(|()| file.write_all(b"\n"));
     }
     Response::from_parts(parts, Body::from(bytes))
-}
-
-fn has_cookie(headers: &HeaderMap, name: &str, token: &str) -> bool {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .any(|c| c.trim().split_once('=').is_some_and(|(k, v)| k == name && constant_time_eq(v.as_bytes(), token.as_bytes())))
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn home(State(console): State<Shared>) -> Redirect {
@@ -327,7 +206,7 @@ pub fn page(ns: &str, title: &str, body: Markup) -> Html<String> {
 pub fn post_form(console: &Console, action: &str, id: &str, inner: Markup) -> Markup {
     html! {
         form method="post" action=(action) id=(id) {
-            input type="hidden" name="csrf" value=(console.csrf);
+            input type="hidden" name="csrf" value=(console.gate.csrf());
             (inner)
         }
     }
@@ -392,36 +271,4 @@ async fn events(State(console): State<Shared>, Path(ns): Path<String>) -> impl I
     .filter(|ok| futures::future::ready(*ok))
     .map(ping);
     Sse::new(changes).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_write_from_another_origin_is_cross_site() {
-        let hosts = vec!["127.0.0.1:8080".to_string()];
-        let headers = |pairs: &[(&'static str, &'static str)]| {
-            let mut h = HeaderMap::new();
-            for (k, v) in pairs {
-                h.insert(*k, HeaderValue::from_static(v));
-            }
-            h
-        };
-        assert!(!cross_site(&headers(&[("origin", "http://127.0.0.1:8080")]), &hosts));
-        assert!(cross_site(&headers(&[("origin", "http://evil.example")]), &hosts));
-        assert!(cross_site(&headers(&[("origin", "null")]), &hosts));
-        assert!(!cross_site(&headers(&[("sec-fetch-site", "same-origin")]), &hosts));
-        assert!(cross_site(&headers(&[("sec-fetch-site", "cross-site")]), &hosts));
-        assert!(cross_site(&headers(&[]), &hosts));
-    }
-
-    #[test]
-    fn forms_decode() {
-        let f = parse_form(b"name=a+b&pw=%26%3D%25&empty=&flag");
-        assert_eq!(f["name"], "a b");
-        assert_eq!(f["pw"], "&=%");
-        assert_eq!(f["empty"], "");
-        assert_eq!(f["flag"], "");
-    }
 }

@@ -4,7 +4,7 @@
 //! credentials step and, once a draft exists, its test result with Create
 //! and Discard. The writes behind the form are in `write.rs`.
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -13,10 +13,11 @@ use kube::api::{Api, ListParams};
 use manifold::api::{Connection, SECRET_LABEL, TEST_REQUEST_ANNOTATION, is_draft};
 use manifold::plugins::AllowedWrapper;
 use maud::{Markup, html};
+use serde::Deserialize;
 
 use super::form::{self, Input, PLUGINS, Values};
 use super::view::{allowed, outcome};
-use super::{Console, Shared, button, page, post_form, query_param};
+use super::{Console, Shared, button, page, post_form};
 
 /// The key of the published ConfigMap that holds the wrappers, as JSON.
 pub const WRAPPERS_KEY: &str = "wrappers.json";
@@ -68,8 +69,16 @@ pub async fn plugins(State(console): State<Shared>, Path(ns): Path<String>) -> H
     )
 }
 
-pub async fn new_form(State(console): State<Shared>, Path((ns, plugin)): Path<(String, String)>, request: Request) -> Response {
-    let draft = match query_param(request.uri(), "draft") {
+/// The query of New Connection's form: the draft it shows (after Test
+/// Connection), or the allowed wrapper chosen from the plugin list.
+#[derive(Deserialize)]
+pub struct Chosen {
+    draft: Option<String>,
+    wrapper: Option<String>,
+}
+
+pub async fn new_form(State(console): State<Shared>, Path((ns, plugin)): Path<(String, String)>, Query(chosen): Query<Chosen>) -> Response {
+    let draft = match chosen.draft {
         Some(name) => match Api::<Connection>::namespaced(console.client.clone(), &ns).get(&name).await {
             Ok(c) if is_draft(&c) => Some(c),
             Ok(_) => return Redirect::to(&format!("/ns/{ns}/connections/{name}")).into_response(),
@@ -79,8 +88,8 @@ pub async fn new_form(State(console): State<Shared>, Path((ns, plugin)): Path<(S
     };
     let mut values = draft.as_ref().map(form::values_of).unwrap_or_default();
     // A wrapper chosen from the list; the form fills in its extension.
-    if let (None, Some(chosen)) = (&draft, query_param(request.uri(), "wrapper")) {
-        values.insert("plugin.wrapper".into(), chosen);
+    if let (None, Some(wrapper)) = (&draft, chosen.wrapper) {
+        values.insert("plugin.wrapper".into(), wrapper);
     }
     form_page(&console, &ns, &plugin, &values, draft.as_ref(), None).await
 }

@@ -1,7 +1,7 @@
 //! The screens that show: Connections, a connection's page, Workspaces and
 //! a workspace's page, with the buttons the user's RBAC allows.
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::response::Html;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use kube::ResourceExt;
@@ -10,8 +10,22 @@ use manifold::api::{
     Connection, ConnectionStatus, GROUP, SourceSchema, TestOutcome, Workspace, WorkspaceConnection, WorkspaceStatus, conditions, is_draft,
 };
 use maud::{Markup, html};
+use serde::Deserialize;
 
-use super::{Console, Shared, button, page, post_form, query_param};
+use super::{Console, Shared, button, page, post_form};
+
+/// The query of the Connections screen: its filter.
+#[derive(Deserialize)]
+pub struct Filter {
+    #[serde(default)]
+    q: String,
+}
+
+/// The query of a page that a write redirects back to: the write's error.
+#[derive(Deserialize)]
+pub struct Notice {
+    error: Option<String>,
+}
 
 pub fn error_page(ns: &str, title: &str, error: kube::Error) -> Html<String> {
     let message = match &error {
@@ -131,8 +145,11 @@ fn remove_menu(console: &Console, ns: &str, attachment: &str, back: &str, allowe
     }
 }
 
-pub async fn connections(State(console): State<Shared>, Path(ns): Path<String>, request: Request) -> Html<String> {
-    let filter = query_param(request.uri(), "q").unwrap_or_default();
+pub async fn connections(
+    State(console): State<Shared>,
+    Path(ns): Path<String>,
+    Query(Filter { q: filter }): Query<Filter>,
+) -> Html<String> {
     let api: Api<Connection> = Api::namespaced(console.client.clone(), &ns);
     let list = match api.list(&ListParams::default()).await {
         Ok(l) => l.items,
@@ -190,9 +207,12 @@ pub async fn connections(State(console): State<Shared>, Path(ns): Path<String>, 
     )
 }
 
-pub async fn connection(State(console): State<Shared>, Path((ns, name)): Path<(String, String)>, request: Request) -> Html<String> {
-    let notice = query_param(request.uri(), "error");
-    connection_page(&console, &ns, &name, notice.as_deref()).await
+pub async fn connection(
+    State(console): State<Shared>,
+    Path((ns, name)): Path<(String, String)>,
+    Query(notice): Query<Notice>,
+) -> Html<String> {
+    connection_page(&console, &ns, &name, notice.error.as_deref()).await
 }
 
 /// A connection's page, with an error from the last action if there was one.
@@ -407,9 +427,12 @@ pub async fn workspaces(State(console): State<Shared>, Path(ns): Path<String>) -
     )
 }
 
-pub async fn workspace(State(console): State<Shared>, Path((ns, name)): Path<(String, String)>, request: Request) -> Html<String> {
-    let notice = query_param(request.uri(), "error");
-    workspace_page(&console, &ns, &name, notice.as_deref()).await
+pub async fn workspace(
+    State(console): State<Shared>,
+    Path((ns, name)): Path<(String, String)>,
+    Query(notice): Query<Notice>,
+) -> Html<String> {
+    workspace_page(&console, &ns, &name, notice.error.as_deref()).await
 }
 
 pub async fn workspace_page(console: &Console, ns: &str, name: &str, error: Option<&str>) -> Html<String> {

@@ -14,7 +14,7 @@
 //! tenancy rules hold: the draft is the user's own write, admitted as any
 //! Connection is.
 
-use axum::Extension;
+use axum::Form;
 use axum::extract::{Path, State};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use k8s_openapi::api::core::v1::Secret;
@@ -103,11 +103,7 @@ fn without_credentials(values: &Values) -> Values {
 
 /// Test Connection: writes the draft (and its Secret), asks for a test,
 /// and shows the form with the result to come.
-pub async fn test_draft(
-    State(console): State<Shared>,
-    Path((ns, kind)): Path<(String, String)>,
-    Extension(fields): Extension<Fields>,
-) -> Response {
+pub async fn test_draft(State(console): State<Shared>, Path((ns, kind)): Path<(String, String)>, Form(fields): Form<Fields>) -> Response {
     let shown = without_credentials(&fields.0);
     let existing = |name: &str| {
         let api = Api::<Connection>::namespaced(console.client.clone(), &ns);
@@ -205,11 +201,7 @@ async fn drafts_secret(console: &Console, ns: &str, conn: &Connection) -> Option
     (secret.annotations().get(DRAFT_ANNOTATION) == Some(&conn.name_any())).then_some(name)
 }
 
-pub async fn create(
-    State(console): State<Shared>,
-    Path((ns, _kind)): Path<(String, String)>,
-    Extension(fields): Extension<Fields>,
-) -> Response {
+pub async fn create(State(console): State<Shared>, Path((ns, _kind)): Path<(String, String)>, Form(fields): Form<Fields>) -> Response {
     let name = fields.get("name").to_string();
     let conn = match the_draft(&console, &ns, &name).await {
         Ok(c) => c,
@@ -250,11 +242,7 @@ pub async fn create(
     }
 }
 
-pub async fn discard(
-    State(console): State<Shared>,
-    Path((ns, _kind)): Path<(String, String)>,
-    Extension(fields): Extension<Fields>,
-) -> Response {
+pub async fn discard(State(console): State<Shared>, Path((ns, _kind)): Path<(String, String)>, Form(fields): Form<Fields>) -> Response {
     let name = fields.get("name").to_string();
     let conn = match the_draft(&console, &ns, &name).await {
         Ok(c) => c,
@@ -319,7 +307,7 @@ async fn attach(console: &Console, ns: &str, connection: &str, workspace: &str, 
 pub async fn attach_connection(
     State(console): State<Shared>,
     Path((ns, name)): Path<(String, String)>,
-    Extension(fields): Extension<Fields>,
+    Form(fields): Form<Fields>,
 ) -> Response {
     let back = format!("/ns/{ns}/connections/{name}");
     attach(&console, &ns, &name, fields.get("workspace"), &back).await
@@ -328,18 +316,14 @@ pub async fn attach_connection(
 pub async fn attach_workspace(
     State(console): State<Shared>,
     Path((ns, name)): Path<(String, String)>,
-    Extension(fields): Extension<Fields>,
+    Form(fields): Form<Fields>,
 ) -> Response {
     let back = format!("/ns/{ns}/workspaces/{name}");
     attach(&console, &ns, fields.get("connection"), &name, &back).await
 }
 
 /// Remove, from a connection's or a workspace's list.
-pub async fn remove(
-    State(console): State<Shared>,
-    Path((ns, name)): Path<(String, String)>,
-    Extension(fields): Extension<Fields>,
-) -> Response {
+pub async fn remove(State(console): State<Shared>, Path((ns, name)): Path<(String, String)>, Form(fields): Form<Fields>) -> Response {
     let api = Api::<WorkspaceConnection>::namespaced(console.client.clone(), &ns);
     let back = fields.get("back");
     let attachment = match api.get(&name).await {
@@ -372,7 +356,7 @@ pub async fn test(State(console): State<Shared>, Path((ns, name)): Path<(String,
 pub async fn delete_connection(
     State(console): State<Shared>,
     Path((ns, name)): Path<(String, String)>,
-    Extension(fields): Extension<Fields>,
+    Form(fields): Form<Fields>,
 ) -> Response {
     if fields.get("confirm") != name {
         return connection_page(&console, &ns, &name, Some(&format!("Not deleted: type the connection's name, {name}, to delete it.")))
