@@ -129,8 +129,9 @@ struct RunArgs {
     type_extensions: Vec<String>,
     /// The Secret, in the operator's namespace (POD_NAMESPACE), that holds
     /// the key of every Workspace's database pin; made on first start.
-    #[arg(long, env = "MANIFOLD_PIN_KEY_SECRET", default_value = "manifold-pin-key")]
-    pin_key_secret: String,
+    /// Default: `<lease name>-pin-key`.
+    #[arg(long, env = "MANIFOLD_PIN_KEY_SECRET")]
+    pin_key_secret: Option<String>,
     /// Where sources may be: DNS patterns (`db.example.com`,
     /// `*.svc.cluster.local`) and CIDRs, comma-separated. Empty: anywhere.
     #[arg(long, env = "MANIFOLD_SOURCE_HOSTS", value_delimiter = ',')]
@@ -296,7 +297,8 @@ fn run(flags: cli::KubeFlags, args: RunArgs) -> Result<(), Box<dyn std::error::E
         let health = manifold::metrics::Health::default();
         let admin = manifold::metrics::serve(args.admin_address, metrics.clone(), health.clone()).await?;
         tracing::info!(address = %admin, "admin server listening");
-        let pin_key = manifold::controller::pin_key::load_or_create(&client, &args.lease_namespace, &args.pin_key_secret).await?;
+        let pin_key_secret = args.pin_key_secret.clone().unwrap_or_else(|| format!("{}-pin-key", args.lease_name));
+        let pin_key = manifold::controller::pin_key::load_or_create(&client, &args.lease_namespace, &pin_key_secret).await?;
         let shared = manifold::controller::Shared::new(client.clone(), settings, metrics, pin_key);
 
         if !args.leader_elect {

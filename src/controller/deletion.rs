@@ -29,9 +29,8 @@ use crate::postgres::Db;
 pub fn cleanup_database(ctx: &Context, ns: &str, ws_name: &str, uid: Option<&str>) -> Option<Db> {
     let ws = ctx.stores.workspace(ns, ws_name).filter(|ws| uid.is_none_or(|uid| ws.metadata.uid.as_deref() == Some(uid)));
     let uid = uid.map(str::to_owned).or_else(|| ws.as_ref().and_then(|ws| ws.metadata.uid.clone()))?;
-    let from_secret = ws
-        .and_then(|ws| resolve::workspace_target(ctx, &ws).ok())
-        .and_then(|target| ctx.pools.get(ns, ws_name, &target).ok());
+    let from_secret =
+        ws.and_then(|ws| resolve::workspace_target(ctx, &ws).ok()).and_then(|target| ctx.pools.get(ns, ws_name, &target).ok());
     from_secret.or_else(|| ctx.pools.cached(ns, ws_name, &uid)).map(|db| Arc::new(db) as Db)
 }
 

@@ -95,7 +95,7 @@ impl Database {
                 .await
                 .map_err(|e| with_hint(err(e), plan, &locked.role))?;
             if let Some(refused) = done.refused {
-                return Err(Failure::new(Reason::SourceRefused, redact(&refused, &secrets)));
+                return Err(Failure::new(Reason::SourceRefused, scrub(&refused, &secrets)));
             }
             // An import that also reads a row proves what a test proves.
             let proven = if tables_change && done.held.is_empty() {

@@ -6,7 +6,7 @@
 use tokio_postgres::error::SqlState;
 
 use crate::api::{Failure, Reason};
-use crate::secret::{redact, sanitize};
+use crate::secret::scrub;
 
 /// Maps a Postgres error to a reason. postgres_fdw reports a failed remote
 /// connection as 08001 with libpq's text in the detail, so the text decides
@@ -15,9 +15,9 @@ use crate::secret::{redact, sanitize};
 pub fn classify(err: &tokio_postgres::Error, secrets: &[&str]) -> Failure {
     let Some(db) = err.as_db_error() else {
         // No server response: the workspace connection itself broke.
-        return Failure::new(Reason::WorkspaceUnreachable, redact(&sanitize(&format!("workspace database: {}", chain(err))), secrets));
+        return Failure::new(Reason::WorkspaceUnreachable, scrub(&format!("workspace database: {}", chain(err)), secrets));
     };
-    Failure::new(reason_of(db.code(), db.message(), db.detail()), redact(&sanitize(&text_of(db.message(), db.detail())), secrets))
+    Failure::new(reason_of(db.code(), db.message(), db.detail()), scrub(&text_of(db.message(), db.detail()), secrets))
 }
 
 /// The message and its detail, as a person reads them.

@@ -180,16 +180,18 @@ impl Database {
         };
         self.count(1, 0);
         let trusted: &[String] = &self.type_extensions;
-        let row =
-            tx.query_one(&tx.prepare_cached(sql::IMPORT_INTRUDERS).await?, &[&schema, &server, &tables, &columns, &fresh, &trusted]).await?;
+        let row = tx
+            .query_one(&tx.prepare_cached(sql::IMPORT_INTRUDERS).await?, &[&schema, &server, &tables, &columns, &fresh, &trusted])
+            .await?;
         let found: Vec<String> = row.get(0);
         if found.is_empty() {
             return Ok(None);
         }
-        Ok(Some(sanitize(&format!(
+        // Raw: the caller scrubs it of the plan's secrets, then sanitizes.
+        Ok(Some(format!(
             "the source's answer to the import would have created what an import may not, so nothing was imported: {}",
             found.join("; ")
-        ))))
+        )))
     }
 
     pub(super) async fn flush(

@@ -41,7 +41,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::api::{Failure, Reason};
 use crate::plugins::EXTENSION_SCHEMA;
-use crate::secret::{redact, sanitize};
+use crate::secret::{sanitize, scrub};
 
 mod attach;
 mod db;

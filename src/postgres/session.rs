@@ -5,7 +5,13 @@ use super::*;
 
 impl Database {
     /// Builds the pools of a workspace. Nothing connects until first use.
-    pub fn new(target: &Target, sizes: PoolSizes, timeouts: Timeouts, counters: Counters, type_extensions: Arc<[String]>) -> Result<Self, Failure> {
+    pub fn new(
+        target: &Target,
+        sizes: PoolSizes,
+        timeouts: Timeouts,
+        counters: Counters,
+        type_extensions: Arc<[String]>,
+    ) -> Result<Self, Failure> {
         let invalid = |m: String| Failure::new(Reason::InvalidSpec, m);
         let (uri, mode) = tls::split_sslmode(&target.uri).map_err(|m| invalid(format!("the workspace Secret's URI: {m}")))?;
         let mut config: tokio_postgres::Config =
@@ -122,7 +128,7 @@ impl Database {
                 deadpool_postgres::PoolError::Timeout(_) => "timed out waiting for a connection".to_owned(),
                 other => other.to_string(),
             };
-            let message = redact(&sanitize(&format!("cannot connect to the workspace database: {text}")), &[&self.uri_secret]);
+            let message = scrub(&format!("cannot connect to the workspace database: {text}"), &[&self.uri_secret]);
             Failure::new(Reason::WorkspaceUnreachable, message)
         })?;
         let cancel = object.cancel_token();

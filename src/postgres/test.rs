@@ -41,7 +41,7 @@ impl Database {
             let done =
                 self.execute_for(&tx, &plan.schema, None, &f.wrapper, statements).await.map_err(|e| with_hint(err(e), plan, &role))?;
             if let Some(refused) = done.refused {
-                return Err(Failure::new(Reason::SourceRefused, redact(&refused, &secrets)));
+                return Err(Failure::new(Reason::SourceRefused, scrub(&refused, &secrets)));
             }
             self.count(1, 0);
             let tables: Vec<String> =

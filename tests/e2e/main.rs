@@ -70,6 +70,11 @@ fn main() {
         console::every_flow_of_the_seed_works_in_a_browser,
         import::a_postgres_connection_of_a_spc_file_attaches,
         selector::a_selector_needs_attach_on_every_connection,
+        pins::a_test_follows_the_attachment_to_the_workspace_it_first_saw,
+        pins::a_database_behind_a_repointed_name_is_refused,
+        pins::a_planted_domain_never_runs_as_the_operator,
+        pins::a_label_that_joins_a_selector_needs_attach,
+        pins::the_workspace_login_is_manifolds_alone,
     ])
 }
 
@@ -80,6 +85,7 @@ mod db_safety;
 mod gitops;
 mod hostile;
 mod import;
+mod pins;
 mod plugin;
 mod quoting;
 mod security;

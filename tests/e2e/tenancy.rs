@@ -14,7 +14,7 @@ use crate::support::world::as_is;
 use crate::support::{FakeSource, control_plane, secret_marker, secret_yaml, stdout_ok, unlabelled_secret_yaml, wait_for};
 
 /// A ServiceAccount that may write the three kinds, and nothing else.
-fn tenant_rbac(name: &str) -> String {
+pub(crate) fn tenant_rbac(name: &str) -> String {
     format!(
         "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{ name: {name} }}\n---\n\
          apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{ name: {name} }}\nrules:\n\
@@ -28,7 +28,7 @@ fn tenant_rbac(name: &str) -> String {
 
 /// `get` on one Secret, as a GitOps controller's ServiceAccount has it for
 /// the Secrets it manages.
-fn secret_reader_rbac(sa: &str, secret: &str) -> String {
+pub(crate) fn secret_reader_rbac(sa: &str, secret: &str) -> String {
     format!(
         "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{ name: read-{secret} }}\nrules:\n\
          - apiGroups: [\"\"]\n  resources: [secrets]\n  resourceNames: [{secret}]\n  verbs: [get]\n---\n\
@@ -46,14 +46,14 @@ fn connection_to(name: &str, port: u16, secret: &str) -> String {
     )
 }
 
-fn workspace_with(name: &str, secret: &str) -> String {
+pub(crate) fn workspace_with(name: &str, secret: &str) -> String {
     format!(
         "apiVersion: manifold.dev/v1alpha1\nkind: Workspace\nmetadata: {{ name: {name} }}\n\
          spec: {{ database: {{ secretRef: {{ name: {secret} }} }} }}\n"
     )
 }
 
-fn ws_reason(ws: &Workspace) -> Option<String> {
+pub(crate) fn ws_reason(ws: &Workspace) -> Option<String> {
     ws.status.as_ref().and_then(|s| conditions::find(&s.conditions, conditions::READY)).map(|c| c.reason.clone())
 }
 
@@ -165,7 +165,7 @@ pub async fn a_secret_nobody_opted_in_is_never_read() {
 
 /// `attach` on one Connection (or on all), as the chart's attacher
 /// ClusterRole grants it, in a Role of the namespace.
-fn attacher_rbac(sa: &str) -> String {
+pub(crate) fn attacher_rbac(sa: &str) -> String {
     format!(
         "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{ name: attach-{sa} }}\nrules:\n\
          - apiGroups: [manifold.dev]\n  resources: [connections]\n  verbs: [attach]\n---\n\
@@ -175,7 +175,7 @@ fn attacher_rbac(sa: &str) -> String {
     )
 }
 
-fn attachment_yaml(name: &str, workspace: &str, connection: &str) -> String {
+pub(crate) fn attachment_yaml(name: &str, workspace: &str, connection: &str) -> String {
     format!(
         "apiVersion: manifold.dev/v1alpha1\nkind: WorkspaceConnection\nmetadata: {{ name: {name} }}\n\
          spec: {{ workspace: {workspace}, connection: {connection} }}\n"
@@ -185,7 +185,7 @@ fn attachment_yaml(name: &str, workspace: &str, connection: &str) -> String {
 /// Everything of `prod`'s that the tenant's own database could hold: user
 /// mappings (their options are the password), and the password anywhere
 /// in its server log, which logs every statement of that database.
-async fn tenant_holds_nothing(own: &crate::support::Postgres, db: &str, password: &str) {
+pub(crate) async fn tenant_holds_nothing(own: &crate::support::Postgres, db: &str, password: &str) {
     let admin = own.connect(db).await;
     let mappings = admin.query_one("SELECT count(*) FROM pg_user_mappings", &[]).await.unwrap().get::<_, i64>(0);
     assert_eq!(mappings, 0, "a user mapping reached the tenant's database");

@@ -140,9 +140,7 @@ pub(super) async fn report(
     }
     let status = WorkspaceStatus {
         database: current.and_then(|s| s.database.clone()).or_else(|| seen.as_ref().and_then(|s| s.identity.clone())),
-        pinned_at: current
-            .and_then(|s| s.pinned_at.clone())
-            .or_else(|| seen.as_ref().filter(|s| s.pinned).map(|_| status::now())),
+        pinned_at: current.and_then(|s| s.pinned_at.clone()).or_else(|| seen.as_ref().filter(|s| s.pinned).map(|_| status::now())),
         postgres_version: seen.as_ref().map(|s| s.version.clone()).or_else(|| current.and_then(|s| s.postgres_version.clone())),
         connection_count: connections.iter().filter(|c| c.state == "Ready").count() as i32,
         connections,

@@ -96,17 +96,23 @@ impl Postgres {
     /// it to that role.
     pub async fn database(&self, prefix: &str) -> String {
         let name = unique(prefix).replace('-', "_");
-        let (role, password) = Postgres::owner(&name);
+        self.database_named(&name).await;
+        name
+    }
+
+    /// `database`, under a name given: on a second server, the same name,
+    /// owner and password as a database of the first (an impostor).
+    pub async fn database_named(&self, name: &str) {
+        let (role, password) = Postgres::owner(name);
         let admin = self.connect("postgres").await;
         admin.batch_execute(&format!("CREATE ROLE {role} LOGIN PASSWORD '{password}'")).await.unwrap();
         admin.batch_execute(&format!("CREATE DATABASE {name} OWNER {role}")).await.unwrap();
-        let db = self.connect(&name).await;
+        let db = self.connect(name).await;
         db.batch_execute(&format!(
             "CREATE EXTENSION postgres_fdw SCHEMA public; GRANT USAGE ON FOREIGN DATA WRAPPER postgres_fdw TO {role}"
         ))
         .await
         .unwrap();
-        name
     }
 
     /// Creates a fresh, empty database, owned by the superuser, with no

@@ -8,11 +8,13 @@ use std::time::Duration;
 // A TCP proxy that can hold connections
 
 /// A TCP proxy in front of a server, for faults: while paused it accepts
-/// connections but forwards nothing, and it can delay every new connection.
+/// connections but forwards nothing, it can delay every new connection,
+/// and it can send new connections to another server.
 pub struct Proxy {
     pub port: u16,
     paused: std::sync::Arc<std::sync::atomic::AtomicBool>,
     delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    target: std::sync::Arc<std::sync::atomic::AtomicU16>,
 }
 
 impl Proxy {
@@ -23,22 +25,29 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let paused = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let delay_ms = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (p, d) = (paused.clone(), delay_ms.clone());
+        let target = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(target));
+        let (p, d, t) = (paused.clone(), delay_ms.clone(), target.clone());
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
-                let (p, d) = (p.clone(), d.clone());
+                let (p, d, t) = (p.clone(), d.clone(), t.clone());
                 tokio::spawn(async move {
                     while p.load(Relaxed) {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                     tokio::time::sleep(Duration::from_millis(d.load(Relaxed))).await;
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", t.load(Relaxed))).await {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                     }
                 });
             }
         });
-        Proxy { port, paused, delay_ms }
+        Proxy { port, paused, delay_ms, target }
+    }
+
+    /// Sends new connections to 127.0.0.1:`port` from now on, as a DNS
+    /// name or a Service re-pointed elsewhere does; open ones stay.
+    pub fn retarget(&self, port: u16) {
+        self.target.store(port, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn pause(&self, paused: bool) {

@@ -249,7 +249,9 @@ mod tests {
         for ok in ["sales", "_x", "a1_b2", &"a".repeat(63)] {
             assert_eq!(schema_name_problem(ok), None, "{ok}");
         }
-        for bad in ["", "1abc", "Sales", "sa-les", "sa\"les", "public", "information_schema", "manifold", "pg_x", "pg_", "ä", &"a".repeat(64)] {
+        for bad in
+            ["", "1abc", "Sales", "sa-les", "sa\"les", "public", "information_schema", "manifold", "pg_x", "pg_", "ä", &"a".repeat(64)]
+        {
             assert!(schema_name_problem(bad).is_some(), "{bad}");
         }
     }
