@@ -49,6 +49,7 @@ pub fn unreachable(reason: Reason) -> bool {
     matches!(
         reason,
         Reason::WorkspaceUnreachable
+            | Reason::DatabaseMoved
             | Reason::Timeout
             | Reason::HostUnreachable
             | Reason::SecretNotFound

@@ -36,12 +36,20 @@ pub fn context(workspaces: Vec<Workspace>, connections: Vec<Connection>, attachm
     let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
     let client = kube::Client::try_from(config).unwrap();
     let shared = Arc::new(Shared::new(client, Settings::default(), Arc::default(), crate::postgres::pin::PinKey::random()));
+    // The indexes as the watches would have built them.
+    let index: Arc<std::sync::RwLock<super::index::Index>> = Arc::default();
+    {
+        let mut index = index.write().unwrap();
+        workspaces.iter().for_each(|w| index.workspace_event(&watcher::Event::Apply(w.clone())));
+        connections.iter().for_each(|c| index.connection_event(&watcher::Event::Apply(c.clone())));
+        attachments.iter().for_each(|a| index.attachment_event(&watcher::Event::Apply(a.clone())));
+    }
     let stores = Stores {
         workspaces: store(workspaces),
         connections: store(connections),
         attachments: store(attachments),
         secrets: store(vec![]),
-        index: Arc::default(),
+        index,
     };
     let (ws, _) = futures::channel::mpsc::unbounded();
     let (conn, _) = futures::channel::mpsc::unbounded();

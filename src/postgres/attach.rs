@@ -323,6 +323,7 @@ impl Database {
                 .map(|(name, _)| name.to_owned())
                 .collect(),
             columns: Vec::new(),
+            server_options_public: row.get::<_, Option<bool>>("server_options_public").unwrap_or(true),
         };
         Ok((locked, row.get("extension_schema")))
     }

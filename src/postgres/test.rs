@@ -37,7 +37,8 @@ impl Database {
                 ));
             }
             let extension_schema: Option<String> = row.get("extension_schema");
-            let statements = plan::test(plan, wrapper_state(row.get("wrapper")), &role)?;
+            let public = row.get::<_, Option<bool>>("server_options_public").unwrap_or(true);
+            let statements = plan::test(plan, wrapper_state(row.get("wrapper")), &role, public)?;
             let done =
                 self.execute_for(&tx, &plan.schema, None, &f.wrapper, statements).await.map_err(|e| with_hint(err(e), plan, &role))?;
             if let Some(refused) = done.refused {

@@ -47,12 +47,20 @@ pub async fn a_test_follows_the_attachment_to_the_workspace_it_first_saw() {
     w.connection_only("prod", as_is);
     w.attach("ws-prod", "ws", "prod", as_is);
     w.wait_ready("ws-prod").await;
+    // One that never becomes Ready is pinned too, from its first report.
+    w.credentials("bad", &format!("wrong-{}", secret_marker()));
+    w.connection_only("bad", as_is);
+    w.attach("ws-bad", "ws", "bad", as_is);
+    let bad = w.wait_reason("ws-bad", "AuthenticationFailed").await;
+    let uid = wait_ws(&w, "ws", "its uid", |_| true).await.metadata.uid;
+    assert_eq!(bad.status.unwrap().workspace_uid, uid, "a failed attachment records the Workspace it saw");
 
     stdout_ok(&w.t.kubectl(&["delete", "mws", "ws", "--wait=true", "--timeout=60s"]));
     w.apply(&secret_yaml("t-db", &[("uri", &own.owner_uri(&tenant_db))]));
     w.apply(&workspace_with("ws", "t-db"));
     wait_ws(&w, "ws", "the new one Ready", |ws| ws_reason(ws).as_deref() == Some("Reachable")).await;
     w.wait_reason("ws-prod", "WorkspaceNotFound").await;
+    w.wait_reason("ws-bad", "WorkspaceNotFound").await;
 
     stdout_ok(&w.t.kubectl(&["annotate", "--overwrite", "conn", "prod", "manifold.dev/test-request=after-swap"]));
     let conn = w.wait_test("prod", "the requested test", |t| t.request.as_deref() == Some("after-swap")).await;

@@ -289,6 +289,7 @@ mod accepted_specs {
                     readers: vec!["gone".into()],
                     views: Vec::new(),
                     columns: Vec::new(),
+                    server_options_public: true,
                 };
                 if let Ok((_, statements)) = plan::attach(&plan, &locked) {
                     for statement in &statements {

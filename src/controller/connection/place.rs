@@ -76,3 +76,69 @@ pub(super) fn admin_test_database(ctx: &Context) -> Result<crate::postgres::Db, 
         .map(|db| std::sync::Arc::new(db) as crate::postgres::Db)
         .map_err(|f| Failure::new(f.reason, format!("the test database: {}", f.message)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{WorkspaceConnection, WorkspaceConnectionStatus};
+    use crate::controller::testing::context;
+
+    fn workspace(name: &str, uid: &str) -> Workspace {
+        let mut ws: Workspace = serde_json::from_value(serde_json::json!({
+            "apiVersion": "manifold.dev/v1alpha1", "kind": "Workspace",
+            "metadata": { "name": name, "namespace": "t", "uid": uid },
+            "spec": { "database": { "secretRef": { "name": "db", "key": "uri" } } },
+            "status": { "conditions": [{ "type": "Ready", "status": "True", "reason": "Reachable", "message": "",
+                                         "lastTransitionTime": "2026-01-01T00:00:00Z" }] },
+        }))
+        .unwrap();
+        ws.metadata.namespace = Some("t".into());
+        ws
+    }
+
+    fn attachment(name: &str, ws: &str, pinned: Option<&str>) -> WorkspaceConnection {
+        let mut att = WorkspaceConnection::new(
+            name,
+            crate::api::WorkspaceConnectionSpec { workspace: ws.into(), connection: "prod".into(), deletion_policy: Default::default() },
+        );
+        att.metadata.namespace = Some("t".into());
+        att.status = Some(WorkspaceConnectionStatus { workspace_uid: pinned.map(str::to_owned), ..Default::default() });
+        att
+    }
+
+    fn prod() -> Connection {
+        let mut c = Connection::new(
+            "prod",
+            crate::api::ConnectionSpec { schema: None, plugin: None, aggregator: None, credentials: None, tables: None, test: None },
+        );
+        c.metadata.namespace = Some("t".into());
+        c
+    }
+
+    fn placed(ctx: &Context) -> Option<String> {
+        match test_workspace(ctx, &prod()) {
+            Ok(TestPlace::Workspace(ws)) => Some(format!("{}/{}", ws.name_any(), ws.metadata.uid.clone().unwrap_or_default())),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_test_goes_only_to_the_workspace_an_attachment_is_pinned_to() {
+        // Pinned to the Workspace "ws" that exists: the test goes there.
+        let ctx = context(vec![workspace("ws", "uid-1")], vec![prod()], vec![attachment("a", "ws", Some("uid-1"))]);
+        assert_eq!(placed(&ctx).as_deref(), Some("ws/uid-1"));
+        // "ws" was deleted and made again (another uid): not there.
+        let ctx = context(vec![workspace("ws", "uid-2")], vec![prod()], vec![attachment("a", "ws", Some("uid-1"))]);
+        assert_eq!(placed(&ctx), None);
+        // An attachment that has not seen its Workspace yet places nothing.
+        let ctx = context(vec![workspace("ws", "uid-1")], vec![prod()], vec![attachment("a", "ws", None)]);
+        assert_eq!(placed(&ctx), None);
+        // Of two, the pinned one, whatever the names' order.
+        let ctx = context(
+            vec![workspace("aa", "uid-a"), workspace("zz", "uid-z")],
+            vec![prod()],
+            vec![attachment("a", "aa", None), attachment("z", "zz", Some("uid-z"))],
+        );
+        assert_eq!(placed(&ctx).as_deref(), Some("zz/uid-z"));
+    }
+}

@@ -63,6 +63,9 @@ reasons! {
     /// reading through another server, other options, other objects): the
     /// import was rolled back.
     SourceRefused,
+    /// A server's options would carry a Secret's values where every role
+    /// of the database reads them.
+    SecretExposed,
     SchemaConflict,
     DependentObjects,
     InvalidSpec,
@@ -136,6 +139,7 @@ impl Reason {
                 | Reason::PermissionDenied
                 | Reason::RemoteSchemaMissing
                 | Reason::SourceRefused
+                | Reason::SecretExposed
                 | Reason::RoleNotFound
                 | Reason::TestFailed
                 | Reason::CleanupAbandoned
@@ -214,6 +218,7 @@ mod tests {
             (Reason::PermissionDenied, true, Backoff),
             (Reason::Timeout, false, Backoff),
             (Reason::SourceRefused, true, Backoff),
+            (Reason::SecretExposed, true, Backoff),
             (Reason::SchemaConflict, true, AwaitChange),
             (Reason::DependentObjects, true, Backoff),
             (Reason::InvalidSpec, true, AwaitChange),

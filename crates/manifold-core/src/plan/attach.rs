@@ -150,6 +150,23 @@ pub fn attach(plan: &AttachPlan, locked: &Locked) -> Result<(Change, Vec<Stateme
     Ok((change, statements))
 }
 
+/// A server whose options carry a Secret's values (a steampipe `config`
+/// with the credentials in it) is not made where every role of the
+/// database reads every server's options: only Manifold's login may read
+/// a Secret's value from the catalog.
+fn exposed(foreign: &Foreign, locked: &Locked) -> Result<(), Failure> {
+    if foreign.embedded_secrets.is_empty() || !locked.server_options_public {
+        return Ok(());
+    }
+    Err(Failure::new(
+        Reason::SecretExposed,
+        "this connection's credentials are part of its server's options, and every role of this database reads every \
+         server's options (pg_foreign_server.srvoptions is granted to PUBLIC, Postgres's default): a superuser runs \
+         REVOKE SELECT ON pg_catalog.pg_foreign_server FROM PUBLIC; GRANT SELECT (oid, srvname, srvowner, srvfdw, srvtype, \
+         srvversion, srvacl) ON pg_catalog.pg_foreign_server TO PUBLIC; nothing was created",
+    ))
+}
+
 fn attach_foreign(plan: &AttachPlan, foreign: &Foreign, change: &Change, locked: &Locked) -> Result<Vec<Statement>, Failure> {
     let observed = &locked.observed;
     let (schema, server) = (&plan.schema, &foreign.server);
@@ -180,6 +197,7 @@ fn attach_foreign(plan: &AttachPlan, foreign: &Foreign, change: &Change, locked:
         }
         Change::Rebuild => {
             statements.extend(ensure_wrapper(foreign, locked)?);
+            exposed(foreign, locked)?;
             if observed.schema_comment.is_some() {
                 statements.push(drop_owned());
             }

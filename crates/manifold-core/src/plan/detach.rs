@@ -5,7 +5,7 @@ use super::*;
 
 /// The statements of a connection test: what an attach of a fresh schema
 /// runs, in a transaction that is always rolled back.
-pub fn test(plan: &AttachPlan, wrapper: WrapperState, role: &str) -> Result<Vec<Statement>, Failure> {
+pub fn test(plan: &AttachPlan, wrapper: WrapperState, role: &str, server_options_public: bool) -> Result<Vec<Statement>, Failure> {
     let locked = Locked {
         observed: Observed::default(),
         owned_tables: Vec::new(),
@@ -14,6 +14,7 @@ pub fn test(plan: &AttachPlan, wrapper: WrapperState, role: &str) -> Result<Vec<
         readers: Vec::new(),
         views: Vec::new(),
         columns: Vec::new(),
+        server_options_public,
     };
     let (_, mut statements) = attach(plan, &locked)?;
     statements.retain(|s| !matches!(s, Statement::MarkSchema { .. } | Statement::CommentOnServer { .. } | Statement::GrantReaders { .. }));

@@ -51,6 +51,11 @@ pub struct Locked {
     pub views: Vec<String>,
     /// For an aggregator: the columns of its members' foreign tables.
     pub columns: Vec<Column>,
+    /// Every role of the database reads every server's options
+    /// (`pg_foreign_server.srvoptions` is granted to PUBLIC, Postgres's
+    /// default): a server whose options carry a Secret's values may not be
+    /// made there.
+    pub server_options_public: bool,
 }
 
 /// One column of a member's foreign table.

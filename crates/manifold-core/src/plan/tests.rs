@@ -76,6 +76,7 @@ fn locked(observed: Observed, owned: &[&str]) -> Locked {
         readers: Vec::new(),
         views: Vec::new(),
         columns: Vec::new(),
+        server_options_public: false,
     }
 }
 
@@ -398,9 +399,9 @@ fn orphaning_marks_only_our_schema_once() {
 
 #[test]
 fn a_test_builds_without_markers() {
-    let statements = test(&plan(), WrapperState::Usable, "app").unwrap();
+    let statements = test(&plan(), WrapperState::Usable, "app", true).unwrap();
     assert_eq!(kinds(&statements), ["create-server", "create-mapping", "create-schema", "import"]);
-    assert_eq!(test(&plan(), WrapperState::NoUsage, "app").unwrap_err().reason, Reason::PermissionDenied);
+    assert_eq!(test(&plan(), WrapperState::NoUsage, "app", true).unwrap_err().reason, Reason::PermissionDenied);
 }
 
 #[test]
@@ -442,4 +443,25 @@ fn a_wrapper_that_keeps_connections_is_told_to_close_them_after_a_change_or_a_te
     assert!(after_commit(&mysql, &Change::Rebuild, Some("ext")).is_empty());
     assert!(replaces_tables(&pg, &Change::Rebuild));
     assert!(!replaces_tables(&pg, &Change::None));
+}
+
+#[test]
+fn credentials_in_a_servers_options_are_not_put_where_every_role_reads_them() {
+    // A steampipe config that carries the Secret's values.
+    let mut steampipe = plan();
+    if let Source::Foreign(f) = &mut steampipe.source {
+        f.server_options = vec![("config".into(), SecretString::new("token = \"s3cret\"\n".into()))];
+        f.mapping_options = Vec::new();
+        f.embedded_secrets = vec![SecretString::new("s3cret".into())];
+    }
+    let public = Locked { server_options_public: true, ..locked(Observed::default(), &[]) };
+    let refused = attach(&steampipe, &public).unwrap_err();
+    assert_eq!(refused.reason, Reason::SecretExposed);
+    assert!(refused.message.contains("REVOKE SELECT ON pg_catalog.pg_foreign_server FROM PUBLIC"), "{}", refused.message);
+    assert!(!refused.message.contains("s3cret"));
+    assert_eq!(test(&steampipe, WrapperState::Usable, "app", true).unwrap_err().reason, Reason::SecretExposed, "a test too");
+    // Where an admin closed the column, it is made.
+    assert!(attach(&steampipe, &locked(Observed::default(), &[])).is_ok());
+    // A password in a user mapping is not a server option: unaffected.
+    assert!(attach(&plan(), &public).is_ok());
 }

@@ -70,7 +70,8 @@ SELECT
           JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
          WHERE n.nspname = $1 AND a.privilege_type = 'USAGE' AND a.grantee <> a.grantor
            AND a.grantor = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER) ORDER BY 1) AS readers,
-  ARRAY(SELECT relname::text || ' ' || description FROM views ORDER BY 1) AS views";
+  ARRAY(SELECT relname::text || ' ' || description FROM views ORDER BY 1) AS views,
+  pg_catalog.has_column_privilege('public', 'pg_catalog.pg_foreign_server', 'srvoptions', 'SELECT') AS server_options_public";
 
 /// The columns of the foreign tables in the given schemas (an aggregator's
 /// members), in table order, with their type's name and whether Manifold
@@ -234,7 +235,8 @@ SELECT
      WHERE e.extname = $4) AS extension_schema,
   CURRENT_USER::text AS role,
   ARRAY[]::text[] AS readers,
-  ARRAY[]::text[] AS views";
+  ARRAY[]::text[] AS views,
+  pg_catalog.has_column_privilege('public', 'pg_catalog.pg_foreign_server', 'srvoptions', 'SELECT') AS server_options_public";
 
 /// Whether the role can use a wrapper, where its extension lives, and who
 /// the role is, and whether it is a superuser: what a test needs before it
@@ -246,7 +248,8 @@ SELECT
   (SELECT n.nspname::text FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
      WHERE e.extname = $2) AS extension_schema,
   CURRENT_USER::text AS role,
-  (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER) AS superuser";
+  (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER) AS superuser,
+  pg_catalog.has_column_privilege('public', 'pg_catalog.pg_foreign_server', 'srvoptions', 'SELECT') AS server_options_public";
 
 /// The foreign tables of a schema that use a server, by name: the ones an
 /// attachment imported. Parameters: schema name, server name.
