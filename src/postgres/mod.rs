@@ -285,8 +285,22 @@ fn wrapper_state(value: Option<String>) -> WrapperState {
     }
 }
 
-/// What to do about a missing extension, for the person who reads it.
+/// What to do about a missing extension or wrapper privilege, for the
+/// person who reads it. The planner says so itself when the catalog shows
+/// it; this is for when Postgres says it first (an admin created the
+/// extension between the read and the statements).
 fn with_hint(mut failure: Failure, plan: &AttachPlan, role: &str) -> Failure {
+    if failure.reason == Reason::PermissionDenied
+        && failure.message.contains("foreign-data wrapper")
+        && let Some(f) = plan.foreign()
+    {
+        failure.message = format!(
+            "{}: role {role:?} has no USAGE on foreign-data wrapper {:?}: GRANT USAGE ON FOREIGN DATA WRAPPER {} TO {role} \
+             (CloudNativePG: Database spec.fdws[].usage)",
+            failure.message, f.wrapper, f.wrapper
+        );
+        return failure;
+    }
     if failure.reason == Reason::ExtensionMissing {
         failure.message = format!(
             "{}: extension {:?} is not installed and role {role:?} may not install it; an admin runs \
