@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use manifold::controller::Settings;
 use manifold::plugins::{AllowedWrapper, HostFence, SourcePolicy};
+use manifold::postgres::budget::BudgetSettings;
 use manifold::postgres::{PoolSizes, Timeouts};
 
 #[derive(Parser)]
@@ -90,6 +91,22 @@ struct RunArgs {
     /// attaches so that neither starves the other.
     #[arg(long, env = "MANIFOLD_TEST_POOL_SIZE", default_value_t = 2)]
     test_pool_size: usize,
+    /// Sessions the operator may hold to one Postgres server (host and
+    /// port), all of its workspace databases together: keep it well under
+    /// the server's max_connections (100 by default, and in CloudNativePG).
+    #[arg(long, env = "MANIFOLD_SERVER_SESSIONS", default_value_t = 32)]
+    server_sessions: usize,
+    /// Sessions the operator may hold to all servers together.
+    #[arg(long, env = "MANIFOLD_SESSIONS", default_value_t = 256)]
+    sessions: usize,
+    /// A session unused this long is closed: at rest the operator holds
+    /// next to nothing.
+    #[arg(long, env = "MANIFOLD_SESSION_IDLE", default_value = "30s", value_parser = duration)]
+    session_idle: Duration,
+    /// How long a new session may wait for the budget before its work is
+    /// reported `SessionsBusy` and tried again.
+    #[arg(long, env = "MANIFOLD_SESSION_WAIT", default_value = "2m", value_parser = duration)]
+    session_wait: Duration,
     /// Reconciles running at once, per kind.
     #[arg(long, env = "MANIFOLD_CONCURRENCY", default_value_t = 64)]
     concurrency: u16,
@@ -319,6 +336,12 @@ fn settings(args: &RunArgs) -> Result<Settings, String> {
     Ok(Settings {
         resync: args.resync,
         pool_sizes: PoolSizes { work: args.pool_size, tests: args.test_pool_size },
+        sessions: BudgetSettings {
+            per_server: args.server_sessions.max(1),
+            total: args.sessions.max(1),
+            idle: args.session_idle,
+            wait: args.session_wait,
+        },
         concurrency: args.concurrency,
         timeouts: Timeouts { connect: args.connect_timeout, statement: args.statement_timeout, lock: args.lock_timeout },
         test_timeout: args.test_timeout,

@@ -62,6 +62,10 @@ pub struct Metrics {
     pub statements: Family<StatementLabels, Counter>,
     /// Status writes to the apiserver, by kind.
     pub status_writes: Family<KindLabels, Counter>,
+    /// Sessions to workspace databases open now, and new sessions that
+    /// waited for the budget.
+    pub sessions: Gauge,
+    pub session_waits: Counter,
     pub leader: Gauge,
     state_sources: Mutex<Vec<StateSource>>,
 }
@@ -77,6 +81,8 @@ impl Default for Metrics {
         let statements = Family::<StatementLabels, Counter>::default();
         let status_writes = Family::<KindLabels, Counter>::default();
         let leader = Gauge::default();
+        let sessions = Gauge::default();
+        let session_waits = Counter::default();
         registry.register("reconciles", "Reconciles, by kind", reconciles.clone());
         registry.register("reconcile_errors", "Reconciles that ended in a failure, by kind and reason", errors.clone());
         registry.register("reconcile_duration_seconds", "Reconcile duration, by kind", duration.clone());
@@ -85,6 +91,8 @@ impl Default for Metrics {
         registry.register("sql_statements", "SQL statements sent to workspace databases, by kind (query or ddl)", statements.clone());
         registry.register("status_writes", "Status writes to the apiserver, by kind", status_writes.clone());
         registry.register("leader", "1 while this process holds the leader Lease", leader.clone());
+        registry.register("sessions", "Sessions to workspace databases open now", sessions.clone());
+        registry.register("session_waits", "New sessions that waited for the session budget", session_waits.clone());
         Metrics {
             registry,
             reconciles,
@@ -95,6 +103,8 @@ impl Default for Metrics {
             statements,
             status_writes,
             leader,
+            sessions,
+            session_waits,
             state_sources: Mutex::default(),
         }
     }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::api::SECRET_LABEL;
 use crate::plugins::SourcePolicy;
+use crate::postgres::budget::BudgetSettings;
 use crate::postgres::{PoolSizes, Timeouts};
 
 /// The field manager of every write (status, finalizer), and the reporting
@@ -22,6 +23,8 @@ pub struct Settings {
     pub resync: Duration,
     /// Sessions per workspace database, for attaches and for tests.
     pub pool_sizes: PoolSizes,
+    /// Sessions per server and in all, and when idle ones close.
+    pub sessions: BudgetSettings,
     /// Reconciles running at once, per controller.
     pub concurrency: u16,
     pub timeouts: Timeouts,
@@ -51,6 +54,7 @@ impl Default for Settings {
         Settings {
             resync: Duration::from_secs(300),
             pool_sizes: PoolSizes::default(),
+            sessions: BudgetSettings::default(),
             concurrency: 64,
             timeouts: Timeouts::default(),
             test_timeout: Duration::from_secs(10),

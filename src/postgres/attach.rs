@@ -24,7 +24,7 @@ impl Database {
             client.query_one(&statement, &[&readers]).await.map_err(|e| classify(&e, &[]))
         })
         .await;
-        let row = self.finish(session, result, deadline)?;
+        let row = self.finish_and_close(session, result, deadline)?;
         let version: String = row.get("version");
         let schemas: serde_json::Value = row.get("schemas");
         let settings: Vec<String> = row.get::<_, Option<Vec<String>>>("database_settings").unwrap_or_default();

@@ -23,10 +23,12 @@
 //! | `execute.rs` | running planned statements, re-imports, reading a row |
 //! | `test.rs` | a connection test, rolled back |
 //! | `detach.rs` | detach, revoke, orphan, forget credentials |
+//! | `budget.rs` | the sessions the operator may hold, per server and in all; idle ones close |
 //! | `pin.rs` | the pin each new session checks: the database proves it is the one first reached |
 //! | `tls.rs` | TLS to workspace databases |
 
 pub use manifold_core::{plan, sql};
+pub mod budget;
 pub mod pin;
 pub mod tls;
 
@@ -35,7 +37,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use budget::{Budget, Budgeted};
+use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
+
+type Pool = deadpool::managed::Pool<Budgeted>;
+type Object = deadpool::managed::Object<Budgeted>;
 use tokio_postgres::error::SqlState;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -86,6 +92,9 @@ impl Timeouts {
 pub struct Counters {
     pub queries: prometheus_client::metrics::counter::Counter,
     pub ddl: prometheus_client::metrics::counter::Counter,
+    /// Sessions open now, and new ones that waited for their permits.
+    pub sessions: prometheus_client::metrics::gauge::Gauge,
+    pub session_waits: prometheus_client::metrics::counter::Counter,
 }
 
 static NEXT_DATABASE_ID: AtomicU64 = AtomicU64::new(1);
@@ -151,6 +160,8 @@ pub struct Database {
     admin_tests: bool,
     /// Extensions whose types an imported column may have.
     type_extensions: Arc<[String]>,
+    /// The sessions the operator may hold to this database's server.
+    budget_size: usize,
 }
 
 /// The result of an attach.
@@ -316,8 +327,8 @@ fn with_hint(mut failure: Failure, plan: &AttachPlan, role: &str) -> Failure {
 }
 
 /// The pools of every workspace, keyed by namespace/name. A workspace's
-/// pools are made on first use and replaced when its target changes.
-#[derive(Default)]
+/// pools are made on first use and replaced when its target changes; their
+/// sessions come out of one `Budget`.
 pub struct Pools {
     pools: Mutex<HashMap<(String, String), (u64, Database)>>,
     pub counters: Counters,
@@ -325,11 +336,19 @@ pub struct Pools {
     pub timeouts: Timeouts,
     /// Extensions whose types an imported column may have.
     pub type_extensions: Arc<[String]>,
+    pub budget: Arc<Budget>,
+}
+
+impl Default for Pools {
+    fn default() -> Self {
+        Pools::new(PoolSizes::default(), Timeouts::default(), Counters::default(), &[], budget::BudgetSettings::default())
+    }
 }
 
 impl Pools {
-    pub fn new(sizes: PoolSizes, timeouts: Timeouts, counters: Counters, type_extensions: &[String]) -> Self {
-        Pools { pools: Mutex::default(), counters, sizes, timeouts, type_extensions: type_extensions.into() }
+    pub fn new(sizes: PoolSizes, timeouts: Timeouts, counters: Counters, type_extensions: &[String], budget: budget::BudgetSettings) -> Self {
+        let budget = Budget::new(budget, counters.sessions.clone(), counters.session_waits.clone());
+        Pools { pools: Mutex::default(), counters, sizes, timeouts, type_extensions: type_extensions.into(), budget }
     }
 
     /// The database of a workspace, for its current target. A target that
@@ -350,7 +369,7 @@ impl Pools {
             }
             return Ok(db.clone());
         }
-        let db = Database::new(target, self.sizes, self.timeouts, self.counters.clone(), self.type_extensions.clone())?;
+        let db = Database::new(target, self.sizes, self.timeouts, self.counters.clone(), self.type_extensions.clone(), &self.budget)?;
         if let Some((_, old)) = pools.insert(key, (version, db.clone())) {
             old.close();
         }

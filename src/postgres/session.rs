@@ -11,6 +11,7 @@ impl Database {
         timeouts: Timeouts,
         counters: Counters,
         type_extensions: Arc<[String]>,
+        budget: &Arc<Budget>,
     ) -> Result<Self, Failure> {
         let invalid = |m: String| Failure::new(Reason::InvalidSpec, m);
         let (uri, mode) = tls::split_sslmode(&target.uri).map_err(|m| invalid(format!("the workspace Secret's URI: {m}")))?;
@@ -42,28 +43,40 @@ impl Database {
             Purpose::Workspace(pin) => Some(pin::PinState::new(pin)),
             Purpose::AdminTests => None,
         };
+        let server = server_of(&config);
         let pool = |size: usize| {
             let manager = Manager::from_config(config.clone(), tls.clone(), ManagerConfig { recycling_method: RecyclingMethod::Fast });
+            let manager = Budgeted::new(manager, budget.clone(), server.clone());
             let pin = pin.clone();
             // Before a new session is handed out, and so before anything
             // that carries a secret: the database shows the pin.
-            let hook = deadpool_postgres::Hook::async_fn(move |client, _| {
+            let hook = deadpool::managed::Hook::async_fn(move |session: &mut budget::Session, _| {
                 let pin = pin.clone();
                 Box::pin(async move {
-                    match &pin {
+                    let client = &mut **session;
+                    let checked = match &pin {
                         Some(state) => pin::check(client, state, id).await,
                         None => pin::register_session(client, id).await,
-                    }
+                    };
+                    checked.map_err(|e| match e {
+                        deadpool::managed::HookError::Message(m) => deadpool::managed::HookError::Message(m),
+                        deadpool::managed::HookError::Backend(e) => deadpool::managed::HookError::Backend(budget::SessionError::Postgres(e)),
+                    })
                 })
             });
-            Pool::builder(manager)
+            // A new session's wait for its permits is bounded by the
+            // budget (`--session-wait`), its connect by `timeouts.connect`.
+            let create = budget.settings().wait + timeouts.connect;
+            let pool = Pool::builder(manager)
                 .max_size(size.max(1))
-                .runtime(deadpool_postgres::Runtime::Tokio1)
-                .wait_timeout(Some(timeouts.deadline(timeouts.statement)))
-                .create_timeout(Some(timeouts.connect))
+                .runtime(deadpool::Runtime::Tokio1)
+                .wait_timeout(Some(timeouts.deadline(timeouts.statement).max(create)))
+                .create_timeout(Some(create))
                 .post_create(hook)
                 .build()
-                .map_err(|e| invalid(format!("workspace pool: {e}")))
+                .map_err(|e| invalid(format!("workspace pool: {e}")))?;
+            budget.register(&server, &pool);
+            Ok::<Pool, Failure>(pool)
         };
         let sessions = |size: usize| -> Result<Sessions, Failure> {
             let suspects = Arc::new(tokio::sync::Semaphore::new(size.saturating_sub(1).max(1)));
@@ -81,6 +94,7 @@ impl Database {
             admin_tests: matches!(target.purpose, Purpose::AdminTests),
             pin,
             type_extensions,
+            budget_size: budget.settings().per_server,
         })
     }
 
@@ -114,18 +128,36 @@ impl Database {
 
     pub(super) async fn session(&self, pool: &Pool) -> Result<Session, Failure> {
         let object = pool.get().await.map_err(|e| {
-            use deadpool_postgres::{HookError, PoolError};
+            use budget::SessionError;
+            use deadpool::managed::{HookError, PoolError};
             if let PoolError::PostCreateHook(HookError::Message(_)) = &e
                 && let Some(refusal) = self.pin.as_ref().and_then(|p| p.refusal())
             {
                 return refusal;
             }
+            if let PoolError::Backend(SessionError::Busy(busy)) = &e {
+                return Failure::new(Reason::SessionsBusy, busy.0.clone());
+            }
+            if let PoolError::Backend(SessionError::Postgres(err)) = &e
+                && err.code() == Some(&SqlState::TOO_MANY_CONNECTIONS)
+            {
+                return Failure::new(
+                    Reason::SessionsBusy,
+                    format!(
+                        "the workspace's Postgres server has no free connection (too many clients): its max_connections is \
+                         spent by others besides the operator's {} (--server-sessions); this work is tried again",
+                        self.budget_size
+                    ),
+                );
+            }
             let text = match &e {
-                PoolError::Backend(err) | PoolError::PostCreateHook(HookError::Backend(err)) => match err.as_db_error() {
-                    Some(db) => db.message().to_owned(),
-                    None => chain(err),
-                },
-                deadpool_postgres::PoolError::Timeout(_) => "timed out waiting for a connection".to_owned(),
+                PoolError::Backend(SessionError::Postgres(err)) | PoolError::PostCreateHook(HookError::Backend(SessionError::Postgres(err))) => {
+                    match err.as_db_error() {
+                        Some(db) => db.message().to_owned(),
+                        None => chain(err),
+                    }
+                }
+                PoolError::Timeout(_) => "timed out waiting for a connection".to_owned(),
                 other => other.to_string(),
             };
             let message = scrub(&format!("cannot connect to the workspace database: {text}"), &[&self.uri_secret]);
@@ -155,8 +187,40 @@ impl Database {
         }
     }
 
+    /// `finish`, and the session, which answered, is closed rather than
+    /// kept: an observation comes once a resync interval, far apart, and
+    /// at rest the operator holds no session for it.
+    pub(super) fn finish_and_close<T>(
+        &self,
+        mut session: Session,
+        result: Result<Result<T, Failure>, tokio::time::error::Elapsed>,
+        deadline: Duration,
+    ) -> Result<T, Failure> {
+        if result.is_ok() {
+            session.finished = true;
+            if let Some(object) = session.object.take() {
+                drop(Object::take(object));
+            }
+        }
+        self.finish(session, result, deadline)
+    }
+
     pub(super) fn count(&self, statements: u64, ddl: u64) {
         self.counters.queries.inc_by(statements.saturating_sub(ddl));
         self.counters.ddl.inc_by(ddl);
     }
+}
+
+/// The server a configuration reaches, as the budget counts it: its first
+/// address (`hostaddr`, else the host) and port. Two names of one server
+/// count apart.
+fn server_of(config: &tokio_postgres::Config) -> String {
+    let host = match (config.get_hostaddrs().first(), config.get_hosts().first()) {
+        (Some(addr), _) => addr.to_string(),
+        (None, Some(tokio_postgres::config::Host::Tcp(name))) => name.to_lowercase(),
+        #[cfg(unix)]
+        (None, Some(tokio_postgres::config::Host::Unix(path))) => path.display().to_string(),
+        (None, None) => "localhost".to_owned(),
+    };
+    format!("{host}:{}", config.get_ports().first().copied().unwrap_or(5432))
 }

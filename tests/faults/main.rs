@@ -14,6 +14,7 @@ mod deletion;
 mod faults;
 mod isolation;
 mod load;
+mod sessions;
 
 fn main() {
     support::harness::run(tests![
@@ -28,5 +29,6 @@ fn main() {
         isolation::a_workspace_whose_database_is_gone_gives_up,
         deletion::every_deletion_order_converges,
         deletion::a_namespace_whose_database_is_gone_is_deleted_within_the_bound,
+        sessions::a_hundred_workspaces_share_a_server_of_a_hundred_connections,
     ])
 }

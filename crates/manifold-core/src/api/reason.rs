@@ -48,6 +48,10 @@ reasons! {
     /// The Secret exists but has not been opted in for Manifold's use.
     SecretNotPermitted,
     WorkspaceUnreachable,
+    /// No session to the workspace's server could be had in time: the
+    /// operator's budget of sessions (or the server's connections) are in
+    /// use; the work waits its turn and is tried again.
+    SessionsBusy,
     /// The workspace database could not show the pin Manifold wrote on
     /// first contact: the Secret now leads to another server or database
     /// (a new `hostaddr`, a re-pointed name), and nothing is sent there.
@@ -211,6 +215,7 @@ mod tests {
             (Reason::SecretNotPermitted, true, AwaitChange),
             (Reason::WorkspaceUnreachable, false, Backoff),
             (Reason::DatabaseMoved, true, Backoff),
+            (Reason::SessionsBusy, false, Backoff),
             (Reason::ExtensionMissing, true, Backoff),
             (Reason::AuthenticationFailed, true, Backoff),
             (Reason::HostUnreachable, false, Backoff),
