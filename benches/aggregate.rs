@@ -14,18 +14,28 @@ use support::objects;
 use support::world::{World, include, world_without_operator};
 use support::{Operator, control_plane, wait_for};
 
-const MEMBERS: usize = 100;
+fn member_count() -> usize {
+    if quick() { 10 } else { 100 }
+}
 const TABLES: usize = 5;
-const SAMPLES: usize = 10;
+fn samples() -> usize {
+    if quick() { 2 } else { 10 }
+}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// Run by `cargo test` rather than `cargo bench`.
+fn quick() -> bool {
+    !std::env::args().any(|a| a == "--bench")
+}
+
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("aggregate benchmark: skipped (run it with cargo bench --bench aggregate)");
-        return;
+    // Under `cargo test` (no --bench): every step in a quick mode, so that
+    // the suite fails when one breaks; the figures mean nothing there.
+    if quick() {
+        println!("aggregate benchmark, quick mode (cargo bench --bench aggregate for the figures)");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(bench());
@@ -33,7 +43,7 @@ fn main() {
 
 fn members(w: &World, prefix: &str, workspace: &str, tables: &[String]) -> String {
     let mut yaml = String::new();
-    for i in 0..MEMBERS {
+    for i in 0..member_count() {
         let mut conn = objects::postgres_connection(&format!("{prefix}{i}"), "127.0.0.1", w.pg.port, &w.src.db, "shared-creds");
         conn.spec.tables = Some(manifold::api::TablesSpec { include: tables.to_vec(), exclude: Vec::new() });
         conn.spec.test = Some(manifold::api::TestSpec { interval: Some("0".into()), workspace: None });
@@ -49,7 +59,7 @@ fn members(w: &World, prefix: &str, workspace: &str, tables: &[String]) -> Strin
 /// attachment Ready with that many tables.
 async fn member_changes(w: &World, name: &str, attachment: &str, all: &[String]) -> Vec<Duration> {
     let mut took = Vec::new();
-    for k in 0..SAMPLES {
+    for k in 0..samples() {
         let narrow = k % 2 == 0;
         let tables: Vec<&str> = if narrow { vec!["t00"] } else { all.iter().map(String::as_str).collect() };
         let started = Instant::now();
@@ -84,7 +94,7 @@ async fn bench() {
     w.apply(&members(&w, "p", "plain", &all));
     wait_for("200 members Ready", Duration::from_secs(300), || async {
         let n = w.ready_count().await;
-        if n == 2 * MEMBERS { Ok(()) } else { Err(format!("{n}")) }
+        if n == 2 * member_count() { Ok(()) } else { Err(format!("{n}")) }
     })
     .await;
 
@@ -95,7 +105,7 @@ async fn bench() {
     wait_for("the aggregate over 100 members", Duration::from_secs(120), || async {
         let n: i64 =
             ws.query_one("SELECT count(DISTINCT _manifold_connection) FROM every.t00", &[]).await.map_err(|e| e.to_string())?.get(0);
-        if n == MEMBERS as i64 { Ok(()) } else { Err(format!("{n}")) }
+        if n == member_count() as i64 { Ok(()) } else { Err(format!("{n}")) }
     })
     .await;
     let built = started.elapsed();
@@ -103,13 +113,13 @@ async fn bench() {
     let without = member_changes(&w, "p0", "plain-p0", &all).await;
     // The views still cover every member, with the member's last change.
     let n: i64 = ws.query_one("SELECT count(DISTINCT _manifold_connection) FROM every.t04", &[]).await.unwrap().get(0);
-    assert_eq!(n, MEMBERS as i64, "every member is in the views after the changes");
+    assert_eq!(n, member_count() as i64, "every member is in the views after the changes");
 
     let (p50a, p99a) = (percentile(&with_aggregate, 0.5), percentile(&with_aggregate, 0.99));
     let (p50p, p99p) = (percentile(&without, 0.5), percentile(&without, 0.99));
-    println!("aggregator over {MEMBERS} members of {TABLES} tables:");
+    println!("aggregator over {} members of {TABLES} tables:", member_count());
     println!("  aggregator attached to its views over all members: {built:?}");
-    println!("  a member's change, under the aggregator: p50 {p50a:?}, p99 {p99a:?} ({SAMPLES} samples)");
+    println!("  a member's change, under the aggregator: p50 {p50a:?}, p99 {p99a:?} ({} samples)", samples());
     println!("  a member's change, under none:           p50 {p50p:?}, p99 {p99p:?}");
     println!("  ratio of p50s, aggregated / plain:       {:.2}", p50a.as_secs_f64() / p50p.as_secs_f64());
 }

@@ -16,13 +16,23 @@ use support::objects;
 use support::world::{World, schema_exists, world_without_operator};
 use support::{Operator, control_plane, stdout_ok, wait_for};
 
-const MEMBERS: usize = 50;
-const SAMPLES: usize = 10;
+fn members() -> usize {
+    if quick() { 8 } else { 50 }
+}
+fn samples() -> usize {
+    if quick() { 2 } else { 10 }
+}
+
+/// Run by `cargo test` rather than `cargo bench`.
+fn quick() -> bool {
+    !std::env::args().any(|a| a == "--bench")
+}
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("selector benchmark: skipped (run it with cargo bench --bench selector)");
-        return;
+    // Under `cargo test` (no --bench): every step in a quick mode, so that
+    // the suite fails when one breaks; the figures mean nothing there.
+    if quick() {
+        println!("selector benchmark, quick mode (cargo bench --bench selector for the figures)");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(bench());
@@ -72,7 +82,7 @@ async fn bench() {
 
     // 50 by name: connections and their attachments in one apply.
     let mut yaml = String::new();
-    for i in 0..MEMBERS {
+    for i in 0..members() {
         yaml.push_str(&format!(
             "---\n{}---\n{}",
             objects::yaml(&connection(&w, &format!("n{i}"), None)),
@@ -83,13 +93,13 @@ async fn bench() {
     w.apply(&yaml);
     wait_for("50 attached by name", Duration::from_secs(300), || async {
         let n = w.ready_count().await;
-        if n == MEMBERS { Ok(()) } else { Err(format!("{n}")) }
+        if n == members() { Ok(()) } else { Err(format!("{n}")) }
     })
     .await;
     let by_name_bulk = started.elapsed();
 
     // 50 by label: the connections first, then the selector.
-    let yaml: String = (0..MEMBERS).map(|i| format!("---\n{}", objects::yaml(&connection(&w, &format!("s{i}"), Some("s"))))).collect();
+    let yaml: String = (0..members()).map(|i| format!("---\n{}", objects::yaml(&connection(&w, &format!("s{i}"), Some("s"))))).collect();
     w.apply(&yaml);
     let started = Instant::now();
     let mut ws = objects::workspace("sel", "sel-db");
@@ -97,13 +107,13 @@ async fn bench() {
     w.apply_object(&ws);
     w.wait_workspace("sel", "50 selected and Ready", |ws: &Workspace| {
         let selected = ws.status.as_ref().map(|s| s.selected.clone()).unwrap_or_default();
-        selected.len() == MEMBERS && selected.iter().all(|s| s.state == "Ready")
+        selected.len() == members() && selected.iter().all(|s| s.state == "Ready")
     })
     .await;
     let by_label_bulk = started.elapsed();
 
     let (mut leave_s, mut leave_n, mut back_s, mut back_n, mut join_s, mut join_n) = (vec![], vec![], vec![], vec![], vec![], vec![]);
-    for k in 0..SAMPLES {
+    for k in 0..samples() {
         // Leave: a label change, or the attachment deleted; until the schema is gone.
         let started = Instant::now();
         stdout_ok(&w.t.kubectl(&["label", "conn", &format!("s{k}"), "team=other", "--overwrite"]));
@@ -125,11 +135,11 @@ async fn bench() {
         back_n.push(started.elapsed());
         // Join: a new connection, labelled, or with its attachment.
         let started = Instant::now();
-        w.apply_object(&connection(&w, &format!("s{}", MEMBERS + k), Some("s")));
-        w.wait_ready(&format!("sel-s{}", MEMBERS + k)).await;
+        w.apply_object(&connection(&w, &format!("s{}", members() + k), Some("s")));
+        w.wait_ready(&format!("sel-s{}", members() + k)).await;
         join_s.push(started.elapsed());
         let started = Instant::now();
-        let name = format!("n{}", MEMBERS + k);
+        let name = format!("n{}", members() + k);
         w.apply(&format!(
             "---\n{}---\n{}",
             objects::yaml(&connection(&w, &name, None)),
@@ -139,7 +149,7 @@ async fn bench() {
         join_n.push(started.elapsed());
     }
 
-    println!("attach by label ({MEMBERS} connections, then {SAMPLES} samples of each change), side by side with attach by name:");
+    println!("attach by label ({} connections, then {} samples of each change), side by side with attach by name:", members(), samples());
     println!(
         "  {:<32} by label {:>10.1?} | by name {:>10.1?} | ratio {:.2}",
         "50 attached, to all Ready",

@@ -47,14 +47,16 @@ impl Shared {
         // get_or_create takes its lock.
         let queries = metrics.statements.get_or_create(&StatementLabels { kind: "query" }).clone();
         let ddl = metrics.statements.get_or_create(&StatementLabels { kind: "ddl" }).clone();
-        let counters = crate::postgres::Counters {
-            queries,
-            ddl,
-            sessions: metrics.sessions.clone(),
-            session_waits: metrics.session_waits.clone(),
-        };
+        let counters =
+            crate::postgres::Counters { queries, ddl, sessions: metrics.sessions.clone(), session_waits: metrics.session_waits.clone() };
         Shared {
-            pools: Arc::new(Pools::new(settings.pool_sizes, settings.timeouts, counters, &settings.sources.type_extensions, settings.sessions)),
+            pools: Arc::new(Pools::new(
+                settings.pool_sizes,
+                settings.timeouts,
+                counters,
+                &settings.sources.type_extensions,
+                settings.sessions,
+            )),
             observations: Arc::default(),
             backoff: Backoff::default(),
             reporting_instance: std::env::var("POD_NAME").unwrap_or_else(|_| MANAGER.to_owned()),

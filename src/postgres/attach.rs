@@ -20,8 +20,30 @@ impl Database {
         let result = tokio::time::timeout(deadline, async {
             self.count(1, 0);
             let client = session.client();
-            let statement = client.prepare_cached(sql::OBSERVE_ALL).await.map_err(|e| classify(&e, &[]))?;
-            client.query_one(&statement, &[&readers]).await.map_err(|e| classify(&e, &[]))
+            let err = |e: tokio_postgres::Error| classify(&e, &[]);
+            // The session is new (observations close theirs): the pin is
+            // read in the same round trip where the table is known to be
+            // ours, and checked as a new session checks it otherwise.
+            let Some(state) = &self.pin else { return client.query_one(sql::OBSERVE_ALL, &[&readers]).await.map_err(err) };
+            if state.readable() {
+                let workspace = state.workspace();
+                match client.query_one(sql::OBSERVE_ALL_PINNED, &[&readers, &workspace]).await {
+                    Ok(row) => {
+                        state.accept(row.get::<_, Option<Vec<u8>>>("pin_token").as_deref())?;
+                        return Ok(row);
+                    }
+                    Err(e) if matches!(e.code(), Some(&SqlState::UNDEFINED_TABLE | &SqlState::INVALID_SCHEMA_NAME)) => {}
+                    Err(e) => return Err(err(e)),
+                }
+            }
+            self.count(2, 0);
+            if let Err(e) = pin::check(client, state, self.id).await {
+                return Err(match e {
+                    deadpool::managed::HookError::Backend(e) => err(e),
+                    deadpool::managed::HookError::Message(m) => state.refusal().unwrap_or_else(|| Failure::new(Reason::DatabaseMoved, m)),
+                });
+            }
+            client.query_one(sql::OBSERVE_ALL, &[&readers]).await.map_err(err)
         })
         .await;
         let row = self.finish_and_close(session, result, deadline)?;
@@ -32,7 +54,7 @@ impl Database {
         let sessions: Vec<pin::Session> = serde_json::from_value(row.get("sessions")).unwrap_or_default();
         Ok(Observation {
             pinned: self.pin.as_ref().is_some_and(|p| p.pinned()),
-            others: pin::others(self.id, sessions),
+            others: pin::others(self.id, row.get("pid"), sessions),
             database: self.id,
             taken: std::time::Instant::now(),
             version: version.split_whitespace().next().unwrap_or_default().to_owned(),

@@ -346,7 +346,13 @@ impl Default for Pools {
 }
 
 impl Pools {
-    pub fn new(sizes: PoolSizes, timeouts: Timeouts, counters: Counters, type_extensions: &[String], budget: budget::BudgetSettings) -> Self {
+    pub fn new(
+        sizes: PoolSizes,
+        timeouts: Timeouts,
+        counters: Counters,
+        type_extensions: &[String],
+        budget: budget::BudgetSettings,
+    ) -> Self {
         let budget = Budget::new(budget, counters.sessions.clone(), counters.session_waits.clone());
         Pools { pools: Mutex::default(), counters, sizes, timeouts, type_extensions: type_extensions.into(), budget }
     }

@@ -113,6 +113,9 @@ pub(super) struct PinState {
     pin: Pin,
     establish: AtomicBool,
     pinned: AtomicBool,
+    /// A session found the pin's schema and table to be the workspace
+    /// role's own: only then may a query read the table directly.
+    owned: AtomicBool,
     refused: Mutex<Option<Failure>>,
 }
 
@@ -122,6 +125,7 @@ impl PinState {
             establish: AtomicBool::new(pin.establish),
             pin: pin.clone(),
             pinned: AtomicBool::new(false),
+            owned: AtomicBool::new(false),
             refused: Mutex::new(None),
         })
     }
@@ -147,6 +151,27 @@ impl PinState {
     /// A session found the pin (or wrote it).
     pub(super) fn pinned(&self) -> bool {
         self.pinned.load(Ordering::Relaxed)
+    }
+
+    /// Whether the pin table is known to be the workspace role's own, and
+    /// the pin is only to be read (not written) now.
+    pub(super) fn readable(&self) -> bool {
+        self.owned.load(Ordering::Relaxed) && !self.establish.load(Ordering::Relaxed)
+    }
+
+    /// Checks a token a query read from the pin table (None: no row): the
+    /// way an observation checks the pin in its own round trip.
+    pub(super) fn accept(&self, stored: Option<&[u8]>) -> Result<(), Failure> {
+        if stored.is_some_and(|t| bool::from(t.ct_eq(self.pin.token.as_slice()))) {
+            self.pinned.store(true, Ordering::Relaxed);
+            *self.refused.lock().unwrap() = None;
+            return Ok(());
+        }
+        if stored.is_none() && unpinned(&self.pin.workspace) {
+            return Ok(());
+        }
+        let _ = self.refuse(moved());
+        Err(moved())
     }
 
     /// Why the last new session was refused, if it was.
@@ -215,6 +240,9 @@ pub(super) async fn check(client: &mut ClientWrapper, state: &PinState, database
         Some(true) => client.query_opt(sql::PIN_READ, &[&state.pin.workspace]).await.map_err(HookError::Backend)?.map(|r| r.get(0)),
         _ => None,
     };
+    if seen.schema_ours == Some(true) && seen.table_ours == Some(true) {
+        state.owned.store(true, Ordering::Relaxed);
+    }
     let matches = |stored: &Option<Vec<u8>>| stored.as_deref().is_some_and(|t| bool::from(t.ct_eq(state.pin.token.as_slice())));
     if matches(&stored) {
         state.pinned.store(true, Ordering::Relaxed);
@@ -239,6 +267,7 @@ pub(super) async fn check(client: &mut ClientWrapper, state: &PinState, database
     }
     tx.execute(sql::PIN_WRITE, &[&state.pin.workspace, &state.pin.token.as_slice()]).await.map_err(HookError::Backend)?;
     tx.commit().await.map_err(HookError::Backend)?;
+    state.owned.store(true, Ordering::Relaxed);
     state.pinned.store(true, Ordering::Relaxed);
     *state.refused.lock().unwrap() = None;
     Ok(())
@@ -308,12 +337,13 @@ pub struct Session {
 /// The sessions that are not Manifold's, among all of the role's sessions
 /// in a database that `database` observed; the sessions `database` opened
 /// that are gone are forgotten on the way.
-pub(super) fn others(database: u64, sessions: Vec<Session>) -> Vec<Session> {
+/// `observer` is the pid of the observation's own session.
+pub(super) fn others(database: u64, observer: i32, sessions: Vec<Session>) -> Vec<Session> {
     let mut guard = OURS.lock().unwrap();
     let ours = guard.get_or_insert_with(HashMap::new);
     let live: std::collections::HashSet<(i32, i64)> = sessions.iter().filter_map(|s| Some((s.pid, s.started?))).collect();
     ours.retain(|key, d| *d != database || live.contains(key));
-    sessions.into_iter().filter(|s| s.started.is_none_or(|started| !ours.contains_key(&(s.pid, started)))).collect()
+    sessions.into_iter().filter(|s| s.pid != observer && s.started.is_none_or(|started| !ours.contains_key(&(s.pid, started)))).collect()
 }
 
 #[cfg(test)]
@@ -341,14 +371,15 @@ mod tests {
         // pid 10 is ours (database 7); pid 12 is someone's psql; pid 11
         // reused by another backend (another start) is not ours either.
         let seen = vec![session(10, 1000, "manifold"), session(11, 2000, "manifold"), session(12, 1200, "psql")];
-        let others: Vec<i32> = others(7, seen).iter().map(|s| s.pid).collect();
+        let others: Vec<i32> = others(7, 0, seen.clone()).iter().map(|s| s.pid).collect();
         assert_eq!(others, [11, 12]);
+        assert_eq!(super::others(7, 12, seen).iter().map(|s| s.pid).collect::<Vec<_>>(), [11], "the observation's own session");
         // What database 7 opened and is gone is forgotten; 8's stays.
         others_forget_check();
     }
 
     fn others_forget_check() {
-        let _ = others(7, Vec::new());
+        let _ = others(7, 0, Vec::new());
         let guard = OURS.lock().unwrap();
         let ours = guard.as_ref().unwrap();
         assert!(!ours.contains_key(&(10, 1000)));

@@ -44,7 +44,9 @@ impl Database {
             Purpose::AdminTests => None,
         };
         let server = server_of(&config);
-        let pool = |size: usize| {
+        // `checked`: every new session checks the pin before it is handed
+        // out (the observation's checks it in its own query instead).
+        let pool = |size: usize, checked: bool| {
             let manager = Manager::from_config(config.clone(), tls.clone(), ManagerConfig { recycling_method: RecyclingMethod::Fast });
             let manager = Budgeted::new(manager, budget.clone(), server.clone());
             let pin = pin.clone();
@@ -60,33 +62,36 @@ impl Database {
                     };
                     checked.map_err(|e| match e {
                         deadpool::managed::HookError::Message(m) => deadpool::managed::HookError::Message(m),
-                        deadpool::managed::HookError::Backend(e) => deadpool::managed::HookError::Backend(budget::SessionError::Postgres(e)),
+                        deadpool::managed::HookError::Backend(e) => {
+                            deadpool::managed::HookError::Backend(budget::SessionError::Postgres(e))
+                        }
                     })
                 })
             });
             // A new session's wait for its permits is bounded by the
             // budget (`--session-wait`), its connect by `timeouts.connect`.
             let create = budget.settings().wait + timeouts.connect;
-            let pool = Pool::builder(manager)
+            let mut builder = Pool::builder(manager)
                 .max_size(size.max(1))
                 .runtime(deadpool::Runtime::Tokio1)
                 .wait_timeout(Some(timeouts.deadline(timeouts.statement).max(create)))
-                .create_timeout(Some(create))
-                .post_create(hook)
-                .build()
-                .map_err(|e| invalid(format!("workspace pool: {e}")))?;
+                .create_timeout(Some(create));
+            if checked {
+                builder = builder.post_create(hook);
+            }
+            let pool = builder.build().map_err(|e| invalid(format!("workspace pool: {e}")))?;
             budget.register(&server, &pool);
             Ok::<Pool, Failure>(pool)
         };
         let sessions = |size: usize| -> Result<Sessions, Failure> {
             let suspects = Arc::new(tokio::sync::Semaphore::new(size.saturating_sub(1).max(1)));
-            Ok(Sessions { pool: pool(size)?, suspects })
+            Ok(Sessions { pool: pool(size, true)?, suspects })
         };
         Ok(Database {
             id,
             work: sessions(sizes.work)?,
             tests: sessions(sizes.tests)?,
-            observe: pool(1)?,
+            observe: pool(1, false)?,
             tls,
             timeouts,
             counters,
@@ -151,12 +156,11 @@ impl Database {
                 );
             }
             let text = match &e {
-                PoolError::Backend(SessionError::Postgres(err)) | PoolError::PostCreateHook(HookError::Backend(SessionError::Postgres(err))) => {
-                    match err.as_db_error() {
-                        Some(db) => db.message().to_owned(),
-                        None => chain(err),
-                    }
-                }
+                PoolError::Backend(SessionError::Postgres(err))
+                | PoolError::PostCreateHook(HookError::Backend(SessionError::Postgres(err))) => match err.as_db_error() {
+                    Some(db) => db.message().to_owned(),
+                    None => chain(err),
+                },
                 PoolError::Timeout(_) => "timed out waiting for a connection".to_owned(),
                 other => other.to_string(),
             };

@@ -269,7 +269,11 @@ SELECT c.relname::text FROM pg_catalog.pg_depend d
 /// and our views, and whether its server and the current user's mapping
 /// exist; a marked server whose schema is gone is listed under its name
 /// too, so that nothing of ours goes unseen (as one JSON array).
-pub const OBSERVE_ALL: &str = "
+/// `OBSERVE_ALL`, with `$extra` (text beginning with a comma) as more
+/// columns of its one row.
+macro_rules! observe_all {
+    ($extra:literal) => {
+        concat!("
 WITH me AS (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER
 ), managed AS (
   -- A marker counts only on what the workspace role owns: any role with
@@ -328,7 +332,27 @@ SELECT pg_catalog.current_setting('server_version') AS version,
                    FROM pg_catalog.pg_stat_activity a
                   WHERE a.usesysid = (SELECT oid FROM me) AND a.backend_type = 'client backend'
                     AND a.datid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())),
-                '[]'::json) AS sessions";
+                '[]'::json) AS sessions", $extra)
+    };
+}
+
+pub const OBSERVE_ALL: &str = observe_all!(
+    ",
+       pg_catalog.pg_backend_pid() AS pid"
+);
+
+/// `OBSERVE_ALL` and, in the same round trip, the Workspace's pin: this
+/// session's pid, and the token stored for the Workspace whose uid is $2.
+/// Only for a database whose pin table this process has already found to
+/// be the workspace role's own (`pin::PinState::owned`): reading a table
+/// another role made could run that role's row-level security policies. A
+/// database where the table is gone fails the query (`undefined_table`):
+/// then the session checks the pin as a new session does.
+pub const OBSERVE_ALL_PINNED: &str = observe_all!(
+    ",
+       pg_catalog.pg_backend_pid() AS pid,
+       (SELECT token FROM manifold.workspace_pin WHERE workspace = $2) AS pin_token"
+);
 
 /// What an attach needs after its import, in one statement (each statement
 /// is planned afresh, as every schema created resets the cached plans):
