@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use manifold::api::conditions;
 use manifold_test_support as support;
+use support::cpu::{cpu_seconds, parts_cpu, status_kib, tree_cpu_seconds};
 use support::objects;
 use support::world::{World, world_without_operator};
 use support::{Operator, control_plane, stdout_ok, unique, wait_for};
@@ -84,51 +85,6 @@ fn main() {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(bench(scale));
-}
-
-/// User plus system CPU seconds of a process so far.
-fn cpu_seconds(pid: u64) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
-    let ticks: f64 =
-        fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0.0) + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
-/// CPU seconds of a process and of its reaped and live children: a
-/// postmaster with its backends.
-fn tree_cpu_seconds(pid: u64) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<f64> =
-        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().map(|f| f.parse().unwrap_or(0.0)).collect()).unwrap_or_default();
-    // utime, stime, cutime, cstime
-    let own: f64 = fields.get(11..15).map(|f| f.iter().sum()).unwrap_or(0.0) / 100.0;
-    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    own + children.split_whitespace().filter_map(|c| c.parse().ok()).map(cpu_seconds).sum::<f64>()
-}
-
-/// CPU seconds so far of the parts the bulk attach runs on.
-fn parts_cpu(operator: u64, postmaster: u64) -> [(&'static str, f64); 4] {
-    let by_name = |name: &str| {
-        let out = std::process::Command::new("pgrep").args(["-x", name]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
-        out.unwrap_or_default().split_whitespace().filter_map(|p| p.parse().ok()).map(cpu_seconds).sum::<f64>()
-    };
-    [
-        ("kube-apiserver", by_name("kube-apiserver")),
-        ("etcd", by_name("etcd")),
-        ("postgres", tree_cpu_seconds(postmaster)),
-        ("operator", cpu_seconds(operator)),
-    ]
-}
-
-fn status_kib(pid: u64, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Writes the apiserver has served so far, by resource: every request that

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use manifold::api::conditions;
 use manifold_test_support as support;
+use support::cpu::{parts_cpu, postmaster, status_kib};
 use support::objects;
 use support::world::{World, world_without_operator};
 use support::{Operator, control_plane, stdout_ok};
@@ -48,16 +49,6 @@ fn main() {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(bench(w, c));
-}
-
-fn status_kib(pid: u64, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Writes the apiserver has served so far (every request that is not a read).
@@ -191,7 +182,9 @@ async fn bench(ws_count: usize, c: usize) {
     println!("{ws_count} workspace databases made in {:?}", made.elapsed());
 
     // 1. Raw DDL, then what it made goes.
+    let raw_pg = support::cpu::tree_cpu_seconds(postmaster(w.pg));
     let raw = raw_ddl(&w, &dbs, c).await;
+    let raw_pg = support::cpu::tree_cpu_seconds(postmaster(w.pg)) - raw_pg;
     for db in &dbs {
         let client = w.pg.connect(db).await;
         let mut drop = String::new();
@@ -224,14 +217,18 @@ async fn bench(ws_count: usize, c: usize) {
     stdout_ok(&control_plane().kubectl_stdin(&["-n", &w.t.ns, "apply", "--server-side", "-f", "-"], &yaml));
     let resync = if quick() { "10s" } else { "60s" };
     let args = ["--namespaces", w.t.ns.as_str(), "--resync", resync, "--session-idle", "5s"];
+    let postmaster = postmaster(w.pg);
     let started = Instant::now();
     let op = Operator::start(&control_plane().kubeconfig, &args);
+    let cpu_before = parts_cpu(op.pid(), postmaster);
     let peak = Cell::new(0i64);
     all_ready(&w, n, Duration::from_secs(3600), || async {
         peak.set(peak.get().max(sessions(&admin).await));
     })
     .await;
     let operator = started.elapsed();
+    let cpu: Vec<String> =
+        cpu_before.iter().zip(parts_cpu(op.pid(), postmaster)).map(|((name, b), (_, a))| format!("{name} {:.1} s", a - b)).collect();
     let bulk_rss = status_kib(op.pid(), "VmHWM:");
 
     // 3. At rest, once idle sessions closed.
@@ -269,12 +266,16 @@ async fn bench(ws_count: usize, c: usize) {
     println!(
         "bench: {ws_count} workspace databases on one Postgres server (max_connections {max_connections}), {c} connections each = {n} attachments, 2 cores"
     );
-    println!("raw DDL, {CLIENTS} clients taking the databases in turn: {raw:>9.2?}  {:>7.1} attaches/s", n as f64 / raw.as_secs_f64());
+    println!(
+        "raw DDL, {CLIENTS} clients taking the databases in turn: {raw:>9.2?}  {:>7.1} attaches/s; Postgres CPU {raw_pg:.1} s",
+        n as f64 / raw.as_secs_f64()
+    );
     println!(
         "operator, start to all Ready:                {operator:>9.2?}  {:>7.1} attaches/s, {:.2} of raw",
         n as f64 / operator.as_secs_f64(),
         raw.as_secs_f64() / operator.as_secs_f64()
     );
+    println!("CPU while the operator attached ({:.0} s available on 2 cores): {}", operator.as_secs_f64() * 2.0, cpu.join(", "));
     println!("operator sessions to the server at the peak: {} (budget 32, per-workspace pools of 4+2+1)", peak.get());
     println!("operator sessions at rest over 10 s: max {rest_max}, mean {rest_mean:.1}");
     println!("operator RSS: peak {} MiB during the bulk, {} MiB at rest", bulk_rss / 1024, rest_rss / 1024);

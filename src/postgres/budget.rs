@@ -13,8 +13,9 @@
 //!   holds next to nothing, and a resync opens what it needs.
 //! - **Fair turns.** Permits are handed out in the order they were asked
 //!   for (tokio's semaphore is FIFO). While any workspace waits for one, a
-//!   session that is taken from its pool for reuse gives its permits up
-//!   first and asks again at the back of the queue: one busy workspace
+//!   session that is taken from its pool for reuse, once it has served
+//!   its workspace for a turn (`TURN`), gives its permits up first and
+//!   asks again at the back of the queue: one busy workspace
 //!   cannot keep a server's budget while the others wait. A waiter also
 //!   closes idle sessions of other workspaces on its server.
 //! - **Never "too many clients".** A session that cannot be opened within
@@ -30,6 +31,10 @@ use std::time::{Duration, Instant};
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult, WeakPool};
 use deadpool_postgres::ClientWrapper;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// How long a session is kept for its workspace's work before it yields
+/// its permits to a workspace that waits for one.
+pub const TURN: Duration = Duration::from_secs(2);
 
 /// How many sessions the operator may hold, and for how long.
 #[derive(Clone, Copy, Debug)]
@@ -314,7 +319,9 @@ impl managed::Manager for Budgeted {
     }
 
     async fn recycle(&self, session: &mut Session, metrics: &Metrics) -> RecycleResult<SessionError> {
-        if self.budget.contended(&self.server) {
+        // A turn lasts at least `TURN`: a session that yielded at every
+        // reuse would cost a connect (and its pin check) per attach.
+        if metrics.age() >= TURN && self.budget.contended(&self.server) {
             return Err(RecycleError::message("yields its permits to a workspace that waits for one"));
         }
         managed::Manager::recycle(&self.inner, &mut session.client, metrics).await.map_err(|e| match e {

@@ -134,7 +134,9 @@ pub(super) async fn proven_by_attach(ctx: &Context, conn: &Connection, credentia
         ByAttach::Proven(result, found) => {
             info!(connection = %conn.name_any(), namespace = %conn.namespace().unwrap_or_default(), workspace = ?result.workspace, "tested by its first attach");
             ctx.metrics.tests.get_or_create(&crate::metrics::TestLabels { result: "Passed".into(), reason: "ProvenByAttach".into() }).inc();
-            status::event(ctx, conn, false, Reason::TestPassed.as_str(), "Test", result.message.clone()).await;
+            // No Event: no test ran. The attachment's `Attached` Event says
+            // what happened, and status.test says what it proved; one Event
+            // per new connection was a sixth of a bulk apply's writes.
             let source = source_schema(conn, Some(&found));
             FirstTest::Proven(result, source)
         }

@@ -3,6 +3,7 @@
 //!
 //! - `devenv`: the launcher of private services, stopped with the test;
 //! - `cluster`: one control plane per test binary, a namespace per test;
+//! - `cpu`: what the benchmarks read of processes (CPU seconds, memory);
 //! - `postgres`: private Postgres instances, databases and sources;
 //! - `operator`: the operator under test;
 //! - `proxy`: network peers for faults and attacks;
@@ -11,6 +12,7 @@
 //! - `harness`: runs the tests, then scans the run for leaked secrets.
 
 pub mod cluster;
+pub mod cpu;
 pub mod devenv;
 pub mod harness;
 pub mod objects;

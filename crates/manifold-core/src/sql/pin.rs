@@ -28,6 +28,22 @@ SELECT pg_catalog.pg_backend_pid() AS pid,
        (SELECT c.relowner = (SELECT oid FROM me) FROM pg_catalog.pg_class c
          WHERE c.relnamespace = (SELECT oid FROM nsp) AND c.relname = 'workspace_pin' AND c.relkind = 'r') AS table_ours";
 
+/// `PIN_STATE` and the token of the Workspace whose uid is $1 in one
+/// round trip: only where the schema and table are known to be the
+/// workspace role's own (reading a table another role made could run its
+/// row-level security policies as the operator). Where they are gone the
+/// query fails (`undefined_table`), and the session checks as a first one.
+pub const PIN_STATE_AND_TOKEN: &str = "
+WITH me AS (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER),
+     nsp AS (SELECT oid, nspowner FROM pg_catalog.pg_namespace WHERE nspname = 'manifold')
+SELECT pg_catalog.pg_backend_pid() AS pid,
+       (SELECT (EXTRACT(epoch FROM backend_start) * 1000000)::bigint FROM pg_catalog.pg_stat_activity
+         WHERE pid = pg_catalog.pg_backend_pid()) AS started,
+       (SELECT nspowner = (SELECT oid FROM me) FROM nsp) AS schema_ours,
+       (SELECT c.relowner = (SELECT oid FROM me) FROM pg_catalog.pg_class c
+         WHERE c.relnamespace = (SELECT oid FROM nsp) AND c.relname = 'workspace_pin' AND c.relkind = 'r') AS table_ours,
+       (SELECT token FROM manifold.workspace_pin WHERE workspace = $1) AS token";
+
 /// The token stored for a Workspace. Parameter: the Workspace's uid.
 pub const PIN_READ: &str = "SELECT token FROM manifold.workspace_pin WHERE workspace = $1";
 
