@@ -71,6 +71,12 @@ struct Inner {
     ttl: Duration,
     gates: Mutex<HashMap<WsKey, Gate>>,
     wake: Box<dyn Fn(&WsKey, &str) -> bool + Send + Sync>,
+    /// Whether sessions are short (someone waits for the session budget):
+    /// then each workspace gets one ticket. A workspace's work then goes
+    /// through one session, not one per ticket: with hundreds of workspace
+    /// databases on a server, every session a workspace opens is a backend
+    /// started and its catalog caches filled, for a handful of attaches.
+    narrow: Box<dyn Fn() -> bool + Send + Sync>,
 }
 
 /// The tickets of every workspace of one scope.
@@ -133,25 +139,29 @@ impl Parked {
 
 impl Admission {
     /// `wake` queues a reconcile of a parked attachment and says whether it
-    /// still exists.
-    pub fn new(limit: usize, wake: impl Fn(&WsKey, &str) -> bool + Send + Sync + 'static) -> Self {
-        Self::with_ttl(limit, INVITATION_TTL, wake)
-    }
-
+    /// still exists; tickets never narrow.
+    #[cfg(test)]
     fn with_ttl(limit: usize, ttl: Duration, wake: impl Fn(&WsKey, &str) -> bool + Send + Sync + 'static) -> Self {
-        Admission(Arc::new(Inner { limit: limit.max(1), ttl, gates: Mutex::default(), wake: Box::new(wake) }))
+        Admission(Arc::new(Inner { limit: limit.max(1), ttl, gates: Mutex::default(), wake: Box::new(wake), narrow: Box::new(|| false) }))
     }
 
     /// Wakes parked attachments through the triggers, skipping those that
-    /// are gone.
-    pub fn for_scope(limit: usize, stores: Stores, triggers: Triggers) -> Self {
-        Admission::new(limit, move |(ns, _), name| {
+    /// are gone; `narrow` says when sessions are short (see `Inner::narrow`).
+    pub fn for_scope(limit: usize, stores: Stores, triggers: Triggers, narrow: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        let wake = move |(ns, _): &WsKey, name: &str| {
             let exists = stores.attachment(ns, name).is_some();
             if exists {
                 triggers.attachment(ns, name);
             }
             exists
-        })
+        };
+        Admission(Arc::new(Inner {
+            limit: limit.max(1),
+            ttl: INVITATION_TTL,
+            gates: Mutex::default(),
+            wake: Box::new(wake),
+            narrow: Box::new(narrow),
+        }))
     }
 
     /// Marks the start of one reconcile of `attachment`, whose workspace is
@@ -228,9 +238,15 @@ impl Gate {
 }
 
 impl Inner {
+    /// How many tickets may be out now.
+    fn limit(&self) -> usize {
+        if (self.narrow)() { 1 } else { self.limit }
+    }
+
     /// How many tickets may be out when `suspect` asks for one.
     fn limit_for(&self, suspect: bool) -> usize {
-        if suspect { self.limit.saturating_sub(1).max(1) } else { self.limit }
+        let limit = self.limit();
+        if suspect { limit.saturating_sub(1).max(1) } else { limit }
     }
 
     /// Keeps each free ticket for the first parked attachment that may
@@ -238,7 +254,7 @@ impl Inner {
     fn invite(&self, gate: &mut Gate, key: &WsKey, now: Instant) {
         loop {
             let out = gate.busy + gate.invited.len();
-            if out >= self.limit {
+            if out >= self.limit() {
                 return;
             }
             let Some(turn) = gate.queue.iter().find(|(_, s)| self.limit_for(**s) > out).map(|(t, _)| t.clone()) else {
@@ -352,6 +368,28 @@ mod tests {
         assert!(enter(&a, "w", "a0", false).is_err());
         let _t3 = enter(&a, "w", "a3", false).unwrap();
         assert!(enter(&a, "w", "a4", false).is_err());
+    }
+
+    #[test]
+    fn when_sessions_are_short_each_workspace_gets_one_ticket() {
+        let short = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = short.clone();
+        let a = Admission(Arc::new(Inner {
+            limit: 4,
+            ttl: INVITATION_TTL,
+            gates: Mutex::default(),
+            wake: Box::new(|_, _| true),
+            narrow: Box::new(move || flag.load(std::sync::atomic::Ordering::Relaxed)),
+        }));
+        let _t1 = enter(&a, "w", "a1", false).unwrap();
+        let t2 = enter(&a, "w", "a2", false).unwrap();
+        short.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(enter(&a, "w", "a3", false).is_err(), "two out already, one allowed now");
+        assert!(enter(&a, "v", "b1", false).is_ok(), "another workspace still gets its one");
+        drop(t2);
+        assert!(enter(&a, "w", "a4", false).is_err(), "still one out: a3 waits, and so does a newcomer");
+        short.store(false, std::sync::atomic::Ordering::Relaxed);
+        assert!(enter(&a, "w", "a3", false).is_ok(), "sessions to spare again: a3's turn");
     }
 
     #[test]

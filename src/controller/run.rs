@@ -179,7 +179,10 @@ fn watch_scope(shared: &Arc<Shared>, namespace: Option<&str>, tasks: &mut Vec<to
     Scope {
         ctx: Arc::new(Context {
             shared: shared.clone(),
-            admission: Admission::for_scope(shared.settings.pool_sizes.work, stores.clone(), triggers.clone()),
+            admission: {
+                let budget = shared.pools.budget.clone();
+                Admission::for_scope(shared.settings.pool_sizes.work, stores.clone(), triggers.clone(), move || budget.contended_anywhere())
+            },
             stores,
             triggers,
         }),

@@ -55,7 +55,7 @@ pub fn context(workspaces: Vec<Workspace>, connections: Vec<Connection>, attachm
     let (conn, _) = futures::channel::mpsc::unbounded();
     let (att, _) = futures::channel::mpsc::unbounded();
     let triggers = Triggers::new(ws, conn, att);
-    Context { admission: Admission::for_scope(2, stores.clone(), triggers.clone()), shared, stores, triggers }
+    Context { admission: Admission::for_scope(2, stores.clone(), triggers.clone(), || false), shared, stores, triggers }
 }
 
 /// A managed schema's state as the catalog shows it, owned by `owner`.

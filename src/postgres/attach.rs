@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// How long `expect_work` holds.
+const WORK_EXPECTED: Duration = Duration::from_secs(10);
+
 /// An aggregator's members' columns: those it may read, and the others.
 #[derive(Default)]
 pub(super) struct MemberColumns {
@@ -14,7 +17,19 @@ impl Database {
     /// The at-rest resync: the server version, the role, the database's
     /// settings, which `readers` exist, and every managed schema, in one
     /// query.
+    /// Says that attaches or detaches are about to run here: the next
+    /// observation leaves its session to them rather than closing it, so
+    /// that a workspace with a handful of attachments opens one session,
+    /// not two.
+    pub fn expect_work(&self) {
+        *self.work_expected.lock().unwrap() = Some(std::time::Instant::now() + WORK_EXPECTED);
+    }
+
     pub async fn observe_all(&self, readers: &[String]) -> Result<Observation, Failure> {
+        let expected = self.work_expected.lock().unwrap().is_some_and(|until| until > std::time::Instant::now());
+        if expected {
+            return self.observe_for_work(readers).await;
+        }
         let mut session = self.session(&self.observe).await?;
         let deadline = self.timeouts.deadline(self.timeouts.statement);
         let result = tokio::time::timeout(deadline, async {
@@ -47,12 +62,17 @@ impl Database {
         })
         .await;
         let row = self.finish_and_close(session, result, deadline)?;
+        Ok(self.observation(&row))
+    }
+
+    /// What a row of `OBSERVE_ALL` says.
+    fn observation(&self, row: &tokio_postgres::Row) -> Observation {
         let version: String = row.get("version");
         let schemas: serde_json::Value = row.get("schemas");
         let settings: Vec<String> = row.get::<_, Option<Vec<String>>>("database_settings").unwrap_or_default();
         let search_path = settings.iter().find_map(|s| s.strip_prefix("search_path=")).map(plan::parse_search_path).unwrap_or_default();
         let sessions: Vec<pin::Session> = serde_json::from_value(row.get("sessions")).unwrap_or_default();
-        Ok(Observation {
+        Observation {
             pinned: self.pin.as_ref().is_some_and(|p| p.pinned()),
             others: pin::others(self.id, row.get("pid"), sessions),
             database: self.id,
@@ -64,7 +84,21 @@ impl Database {
             search_path,
             roles: row.get::<_, Vec<String>>("roles").into_iter().collect(),
             catalog: parse_catalog(&schemas),
+        }
+    }
+
+    /// `observe_all` on a session of the work pool, which goes back to it
+    /// for the work to come (its pin was checked when it was opened).
+    async fn observe_for_work(&self, readers: &[String]) -> Result<Observation, Failure> {
+        let mut session = self.session(&self.work.pool).await?;
+        let deadline = self.timeouts.deadline(self.timeouts.statement);
+        let result = tokio::time::timeout(deadline, async {
+            self.count(1, 0);
+            session.client().query_one(sql::OBSERVE_ALL, &[&readers]).await.map_err(|e| classify(&e, &[]))
         })
+        .await;
+        let row = self.finish(session, result, deadline)?;
+        Ok(self.observation(&row))
     }
 
     /// Brings one attachment to its plan in one transaction: extension,

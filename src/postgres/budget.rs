@@ -83,6 +83,8 @@ pub struct Budget {
     servers: Mutex<HashMap<String, Arc<Limit>>>,
     pools: Mutex<Vec<Registered>>,
     sweeping: AtomicBool,
+    /// Waiters for any permit, of any server or of the total.
+    waiting: AtomicUsize,
     /// Sessions open now, and new sessions that had to wait.
     sessions: prometheus_client::metrics::gauge::Gauge,
     waits: prometheus_client::metrics::counter::Counter,
@@ -117,6 +119,7 @@ impl Budget {
             servers: Mutex::default(),
             pools: Mutex::default(),
             sweeping: AtomicBool::new(false),
+            waiting: AtomicUsize::new(0),
             sessions,
             waits,
         })
@@ -133,6 +136,11 @@ impl Budget {
     /// Whether anyone waits for a permit of `server`, or of the total.
     fn contended(&self, server: &str) -> bool {
         self.total.waiting.load(Ordering::Relaxed) > 0 || self.server(server).waiting.load(Ordering::Relaxed) > 0
+    }
+
+    /// Whether anyone waits for a permit at all: sessions are short.
+    pub fn contended_anywhere(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) > 0
     }
 
     /// Lets the sweep and waiters close this pool's idle sessions.
@@ -162,6 +170,7 @@ impl Budget {
             return Some(permit);
         }
         limit.waiting.fetch_add(1, Ordering::Relaxed);
+        self.waiting.fetch_add(1, Ordering::Relaxed);
         let permit = async {
             // One acquire, kept across the loop: its place in the queue.
             let acquire = limit.permits.clone().acquire_owned();
@@ -180,6 +189,7 @@ impl Budget {
         }
         .await;
         limit.waiting.fetch_sub(1, Ordering::Relaxed);
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
         permit
     }
 

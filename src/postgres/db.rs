@@ -26,6 +26,8 @@ pub trait WorkspaceDb: Send + Sync {
     fn set_search_path(&self, statement: Statement) -> BoxFuture<'_, Result<(), Failure>>;
     /// Forgets the Workspace's pin: the last step of its removal.
     fn unpin(&self) -> BoxFuture<'_, Result<(), Failure>>;
+    /// Says that attaches or detaches are about to run.
+    fn expect_work(&self) {}
 }
 
 /// A workspace database handle, real or fake.
@@ -67,6 +69,10 @@ impl WorkspaceDb for Database {
     fn unpin(&self) -> BoxFuture<'_, Result<(), Failure>> {
         Box::pin(Database::unpin(self))
     }
+
+    fn expect_work(&self) {
+        Database::expect_work(self);
+    }
 }
 
 /// A shared handle is the database it shares, so that `&Db` goes where a
@@ -106,5 +112,9 @@ impl<T: WorkspaceDb + ?Sized> WorkspaceDb for Arc<T> {
 
     fn unpin(&self) -> BoxFuture<'_, Result<(), Failure>> {
         (**self).unpin()
+    }
+
+    fn expect_work(&self) {
+        (**self).expect_work();
     }
 }

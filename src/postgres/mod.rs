@@ -162,6 +162,9 @@ pub struct Database {
     type_extensions: Arc<[String]>,
     /// The sessions the operator may hold to this database's server.
     budget_size: usize,
+    /// Until when work is expected here (`expect_work`): an observation
+    /// then leaves its session in the work pool for that work.
+    work_expected: Arc<Mutex<Option<std::time::Instant>>>,
 }
 
 /// The result of an attach.

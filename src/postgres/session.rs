@@ -100,6 +100,7 @@ impl Database {
             pin,
             type_extensions,
             budget_size: budget.settings().per_server,
+            work_expected: Arc::default(),
         })
     }
 

@@ -47,6 +47,7 @@ pub async fn detach(
 ) -> Result<Vec<String>, Failure> {
     let owner = resolve::owner(att);
     let mut dropped = Vec::new();
+    db.expect_work();
     for name in owned(ctx, ws_key, db, readers, att, also).await? {
         let done = db.detach(&owner, &name, readers).await?;
         ctx.observations.record(ws_key, &name, None);

@@ -134,7 +134,7 @@ pub async fn reconcile(att: Arc<WorkspaceConnection>, ctx: Arc<Context>) -> Resu
 /// The steps of one reconcile's attach. `seen`: see `resolve::resolve`.
 async fn attach(att: &WorkspaceConnection, ctx: &Context, finalized: Finalized, seen: &mut Option<String>) -> Result<Step, Outcome> {
     let r = resolve::resolve(ctx, att, seen).await?;
-    let seen = observe::observe(ctx, &r).await?;
+    let seen = observe::observe(ctx, att, &r).await?;
     let plan = plan::plan(ctx, att, &r, &seen).await?;
     let detached = apply::drop_moved(ctx, &r, &seen, &plan).await?;
     admit::at_rest(ctx, att, &seen, &plan, finalized, &detached).await?;

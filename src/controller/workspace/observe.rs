@@ -49,6 +49,11 @@ pub(super) async fn observe(ctx: &Context, ws: &Workspace) -> Result<Found, Fail
         Err(f) => return Err(resolve::explain(ctx, &ns, f, SecretUser::Workspace(ws)).await),
     };
     let db: Db = std::sync::Arc::new(ctx.pools.get(&ns, &name, &target)?);
+    // Attachments on their way: the observation's session is theirs next.
+    let pending = ctx.stores.attachments_of_workspace(&ns, &name).iter().any(|a| a.unreported() || !ready(a));
+    if pending {
+        db.expect_work();
+    }
     let max_age = ctx.settings.resync.saturating_sub(Duration::from_secs(1));
     let (seen, taken, refreshed) = ctx
         .observations
@@ -70,4 +75,8 @@ pub(super) async fn observe(ctx: &Context, ws: &Workspace) -> Result<Found, Fail
         .await?;
     let seen = Seen { identity: resolve::database_identity(&target.uri), ..seen };
     Ok(Found { seen, db, taken, refreshed })
+}
+
+fn ready(att: &crate::api::WorkspaceConnection) -> bool {
+    att.status.as_ref().is_some_and(|s| crate::api::conditions::is_ready(&s.conditions))
 }

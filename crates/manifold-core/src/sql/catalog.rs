@@ -1,27 +1,33 @@
 //! The catalog queries: what the operator reads of a workspace database.
 //! Their inputs travel as bind parameters, never in the text.
 
-/// Whether the type whose oid is the SQL expression `$oid` is one Manifold
-/// trusts to be read: built in (every object initdb makes has an oid below
-/// FirstNormalObjectId, 16384), or a member of one of the extensions named
-/// by the text[] expression `$extensions`; an array is judged by its
-/// element type. Anything else (a domain, enum, range or composite type a
-/// database user made) may run that user's code when a value is read: a
-/// domain's CHECK calls any function, as the reading role.
+/// Whether the type of the `pg_type` row `$t` (an alias in the query) is
+/// one Manifold trusts to be read: built in (every object initdb makes has
+/// an oid below FirstNormalObjectId, 16384), or a member of one of the
+/// extensions named by the text[] expression `$extensions`; an array is
+/// judged by its element type. Anything else (a domain, enum, range or
+/// composite type a database user made) may run that user's code when a
+/// value is read: a domain's CHECK calls any function, as the reading
+/// role. Lookups by oid only (`pg_type`'s and `pg_depend`'s indexes): a
+/// workspace of thousands of foreign tables has as many row types.
 macro_rules! trusted_type {
-    ($oid:literal, $extensions:literal) => {
+    ($t:literal, $extensions:literal) => {
         concat!(
-            "(SELECT base.oid < 16384 OR EXISTS (SELECT 1 FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
-     WHERE d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass AND d.objid = base.oid
+            "(SELECT base < 16384 OR EXISTS (SELECT 1 FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
+     WHERE d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass AND d.objid = base
        AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.deptype = 'e'
        AND e.extname = ANY (coalesce(",
             $extensions,
             "::pg_catalog.text[], ARRAY[]::pg_catalog.text[])))
-   FROM (SELECT coalesce((SELECT el.oid FROM pg_catalog.pg_type el WHERE el.typarray = ",
-            $oid,
-            "), ",
-            $oid,
-            ") AS oid) base)"
+   FROM (SELECT CASE WHEN ",
+            $t,
+            ".typelem <> 0 AND ",
+            $t,
+            ".typsubscript = 'pg_catalog.array_subscript_handler'::pg_catalog.regproc THEN ",
+            $t,
+            ".typelem ELSE ",
+            $t,
+            ".oid END AS base) b)"
         )
     };
 }
@@ -81,13 +87,14 @@ pub const MEMBER_COLUMNS: &str = concat!(
     "
 SELECT n.nspname::text AS schema, c.relname::text AS table, a.attname::text AS name, a.atttypid AS type_oid,
        pg_catalog.format_type(a.atttypid, a.atttypmod) AS type_name, ",
-    trusted_type!("a.atttypid", "$2"),
+    trusted_type!("t", "$2"),
     " AS trusted
   FROM pg_catalog.pg_namespace n
   JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.refobjid = n.oid
    AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
   JOIN pg_catalog.pg_class c ON c.oid = d.objid
   JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid
+  JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
  WHERE n.nspname = ANY($1) AND c.relkind = 'f' AND a.attnum > 0 AND NOT a.attisdropped
  ORDER BY n.nspname, c.relname, a.attnum"
 );
@@ -167,8 +174,9 @@ WITH nsp AS (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1),
                                 'trusts (--type-extensions): reading a value of it could run code a database user wrote',
                                 r.relname, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod))
          FROM rels r JOIN pg_catalog.pg_attribute a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped
+         JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
         WHERE r.relkind = 'f' AND NOT ",
-    trusted_type!("a.atttypid", "$6"),
+    trusted_type!("t", "$6"),
     "
        UNION ALL
        SELECT pg_catalog.format('%I is a relation of kind %s, not a foreign table', r.relname, r.relkind)
