@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use manifold::api::conditions;
 use manifold_test_support as support;
-use support::cpu::{cpu_seconds, parts_cpu, status_kib, tree_cpu_seconds};
+use support::cpu::{cpu_seconds, parts_cpu, statement_profile, status_kib, tree_cpu_seconds};
 use support::objects;
 use support::world::{World, world_without_operator};
 use support::{Operator, control_plane, stdout_ok, unique, wait_for};
@@ -702,22 +702,6 @@ async fn bench(scale: Scale) {
     );
     println!("resync query over {schemas} managed schemas: p50 {:?}, p99 {:?}", percentile(&times, 0.5), percentile(&times, 0.99));
     println!("operator peak RSS: {} MiB", peak / 1024);
-}
-
-/// What pg_stat_statements holds, every database together, by statement
-/// (numbers and names folded into one shape): milliseconds of planning and
-/// execution, and calls, the largest first.
-async fn statement_profile(admin: &tokio_postgres::Client) -> Vec<(String, f64, f64, i64)> {
-    let rows = admin
-        .query(
-            "SELECT left(regexp_replace(regexp_replace(query, '\\s+', ' ', 'g'), '(\"?[a-z]+)[0-9]+', '\\1N', 'g'), 90) AS q,
-                    sum(total_plan_time)::float8, sum(total_exec_time)::float8, sum(calls)::bigint
-               FROM pg_stat_statements GROUP BY 1 ORDER BY sum(total_plan_time + total_exec_time) DESC",
-            &[],
-        )
-        .await
-        .unwrap_or_default();
-    rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect()
 }
 
 /// CPU of a postmaster's processes by what they serve, sampled every

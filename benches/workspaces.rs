@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use manifold::api::conditions;
 use manifold_test_support as support;
-use support::cpu::{parts_cpu, postmaster, status_kib};
+use support::cpu::{parts_cpu, postmaster, statement_profile, status_kib};
 use support::objects;
 use support::world::{World, world_without_operator};
 use support::{Operator, control_plane, stdout_ok};
@@ -169,6 +169,8 @@ async fn bench(ws_count: usize, c: usize) {
     source.batch_execute(&tables).await.unwrap();
     let admin = w.pg.connect("postgres").await;
     let _ = admin.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").await;
+    let _ = admin.batch_execute("ALTER SYSTEM SET pg_stat_statements.track_planning = on").await;
+    let _ = admin.batch_execute("SELECT pg_reload_conf()").await;
     let max_connections: String = admin.query_one("SHOW max_connections", &[]).await.unwrap().get(0);
 
     // The workspace databases, each with an owner of its own.
@@ -218,6 +220,15 @@ async fn bench(ws_count: usize, c: usize) {
     let resync = if quick() { "10s" } else { "60s" };
     let args = ["--namespaces", w.t.ns.as_str(), "--resync", resync, "--session-idle", "5s"];
     let postmaster = postmaster(w.pg);
+    let _ = admin.batch_execute("SELECT pg_stat_statements_reset()").await;
+    let backends = || async {
+        admin
+            .query_one("SELECT coalesce(sum(sessions), 0)::bigint FROM pg_stat_database WHERE datname LIKE 'bench_mws%'", &[])
+            .await
+            .map(|r| r.get::<_, i64>(0))
+            .unwrap_or(0)
+    };
+    let backends_before = backends().await;
     let started = Instant::now();
     let op = Operator::start(&control_plane().kubeconfig, &args);
     let cpu_before = parts_cpu(op.pid(), postmaster);
@@ -230,6 +241,8 @@ async fn bench(ws_count: usize, c: usize) {
     let cpu: Vec<String> =
         cpu_before.iter().zip(parts_cpu(op.pid(), postmaster)).map(|((name, b), (_, a))| format!("{name} {:.1} s", a - b)).collect();
     let bulk_rss = status_kib(op.pid(), "VmHWM:");
+    let bulk_backends = backends().await - backends_before;
+    let bulk_statements = statement_profile(&admin).await;
 
     // 3. At rest, once idle sessions closed.
     tokio::time::sleep(Duration::from_secs(8)).await;
@@ -276,6 +289,12 @@ async fn bench(ws_count: usize, c: usize) {
         raw.as_secs_f64() / operator.as_secs_f64()
     );
     println!("CPU while the operator attached ({:.0} s available on 2 cores): {}", operator.as_secs_f64() * 2.0, cpu.join(", "));
+    println!("sessions the operator opened to the workspace databases during the bulk: {bulk_backends} (raw DDL: {ws_count})");
+    let (plan, exec): (f64, f64) = bulk_statements.iter().fold((0.0, 0.0), |(p, e), s| (p + s.1, e + s.2));
+    println!("statements during the bulk, every database: {:.1} s planning, {:.1} s executing; the largest:", plan / 1000.0, exec / 1000.0);
+    for (query, plan, exec, calls) in bulk_statements.iter().take(10) {
+        println!("  plan {:>6.1} s exec {:>6.1} s {calls:>7} calls  {query}", plan / 1000.0, exec / 1000.0);
+    }
     println!("operator sessions to the server at the peak: {} (budget 32, per-workspace pools of 4+2+1)", peak.get());
     println!("operator sessions at rest over 10 s: max {rest_max}, mean {rest_mean:.1}");
     println!("operator RSS: peak {} MiB during the bulk, {} MiB at rest", bulk_rss / 1024, rest_rss / 1024);

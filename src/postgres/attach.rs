@@ -124,18 +124,7 @@ impl Database {
             let (mut locked, extension_schema) =
                 self.lock_and_observe(&tx, &plan.owner, &plan.schema, server, wrapper, extension).await.map_err(err)?;
             if let Source::Aggregate(aggregate) = &plan.source {
-                let members = self.member_columns(&tx, &aggregate.members).await.map_err(err)?;
-                if !members.untrusted.is_empty() {
-                    return Err(Failure::new(
-                        Reason::SourceRefused,
-                        sanitize(&format!(
-                            "a view over these columns would read types Manifold does not trust (neither built in nor from an \
-                             extension the cluster admin trusts, --type-extensions): {}",
-                            members.untrusted.join("; ")
-                        )),
-                    ));
-                }
-                locked.columns = members.columns;
+                locked.columns = self.trusted_member_columns(&tx, &aggregate.members, err).await?;
             }
             let (change, statements) = plan::attach(plan, &locked)?;
             if statements.is_empty() {
@@ -170,6 +159,28 @@ impl Database {
         })
         .await;
         self.finish(session, result, deadline)
+    }
+
+    /// The columns of an aggregator's members, refused if a view over them
+    /// would read a type Manifold does not trust.
+    async fn trusted_member_columns(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        members: &[Member],
+        err: impl Fn(tokio_postgres::Error) -> Failure,
+    ) -> Result<Vec<Column>, Failure> {
+        let members = self.member_columns(tx, members).await.map_err(err)?;
+        if !members.untrusted.is_empty() {
+            return Err(Failure::new(
+                Reason::SourceRefused,
+                sanitize(&format!(
+                    "a view over these columns would read types Manifold does not trust (neither built in nor from an \
+                     extension the cluster admin trusts, --type-extensions): {}",
+                    members.untrusted.join("; ")
+                )),
+            ));
+        }
+        Ok(members.columns)
     }
 
     /// An import (or a rebuild) replaces the tables that aggregators' views

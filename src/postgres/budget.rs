@@ -17,7 +17,9 @@
 //!   its workspace for a turn (`TURN`), gives its permits up first and
 //!   asks again at the back of the queue: one busy workspace
 //!   cannot keep a server's budget while the others wait. A waiter also
-//!   closes idle sessions of other workspaces on its server.
+//!   closes other workspaces' sessions on its server that have been idle
+//!   for a second (a session just handed back is wanted again in a moment,
+//!   by the next attachment of its workspace).
 //! - **Never "too many clients".** A session that cannot be opened within
 //!   `--session-wait` is `SessionsBusy`, which says whose budget is spent;
 //!   the work is retried with backoff, and Postgres's own refusal
@@ -35,6 +37,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// How long a session is kept for its workspace's work before it yields
 /// its permits to a workspace that waits for one.
 pub const TURN: Duration = Duration::from_secs(2);
+
+/// How long a session must have been idle before a waiter closes it.
+const RECLAIM_GRACE: Duration = Duration::from_secs(1);
 
 /// How many sessions the operator may hold, and for how long.
 #[derive(Clone, Copy, Debug)]
@@ -218,9 +223,12 @@ impl Budget {
                 continue;
             }
             let mut closed = false;
-            let result = pool.retain(|_, _| {
-                let keep = closed;
-                closed = true;
+            let result = pool.retain(|_, metrics| {
+                // A session just handed back is likely wanted again in a
+                // moment: its workspace's next attachment was woken when
+                // the last one's ticket came back.
+                let keep = closed || metrics.last_used() < RECLAIM_GRACE;
+                closed |= !keep;
                 keep
             });
             if !result.removed.is_empty() {

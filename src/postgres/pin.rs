@@ -246,7 +246,7 @@ pub(super) async fn check(client: &mut ClientWrapper, state: &PinState, database
             Err(e) => return Err(HookError::Backend(e)),
         }
     }
-    let mut seen = found(client).await.map_err(HookError::Backend)?;
+    let seen = found(client).await.map_err(HookError::Backend)?;
     if let Some(started) = seen.started {
         register(seen.pid, started, database);
     }
@@ -278,10 +278,14 @@ pub(super) async fn check(client: &mut ClientWrapper, state: &PinState, database
     if !state.establish.load(Ordering::Relaxed) {
         return Err(state.refuse(moved()));
     }
-    // First contact: write the pin, then check that what holds it is ours.
+    establish(client, state).await
+}
+
+/// First contact: writes the pin, then checks that what holds it is ours.
+async fn establish(client: &mut ClientWrapper, state: &PinState) -> Result<(), HookError> {
     let tx = client.transaction().await.map_err(HookError::Backend)?;
     tx.batch_execute(sql::PIN_CREATE).await.map_err(HookError::Backend)?;
-    seen = found(tx.client()).await.map_err(HookError::Backend)?;
+    let seen = found(tx.client()).await.map_err(HookError::Backend)?;
     if seen.schema_ours != Some(true) || seen.table_ours != Some(true) {
         return Err(state.refuse(conflict(&format!("schema \"{}\"", sql::PIN_SCHEMA))));
     }

@@ -43,46 +43,8 @@ impl Database {
             Purpose::Workspace(pin) => Some(pin::PinState::new(pin)),
             Purpose::AdminTests => None,
         };
-        let server = server_of(&config);
-        // `checked`: every new session checks the pin before it is handed
-        // out (the observation's checks it in its own query instead).
-        let pool = |size: usize, checked: bool| {
-            let manager = Manager::from_config(config.clone(), tls.clone(), ManagerConfig { recycling_method: RecyclingMethod::Fast });
-            let manager = Budgeted::new(manager, budget.clone(), server.clone());
-            let pin = pin.clone();
-            // Before a new session is handed out, and so before anything
-            // that carries a secret: the database shows the pin.
-            let hook = deadpool::managed::Hook::async_fn(move |session: &mut budget::Session, _| {
-                let pin = pin.clone();
-                Box::pin(async move {
-                    let client = &mut **session;
-                    let checked = match &pin {
-                        Some(state) => pin::check(client, state, id).await,
-                        None => pin::register_session(client, id).await,
-                    };
-                    checked.map_err(|e| match e {
-                        deadpool::managed::HookError::Message(m) => deadpool::managed::HookError::Message(m),
-                        deadpool::managed::HookError::Backend(e) => {
-                            deadpool::managed::HookError::Backend(budget::SessionError::Postgres(e))
-                        }
-                    })
-                })
-            });
-            // A new session's wait for its permits is bounded by the
-            // budget (`--session-wait`), its connect by `timeouts.connect`.
-            let create = budget.settings().wait + timeouts.connect;
-            let mut builder = Pool::builder(manager)
-                .max_size(size.max(1))
-                .runtime(deadpool::Runtime::Tokio1)
-                .wait_timeout(Some(timeouts.deadline(timeouts.statement).max(create)))
-                .create_timeout(Some(create));
-            if checked {
-                builder = builder.post_create(hook);
-            }
-            let pool = builder.build().map_err(|e| invalid(format!("workspace pool: {e}")))?;
-            budget.register(&server, &pool);
-            Ok::<Pool, Failure>(pool)
-        };
+        let parts = PoolParts { server: server_of(&config), config, tls: tls.clone(), budget: budget.clone(), pin: pin.clone(), id, timeouts };
+        let pool = |size: usize, checked: bool| parts.pool(size, checked);
         let sessions = |size: usize| -> Result<Sessions, Failure> {
             let suspects = Arc::new(tokio::sync::Semaphore::new(size.saturating_sub(1).max(1)));
             Ok(Sessions { pool: pool(size, true)?, suspects })
@@ -213,6 +175,61 @@ impl Database {
     pub(super) fn count(&self, statements: u64, ddl: u64) {
         self.counters.queries.inc_by(statements.saturating_sub(ddl));
         self.counters.ddl.inc_by(ddl);
+    }
+}
+
+/// What every pool of one workspace is built from.
+struct PoolParts {
+    config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+    budget: Arc<Budget>,
+    server: String,
+    pin: Option<Arc<pin::PinState>>,
+    id: u64,
+    timeouts: Timeouts,
+}
+
+impl PoolParts {
+    /// A pool of `size` sessions. `checked`: every new session checks the
+    /// pin before it is handed out (the observation's checks it in its own
+    /// query instead).
+    fn pool(&self, size: usize, checked: bool) -> Result<Pool, Failure> {
+        let manager = Manager::from_config(self.config.clone(), self.tls.clone(), ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager = Budgeted::new(manager, self.budget.clone(), self.server.clone());
+        // A new session's wait for its permits is bounded by the budget
+        // (`--session-wait`), its connect by `timeouts.connect`.
+        let create = self.budget.settings().wait + self.timeouts.connect;
+        let mut builder = Pool::builder(manager)
+            .max_size(size.max(1))
+            .runtime(deadpool::Runtime::Tokio1)
+            .wait_timeout(Some(self.timeouts.deadline(self.timeouts.statement).max(create)))
+            .create_timeout(Some(create));
+        if checked {
+            builder = builder.post_create(self.hook());
+        }
+        let pool = builder.build().map_err(|e| Failure::new(Reason::InvalidSpec, format!("workspace pool: {e}")))?;
+        self.budget.register(&self.server, &pool);
+        Ok(pool)
+    }
+
+    /// Before a new session is handed out, and so before anything that
+    /// carries a secret: the database shows the pin.
+    fn hook(&self) -> deadpool::managed::Hook<Budgeted> {
+        let (pin, id) = (self.pin.clone(), self.id);
+        deadpool::managed::Hook::async_fn(move |session: &mut budget::Session, _| {
+            let pin = pin.clone();
+            Box::pin(async move {
+                let client = &mut **session;
+                let checked = match &pin {
+                    Some(state) => pin::check(client, state, id).await,
+                    None => pin::register_session(client, id).await,
+                };
+                checked.map_err(|e| match e {
+                    deadpool::managed::HookError::Message(m) => deadpool::managed::HookError::Message(m),
+                    deadpool::managed::HookError::Backend(e) => deadpool::managed::HookError::Backend(budget::SessionError::Postgres(e)),
+                })
+            })
+        })
     }
 }
 

@@ -176,35 +176,40 @@ pub async fn connections(
             }
             table id="connections" {
                 tr { th { "Name" } th { "Plugin" } th { "Schema" } th { "Test" } th { "Workspaces" } th { "Ready" } }
-                @for c in &shown {
-                    @let status = c.status.clone().unwrap_or_default();
-                    @let used: Vec<String> = attachments.iter().filter(|a| a.spec.connection == c.name_any()).map(|a| a.spec.workspace.clone()).collect();
-                    tr {
-                        td {
-                            @if is_draft(c) {
-                                a href=(format!("/ns/{ns}/new/{}?draft={}", plugin_kind(c), c.name_any())) { (c.name_any()) }
-                                " " span.tag { "Draft" }
-                            } @else {
-                                a href=(format!("/ns/{ns}/connections/{}", c.name_any())) { (c.name_any()) }
-                            }
-                            (gitops_tag(&c.metadata))
-                        }
-                        td { (status.plugin.clone().unwrap_or_else(|| if c.spec.aggregator.is_some() { "aggregator".into() } else { String::new() })) }
-                        td { code { (status.schema.clone().unwrap_or_default()) } }
-                        td {
-                            @if let Some(t) = &status.test {
-                                (outcome(t))
-                                " " span.muted { (super::super::get::age(Some(&t.tested_at), now)) " ago" }
-                            } @else { span.muted { "not tested" } }
-                        }
-                        td { (used.join(", ")) }
-                        td { (ready(&status.conditions)) }
-                    }
-                }
+                @for c in &shown { (connection_row(&ns, c, &attachments, now)) }
             }
             @if shown.is_empty() { p.muted { "No connections" @if !filter.is_empty() { " match " code { (filter) } } "." } }
         },
     )
+}
+
+/// One Connection's row in the namespace's list.
+fn connection_row(ns: &str, c: &Connection, attachments: &[WorkspaceConnection], now: jiff::Timestamp) -> Markup {
+    html! {
+        @let status = c.status.clone().unwrap_or_default();
+        @let used: Vec<String> = attachments.iter().filter(|a| a.spec.connection == c.name_any()).map(|a| a.spec.workspace.clone()).collect();
+        tr {
+            td {
+                @if is_draft(c) {
+                    a href=(format!("/ns/{ns}/new/{}?draft={}", plugin_kind(c), c.name_any())) { (c.name_any()) }
+                    " " span.tag { "Draft" }
+                } @else {
+                    a href=(format!("/ns/{ns}/connections/{}", c.name_any())) { (c.name_any()) }
+                }
+                (gitops_tag(&c.metadata))
+            }
+            td { (status.plugin.clone().unwrap_or_else(|| if c.spec.aggregator.is_some() { "aggregator".into() } else { String::new() })) }
+            td { code { (status.schema.clone().unwrap_or_default()) } }
+            td {
+                @if let Some(t) = &status.test {
+                    (outcome(t))
+                    " " span.muted { (super::super::get::age(Some(&t.tested_at), now)) " ago" }
+                } @else { span.muted { "not tested" } }
+            }
+            td { (used.join(", ")) }
+            td { (ready(&status.conditions)) }
+        }
+    }
 }
 
 pub async fn connection(

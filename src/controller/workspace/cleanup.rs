@@ -66,6 +66,20 @@ pub(super) async fn reset_search_path(db: &dyn WorkspaceDb) -> Result<(), Failur
     }
 }
 
+/// After a cleanup that removed what it had to: the log line, then the pin.
+async fn removed(ns: &str, name: &str, dropped: &[String], db: Option<std::sync::Arc<dyn WorkspaceDb>>) {
+    if !dropped.is_empty() {
+        info!(workspace = %name, namespace = %ns, schemas = dropped.len(), "deleted: removed its namespace's schemas");
+    }
+    // Last: a session opened after this would not find the pin. A pin left
+    // behind names a Workspace that is gone, and harms none.
+    if let Some(db) = db
+        && let Err(e) = db.unpin().await
+    {
+        warn!(workspace = %name, namespace = %ns, reason = %e.reason, "could not remove the Workspace's pin: {}", e.message);
+    }
+}
+
 pub(super) async fn cleanup(ws: &Workspace, ctx: &Context) -> Result<Action, Error> {
     let (ns, name) = key(ws);
     let ws_key = (ns.clone(), name.clone());
@@ -92,19 +106,7 @@ pub(super) async fn cleanup(ws: &Workspace, ctx: &Context) -> Result<Action, Err
         )),
     };
     match result {
-        Ok((dropped, db)) => {
-            if !dropped.is_empty() {
-                info!(workspace = %name, namespace = %ns, schemas = dropped.len(), "deleted: removed its namespace's schemas");
-            }
-            // Last: a session opened after this would not find the pin. A
-            // pin left behind names a Workspace that is gone, and harms none.
-            if let Some(Err(e)) = match db {
-                Some(db) => Some(db.unpin().await),
-                None => None,
-            } {
-                warn!(workspace = %name, namespace = %ns, reason = %e.reason, "could not remove the Workspace's pin: {}", e.message);
-            }
-        }
+        Ok((dropped, db)) => removed(&ns, &name, &dropped, db).await,
         Err(e) => match deletion::give_up(ctx, ws, &ns, &e).await {
             Some(bound) => {
                 let note = format!(

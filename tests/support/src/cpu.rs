@@ -1,6 +1,6 @@
 //! What the benchmarks read of processes from /proc: CPU seconds (of one
 //! process, of a postmaster with its backends, of the parts a run spans)
-//! and memory.
+//! and memory; and what pg_stat_statements says the statements cost.
 
 /// User plus system CPU seconds of a process so far.
 pub fn cpu_seconds(pid: u64) -> f64 {
@@ -54,3 +54,20 @@ pub fn postmaster(pg: &crate::Postgres) -> u64 {
         .and_then(|s| s.lines().next().and_then(|l| l.trim().parse().ok()))
         .expect("the postmaster's pid")
 }
+
+/// What pg_stat_statements holds, every database together, by statement
+/// (numbers and names folded into one shape): milliseconds of planning and
+/// execution, and calls, the largest first.
+pub async fn statement_profile(admin: &tokio_postgres::Client) -> Vec<(String, f64, f64, i64)> {
+    let rows = admin
+        .query(
+            "SELECT left(regexp_replace(regexp_replace(query, '\\s+', ' ', 'g'), '(\"?[a-z]+)[0-9]+', '\\1N', 'g'), 90) AS q,
+                    sum(total_plan_time)::float8, sum(total_exec_time)::float8, sum(calls)::bigint
+               FROM pg_stat_statements GROUP BY 1 ORDER BY sum(total_plan_time + total_exec_time) DESC",
+            &[],
+        )
+        .await
+        .unwrap_or_default();
+    rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect()
+}
+
