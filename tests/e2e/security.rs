@@ -258,7 +258,7 @@ pub async fn tls_to_a_workspace_honours_sslmode_and_its_ca() {
 /// What the catalog shows other roles: a postgres_fdw server's options (no
 /// password among them), and no user mapping's options. The password lives
 /// only in the user mapping. (A steampipe server's `config` option is a
-/// server option, readable by every role: the README says so.)
+/// server option, readable by every role: docs/src/security.md says so.)
 pub async fn credentials_stay_out_of_what_other_roles_can_read() {
     let w = world("catalog").await;
     w.workspace("ws");

@@ -111,7 +111,7 @@ pub(super) async fn cleanup(ws: &Workspace, ctx: &Context) -> Result<Action, Err
             Some(bound) => {
                 let note = format!(
                     "gave up after {bound:?}, leaving what remains in the database: {}. Remove those schemas and servers by \
-                     hand when the database is back (their comments name the attachment; the README's \"Cleaning a database \
+                     hand when the database is back (their comments name the attachment; docs/src/operations.md, \"Cleaning a database \
                      that comes back\" has the queries); to release a Workspace at once: \
                      kubectl patch mws {name} --type merge -p '{{\"metadata\":{{\"finalizers\":null}}}}'",
                     e.message
