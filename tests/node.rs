@@ -583,7 +583,7 @@ fn scenario() {
     );
     let leader = wait("a leader after the upgrade", Duration::from_secs(60), || {
         let holder = cluster.lease_holder();
-        if after.iter().any(|p| holder == *p) { Ok(holder) } else { Err(holder) }
+        if after.contains(&holder) { Ok(holder) } else { Err(holder) }
     });
     // The new leader has looked at every attachment (5), and changed
     // nothing in any database.

@@ -66,11 +66,14 @@ struct Gate {
     hold: Option<Duration>,
 }
 
+/// Queues a reconcile of a parked attachment; says whether it still exists.
+type Wake = Box<dyn Fn(&WsKey, &str) -> bool + Send + Sync>;
+
 struct Inner {
     limit: usize,
     ttl: Duration,
     gates: Mutex<HashMap<WsKey, Gate>>,
-    wake: Box<dyn Fn(&WsKey, &str) -> bool + Send + Sync>,
+    wake: Wake,
     /// Whether sessions are short (someone waits for the session budget):
     /// then each workspace gets one ticket. A workspace's work then goes
     /// through one session, not one per ticket: with hundreds of workspace

@@ -137,15 +137,16 @@ async fn measured(kind: &'static str, ctx: Arc<Context>, run: impl Future<Output
     result
 }
 
+/// A kind's changes, as its store's subscriber sees them.
+type Changes<K> = BoxStream<'static, Arc<K>>;
+/// What the relations queue for a kind's controller.
+type Queued<K> = UnboundedReceiver<ObjectRef<K>>;
+
 /// The watches, stores and controllers of one scope.
 struct Scope {
     ctx: Arc<Context>,
-    subscribers: (BoxStream<'static, Arc<Workspace>>, BoxStream<'static, Arc<Connection>>, BoxStream<'static, Arc<WorkspaceConnection>>),
-    receivers: (
-        UnboundedReceiver<ObjectRef<Workspace>>,
-        UnboundedReceiver<ObjectRef<Connection>>,
-        UnboundedReceiver<ObjectRef<WorkspaceConnection>>,
-    ),
+    subscribers: (Changes<Workspace>, Changes<Connection>, Changes<WorkspaceConnection>),
+    receivers: (Queued<Workspace>, Queued<Connection>, Queued<WorkspaceConnection>),
 }
 
 /// Starts the watches of one scope; their drivers are spawned.
@@ -237,11 +238,11 @@ pub async fn run(
         let stores = ctx.stores.clone();
         let stop = shutdown.clone();
         let ws = Watched { kind: "Workspace", changes: ws_sub, store: stores.workspaces, finalizers: true, queued: ws_rx };
-        controllers.push(drive(ws, debounced.clone(), stop.clone(), ctx.clone(), |o, c| workspace::reconcile(o, c)));
+        controllers.push(drive(ws, debounced.clone(), stop.clone(), ctx.clone(), workspace::reconcile));
         let conn = Watched { kind: "Connection", changes: conn_sub, store: stores.connections, finalizers: true, queued: conn_rx };
-        controllers.push(drive(conn, debounced.clone(), stop.clone(), ctx.clone(), |o, c| connection::reconcile(o, c)));
+        controllers.push(drive(conn, debounced.clone(), stop.clone(), ctx.clone(), connection::reconcile));
         let att = Watched { kind: "WorkspaceConnection", changes: att_sub, store: stores.attachments, finalizers: false, queued: att_rx };
-        controllers.push(drive(att, config.clone(), stop, ctx, |o, c| attachment::reconcile(o, c)));
+        controllers.push(drive(att, config.clone(), stop, ctx, attachment::reconcile));
     }
     until_stopped(controllers, shutdown, shared.settings.shutdown_timeout).await;
     tasks.iter().for_each(|t| t.abort());
@@ -284,11 +285,11 @@ async fn stores_ready(scopes: &[Scope]) -> bool {
 /// (see `own_changes`), its store, and the queue that relations fill.
 struct Watched<K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static> {
     kind: &'static str,
-    changes: BoxStream<'static, Arc<K>>,
+    changes: Changes<K>,
     store: Store<K>,
     /// Whether a change of finalizers alone is a change.
     finalizers: bool,
-    queued: UnboundedReceiver<ObjectRef<K>>,
+    queued: Queued<K>,
 }
 
 /// The controller of one kind: measured, logged, and stopped on shutdown.

@@ -43,7 +43,8 @@ impl Database {
             Purpose::Workspace(pin) => Some(pin::PinState::new(pin)),
             Purpose::AdminTests => None,
         };
-        let parts = PoolParts { server: server_of(&config), config, tls: tls.clone(), budget: budget.clone(), pin: pin.clone(), id, timeouts };
+        let parts =
+            PoolParts { server: server_of(&config), config, tls: tls.clone(), budget: budget.clone(), pin: pin.clone(), id, timeouts };
         let pool = |size: usize, checked: bool| parts.pool(size, checked);
         let sessions = |size: usize| -> Result<Sessions, Failure> {
             let suspects = Arc::new(tokio::sync::Semaphore::new(size.saturating_sub(1).max(1)));
@@ -194,7 +195,8 @@ impl PoolParts {
     /// pin before it is handed out (the observation's checks it in its own
     /// query instead).
     fn pool(&self, size: usize, checked: bool) -> Result<Pool, Failure> {
-        let manager = Manager::from_config(self.config.clone(), self.tls.clone(), ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager =
+            Manager::from_config(self.config.clone(), self.tls.clone(), ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let manager = Budgeted::new(manager, self.budget.clone(), self.server.clone());
         // A new session's wait for its permits is bounded by the budget
         // (`--session-wait`), its connect by `timeouts.connect`.

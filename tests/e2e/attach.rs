@@ -345,10 +345,10 @@ pub async fn applying_in_reverse_order_converges() {
     let reconciling = conditions::find(&waiting.status.as_ref().unwrap().conditions, "Reconciling").unwrap();
     assert_eq!(reconciling.status, "True", "a missing reference is progress, not a failure");
     w.connection_only("rev", as_is);
-    w.apply(&format!(
-        "apiVersion: manifold.dev/v1alpha1\nkind: Workspace\nmetadata: {{ name: ws }}\n\
-         spec: {{ database: {{ secretRef: {{ name: ws-db }} }} }}\n"
-    ));
+    w.apply(
+        "apiVersion: manifold.dev/v1alpha1\nkind: Workspace\nmetadata: { name: ws }\n\
+         spec: { database: { secretRef: { name: ws-db } } }\n",
+    );
     w.wait_reason("ws-rev", "SecretNotFound").await;
     w.apply(&secret_yaml("ws-db", &[("uri", &w.pg.owner_uri(&w.ws_db))]));
     w.wait_reason("ws-rev", "SecretNotFound").await; // now the connection's credentials

@@ -397,9 +397,7 @@ pub async fn every_flow_of_the_seed_works_in_a_browser() {
     b.screenshot("test-failed").await;
     let draft = stdout_ok(&w.t.kubectl(&["get", "conn", "shop", "-o", "jsonpath={.metadata.annotations}"]));
     assert!(draft.contains("manifold.dev/draft"), "{draft}");
-    w.apply(&format!(
-        "apiVersion: manifold.dev/v1alpha1\nkind: WorkspaceConnection\nmetadata: {{ name: early }}\nspec: {{ workspace: ws, connection: shop }}\n"
-    ));
+    w.apply("apiVersion: manifold.dev/v1alpha1\nkind: WorkspaceConnection\nmetadata: { name: early }\nspec: { workspace: ws, connection: shop }\n");
     let early = w.wait_reason("early", "ConnectionDraft").await;
     assert!(early.status.unwrap().schema.is_none_or(|s| s.is_empty()), "a draft is attached nowhere");
     stdout_ok(&w.t.kubectl(&["delete", "wsconn", "early", "--wait=true"]));

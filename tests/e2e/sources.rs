@@ -172,7 +172,7 @@ pub async fn mysql_fdw_attaches_a_mariadb_database() {
     assert_eq!(conn.status.unwrap().plugin.as_deref(), Some("fdw/mysql_fdw"));
     let as_viewer = w.pg.uri(&viewer, "viewer-pw", &w.ws_db);
     let answer = wait_for("the viewer reads MariaDB without naming a schema", WAIT, || async {
-        psql(&as_viewer, "SELECT count(*) || ' ' || max(title) FROM products").map_err(|e| e)
+        psql(&as_viewer, "SELECT count(*) || ' ' || max(title) FROM products")
     })
     .await;
     assert_eq!(answer, "3 screen");

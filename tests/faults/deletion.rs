@@ -140,7 +140,7 @@ async fn reader_role(pg: &Postgres, name: &str) {
 
 /// Each combination in its own namespace, one operator over all of them.
 pub async fn every_deletion_order_converges() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let cases =
         ["connection-and-attachment", "workspace-and-attachments", "everything-with-secrets", "workspace-first", "workspace-secret-first"];
     let mut worlds = Vec::new();
@@ -205,7 +205,7 @@ pub async fn every_deletion_order_converges() {
 /// terminating bound, with a Warning Event in the operator's log; with
 /// `deletionPolicy: Orphan` on the Workspace, at once.
 pub async fn a_namespace_whose_database_is_gone_is_deleted_within_the_bound() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let cp = control_plane();
     for policy in [DeletionPolicy::Delete, DeletionPolicy::Orphan] {
         let own = Postgres::start();

@@ -1,4 +1,3 @@
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use manifold::api::TestOutcome;
@@ -8,8 +7,9 @@ use crate::support::world::{WAIT, World, count, foreign_tables, schema_exists, s
 use crate::support::world::{as_is, include, interval};
 use crate::support::{Operator, Postgres, Proxy, control_plane, wait_for};
 
-/// One fault at a time: some of them disturb everything around them.
-pub static SERIAL: Mutex<()> = Mutex::new(());
+/// One fault at a time: some of them disturb everything around them. A
+/// tokio mutex: its guard is held across the whole test, awaits and all.
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// An operator of its own for `w`'s namespace.
 pub fn operator_for(w: &World, extra: &[&str]) -> Operator {
@@ -27,7 +27,7 @@ pub fn connection_via(w: &World, name: &str, port: u16, change: impl FnOnce(&mut
 }
 
 pub async fn postgres_killed_mid_attach_leaves_nothing_half_made() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let w = world_without_operator("kill-pg").await;
     let own = Postgres::start();
     let db = own.database("ws").await;
@@ -78,7 +78,7 @@ pub async fn postgres_killed_mid_attach_leaves_nothing_half_made() {
 }
 
 pub async fn operator_killed_mid_batch_converges_without_duplicates() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let w = world_without_operator("kill-op").await;
     let proxy = Proxy::start(w.pg.port).await;
     // Slow imports and one connection per workspace: a batch that takes a
@@ -121,7 +121,7 @@ pub async fn operator_killed_mid_batch_converges_without_duplicates() {
 }
 
 pub async fn watches_resume_after_an_apiserver_restart() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let w = world_without_operator("restart-api").await;
     let op = operator_for(&w, &[]);
     w.workspace("ws");
@@ -141,7 +141,7 @@ pub async fn watches_resume_after_an_apiserver_restart() {
 }
 
 pub async fn a_source_that_goes_away_and_comes_back() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let w = world_without_operator("source-away").await;
     let _op = operator_for(&w, &[]);
     let remote = Postgres::start();
@@ -173,7 +173,7 @@ pub async fn a_source_that_goes_away_and_comes_back() {
 }
 
 pub async fn a_slow_workspace_times_out_and_blocks_no_other() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let w = world_without_operator("slow-ws").await;
     let op = operator_for(&w, &[]);
     w.workspace("slow");

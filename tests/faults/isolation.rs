@@ -15,7 +15,7 @@ use crate::support::{Operator, Postgres, control_plane, postgres, secret_yaml, s
 /// by default), and a healthy attachment made meanwhile is Ready in
 /// seconds.
 pub async fn silent_sources_do_not_stall_a_workspace() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let w = world_without_operator("silent").await;
     let _op = operator_for(&w, &[]);
     w.workspace("ws");
@@ -57,7 +57,7 @@ pub async fn silent_sources_do_not_stall_a_workspace() {
 /// deleted at once), whatever order the namespace controller deletes things
 /// in. Only what an Orphan attachment kept stays, marked as orphaned.
 pub async fn a_deleted_namespace_leaves_nothing_behind() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let cp = control_plane();
     let pg = postgres();
     let src = pg.source("nsdel").await;
@@ -177,7 +177,7 @@ fn namespace_yaml(pg: &Postgres, ws_db: &str, src: &crate::support::Source, pref
 /// timeout, says so in a Warning Event with the way to release it by hand,
 /// and does not hold its deletion forever.
 pub async fn a_workspace_whose_database_is_gone_gives_up() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let w = world_without_operator("giveup").await;
     let own = Postgres::start();
     let db = own.database("ws").await;

@@ -14,7 +14,7 @@ fn rss_kib(pid: u64, field: &str) -> u64 {
 }
 
 pub async fn two_hundred_attachments_changed_at_once() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let w = world_without_operator("load").await;
     let pool_size = 4;
     let op = Operator::start(

@@ -14,7 +14,7 @@ const WORKSPACES: usize = 100;
 const BUDGET: usize = 32;
 
 pub async fn a_hundred_workspaces_share_a_server_of_a_hundred_connections() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     // The source lives elsewhere: only the workspace databases are on the
     // server of 100 connections.
     let w = world_without_operator("budget").await;

@@ -231,10 +231,10 @@ fn credentials(spec: &mut Map<String, Value>, kind: &str, name: &str, values: &V
                 }
             }
             for i in 0..FREE_CREDENTIAL_ROWS {
-                if let Some(k) = filled(values, &format!("cred.key.{i}")) {
-                    if let Some(v) = values.get(&format!("cred.value.{i}")).filter(|v| !v.is_empty()) {
-                        data.insert(k.to_string(), v.clone());
-                    }
+                if let Some(k) = filled(values, &format!("cred.key.{i}"))
+                    && let Some(v) = values.get(&format!("cred.value.{i}")).filter(|v| !v.is_empty())
+                {
+                    data.insert(k.to_string(), v.clone());
                 }
             }
             let secret_name = secret_name(name);

@@ -210,10 +210,10 @@ pub async fn create(State(console): State<Shared>, Path((ns, _kind)): Path<(Stri
     let secret = drafts_secret(&console, &ns, &conn).await;
     let unmark = json!({ "metadata": { "annotations": { DRAFT_ANNOTATION: null } } });
     let params = PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() };
-    if let Some(secret) = &secret {
-        if let Err(e) = Api::<Secret>::namespaced(console.client.clone(), &ns).patch(secret, &params, &Patch::Merge(&unmark)).await {
-            return back_to(&ns, &format!("/ns/{ns}/connections"), Some(&message(e)));
-        }
+    if let Some(secret) = &secret
+        && let Err(e) = Api::<Secret>::namespaced(console.client.clone(), &ns).patch(secret, &params, &Patch::Merge(&unmark)).await
+    {
+        return back_to(&ns, &format!("/ns/{ns}/connections"), Some(&message(e)));
     }
     if let Some(why) = gitops_reason(&console, &ns, &[]).await {
         let object = serde_json::to_value(&conn).unwrap_or_default();
@@ -382,10 +382,10 @@ pub async fn delete_connection(
     }
     let attachment_api = Api::<WorkspaceConnection>::namespaced(console.client.clone(), &ns);
     for a in &attachments {
-        if let Err(e) = attachment_api.delete(&a.name_any(), &DeleteParams::default()).await {
-            if !super::super::is_not_found(&e) {
-                return connection_page(&console, &ns, &name, Some(&message(e))).await.into_response();
-            }
+        if let Err(e) = attachment_api.delete(&a.name_any(), &DeleteParams::default()).await
+            && !super::super::is_not_found(&e)
+        {
+            return connection_page(&console, &ns, &name, Some(&message(e))).await.into_response();
         }
     }
     match api.delete(&name, &DeleteParams::default()).await {

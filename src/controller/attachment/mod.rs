@@ -81,21 +81,22 @@ impl From<Failure> for Step {
 
 /// Why a reconcile's steps stop before the end: what to report, or an
 /// error of the Kubernetes API after which the reconcile is retried with
-/// nothing changed.
+/// nothing changed. The step is boxed: every `?` of every step carries
+/// an `Outcome`, and a `Step` is large.
 enum Outcome {
-    Report(Step),
+    Report(Box<Step>),
     Retry(Error),
 }
 
 impl From<Step> for Outcome {
     fn from(step: Step) -> Self {
-        Outcome::Report(step)
+        Outcome::Report(Box::new(step))
     }
 }
 
 impl From<Failure> for Outcome {
     fn from(failure: Failure) -> Self {
-        Outcome::Report(failure.into())
+        Outcome::Report(Box::new(failure.into()))
     }
 }
 
@@ -149,7 +150,8 @@ async fn attach(att: &WorkspaceConnection, ctx: &Context, finalized: Finalized, 
 async fn apply(att: &WorkspaceConnection, ctx: &Context, finalized: Finalized) -> Result<Action, Error> {
     let mut seen = None;
     let mut step = match attach(att, ctx, finalized, &mut seen).await {
-        Ok(step) | Err(Outcome::Report(step)) => step,
+        Ok(step) => step,
+        Err(Outcome::Report(step)) => *step,
         Err(Outcome::Retry(e)) => return Err(e),
     };
     step.workspace_uid = seen;

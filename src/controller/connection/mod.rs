@@ -56,7 +56,7 @@ pub async fn reconcile(conn: Arc<Connection>, ctx: Arc<Context>) -> Result<Actio
     let mut source = conn.status.as_ref().and_then(|s| s.source_schema.clone());
     if cause == Some(Cause::Spec) && last.is_none() && resolved.is_ok() {
         match proven_by_attach(&ctx, &conn, credentials.as_deref()).await {
-            FirstTest::Proven(result, found) => (test, source, cause) = (Some(result), found, None),
+            FirstTest::Proven(result, found) => (test, source, cause) = (Some(*result), found, None),
             FirstTest::Pending(left) => {
                 report(&conn, &ctx, &untested(), None, source).await?;
                 return Ok(requeue(left + Duration::from_millis(100)));

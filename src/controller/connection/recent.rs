@@ -21,7 +21,8 @@ use crate::postgres::plan::TableShape;
 /// How a new connection's first test is answered.
 pub(super) enum ByAttach {
     /// An attach imported and read a row with this spec and credentials.
-    Proven(TestResult, Tested),
+    /// Boxed: a `TestResult` is several times the other variants.
+    Proven(Box<TestResult>, Tested),
     /// An attachment made with the connection has not reported yet; the
     /// wait ends after this long. Its report queues the connection (its
     /// list changes), so nothing polls meanwhile.
@@ -51,7 +52,7 @@ pub(super) fn first_test_by_attach(ctx: &Context, conn: &Connection, credentials
             .then(|| (a.spec.workspace.clone(), proof.clone()))
     });
     if let Some((workspace, proof)) = proof {
-        let result = TestResult {
+        let result = Box::new(TestResult {
             result: TestOutcome::Passed,
             reason: Reason::Passed.as_str().to_owned(),
             message: format!("imported {} tables and read a row, attaching to workspace {workspace:?}", proof.tables),
@@ -62,7 +63,7 @@ pub(super) fn first_test_by_attach(ctx: &Context, conn: &Connection, credentials
             request: conn.annotations().get(TEST_REQUEST_ANNOTATION).cloned(),
             workspace: Some(workspace),
             credentials: credentials.map(str::to_owned),
-        };
+        });
         let found = Tested { tables: i64::from(proof.tables), source_hash: proof.source_hash.unwrap_or_default(), shapes: Vec::new() };
         return ByAttach::Proven(result, found);
     }
@@ -119,7 +120,8 @@ fn by_table(before: &[SourceTable], shapes: &[TableShape], now: &Time) -> Vec<So
 /// How a new connection's first test is answered.
 pub(super) enum FirstTest {
     /// By an attach's import: the result, and the source schema it found.
-    Proven(TestResult, Option<SourceSchema>),
+    /// Boxed: a `TestResult` is several times the other variants.
+    Proven(Box<TestResult>, Option<SourceSchema>),
     /// An attach is on its way: ask again after this long.
     Pending(Duration),
     /// By a test of its own.

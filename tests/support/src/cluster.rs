@@ -37,7 +37,7 @@ pub fn control_plane() -> &'static ControlPlane {
         // wait` then fails at once ("accessor error: <nil>") instead of
         // waiting: ask again until the deadline.
         let mut args = vec!["wait", "--for=condition=Established", "--timeout=60s"];
-        args.extend(CRD_NAMES.iter().map(|name| *name));
+        args.extend(CRD_NAMES.iter().copied());
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
             let out = cp.kubectl(&args);

@@ -70,4 +70,3 @@ pub async fn statement_profile(admin: &tokio_postgres::Client) -> Vec<(String, f
         .unwrap_or_default();
     rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect()
 }
-

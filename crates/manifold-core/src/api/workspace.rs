@@ -7,6 +7,8 @@ use super::{CaSecretRef, DeletionPolicy, SecretKeyRef};
 
 /// The desired workspace: the database it is.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+// Not duplicates: each `printcolumn(...)` names its own `type_`.
+#[allow(clippy::duplicated_attributes)]
 #[kube(
     group = "manifold.dev",
     version = "v1alpha1",

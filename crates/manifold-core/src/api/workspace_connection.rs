@@ -4,6 +4,8 @@ use serde::{Deserialize, Serialize};
 
 /// The desired attachment: which connection, in which workspace.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+// Not duplicates: each `printcolumn(...)` names its own `type_`.
+#[allow(clippy::duplicated_attributes)]
 #[kube(
     group = "manifold.dev",
     version = "v1alpha1",
