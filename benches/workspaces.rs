@@ -184,8 +184,18 @@ async fn bench(ws_count: usize, c: usize) {
     println!("{ws_count} workspace databases made in {:?}", made.elapsed());
 
     // 1. Raw DDL, then what it made goes.
+    let sessions_total = || async {
+        admin
+            .query_one("SELECT coalesce(sum(sessions), 0)::bigint FROM pg_stat_database WHERE datname LIKE 'bench_mws%'", &[])
+            .await
+            .map(|r| r.get::<_, i64>(0))
+            .unwrap_or(0)
+    };
+    let raw_sessions = sessions_total().await;
     let raw_pg = support::cpu::tree_cpu_seconds(postmaster(w.pg));
     let raw = raw_ddl(&w, &dbs, c).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let raw_sessions = sessions_total().await - raw_sessions;
     let raw_pg = support::cpu::tree_cpu_seconds(postmaster(w.pg)) - raw_pg;
     for db in &dbs {
         let client = w.pg.connect(db).await;
@@ -233,16 +243,39 @@ async fn bench(ws_count: usize, c: usize) {
     let op = Operator::start(&control_plane().kubeconfig, &args);
     let cpu_before = parts_cpu(op.pid(), postmaster);
     let peak = Cell::new(0i64);
+    // Every session seen to a workspace database, by application: those
+    // shorter than the 200 ms between samples can be missed.
+    let seen: std::cell::RefCell<std::collections::BTreeSet<(String, i32, String)>> = Default::default();
     all_ready(&w, n, Duration::from_secs(3600), || async {
         peak.set(peak.get().max(sessions(&admin).await));
+        let rows = admin
+            .query(
+                "SELECT coalesce(application_name, ''), pid, backend_start::text FROM pg_stat_activity WHERE datname LIKE 'bench_mws%'",
+                &[],
+            )
+            .await
+            .unwrap_or_default();
+        seen.borrow_mut().extend(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))));
     })
     .await;
+    let mut seen_by_app: BTreeMap<String, usize> = BTreeMap::new();
+    for (app, _, _) in seen.borrow().iter() {
+        *seen_by_app.entry(app.clone()).or_default() += 1;
+    }
     let operator = started.elapsed();
     let cpu: Vec<String> =
         cpu_before.iter().zip(parts_cpu(op.pid(), postmaster)).map(|((name, b), (_, a))| format!("{name} {:.1} s", a - b)).collect();
     let bulk_rss = status_kib(op.pid(), "VmHWM:");
     let bulk_backends = backends().await - backends_before;
     let bulk_statements = statement_profile(&admin).await;
+    let opened_by_pool: Vec<String> = op
+        .admin_get("/metrics")
+        .1
+        .lines()
+        .filter_map(|l| l.strip_prefix("manifold_sessions_opened_total{pool=\""))
+        .filter_map(|l| l.split_once("\"} "))
+        .map(|(pool, n)| format!("{pool} {n}"))
+        .collect();
 
     // 3. At rest, once idle sessions closed.
     tokio::time::sleep(Duration::from_secs(8)).await;
@@ -289,7 +322,11 @@ async fn bench(ws_count: usize, c: usize) {
         raw.as_secs_f64() / operator.as_secs_f64()
     );
     println!("CPU while the operator attached ({:.0} s available on 2 cores): {}", operator.as_secs_f64() * 2.0, cpu.join(", "));
-    println!("sessions the operator opened to the workspace databases during the bulk: {bulk_backends} (raw DDL: {ws_count})");
+    println!(
+        "sessions the operator opened to the workspace databases during the bulk: {bulk_backends} (raw DDL: {raw_sessions}); by pool: {}",
+        opened_by_pool.join(", ")
+    );
+    println!("sessions seen in pg_stat_activity during the bulk, by application_name: {seen_by_app:?}");
     let (plan, exec): (f64, f64) = bulk_statements.iter().fold((0.0, 0.0), |(p, e), s| (p + s.1, e + s.2));
     println!("statements during the bulk, every database: {:.1} s planning, {:.1} s executing; the largest:", plan / 1000.0, exec / 1000.0);
     for (query, plan, exec, calls) in bulk_statements.iter().take(10) {

@@ -43,6 +43,11 @@ pub struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    pub pool: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatementLabels {
     pub kind: &'static str,
 }
@@ -66,6 +71,10 @@ pub struct Metrics {
     /// waited for the budget.
     pub sessions: Gauge,
     pub session_waits: Counter,
+    /// Sessions opened, by the pool they serve (work, tests, observe): a
+    /// figure that grows much faster than the attachments means sessions
+    /// are closed and opened again, each a backend started.
+    pub sessions_opened: Family<PoolLabels, Counter>,
     pub leader: Gauge,
     state_sources: Mutex<Vec<StateSource>>,
 }
@@ -83,6 +92,7 @@ impl Default for Metrics {
         let leader = Gauge::default();
         let sessions = Gauge::default();
         let session_waits = Counter::default();
+        let sessions_opened = Family::<PoolLabels, Counter>::default();
         registry.register("reconciles", "Reconciles, by kind", reconciles.clone());
         registry.register("reconcile_errors", "Reconciles that ended in a failure, by kind and reason", errors.clone());
         registry.register("reconcile_duration_seconds", "Reconcile duration, by kind", duration.clone());
@@ -93,6 +103,7 @@ impl Default for Metrics {
         registry.register("leader", "1 while this process holds the leader Lease", leader.clone());
         registry.register("sessions", "Sessions to workspace databases open now", sessions.clone());
         registry.register("session_waits", "New sessions that waited for the session budget", session_waits.clone());
+        registry.register("sessions_opened", "Sessions opened to workspace databases, by pool", sessions_opened.clone());
         Metrics {
             registry,
             reconciles,
@@ -105,6 +116,7 @@ impl Default for Metrics {
             leader,
             sessions,
             session_waits,
+            sessions_opened,
             state_sources: Mutex::default(),
         }
     }

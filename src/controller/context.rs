@@ -47,8 +47,13 @@ impl Shared {
         // get_or_create takes its lock.
         let queries = metrics.statements.get_or_create(&StatementLabels { kind: "query" }).clone();
         let ddl = metrics.statements.get_or_create(&StatementLabels { kind: "ddl" }).clone();
-        let counters =
-            crate::postgres::Counters { queries, ddl, sessions: metrics.sessions.clone(), session_waits: metrics.session_waits.clone() };
+        let counters = crate::postgres::Counters {
+            queries,
+            ddl,
+            sessions: metrics.sessions.clone(),
+            session_waits: metrics.session_waits.clone(),
+            sessions_opened: metrics.sessions_opened.clone(),
+        };
         Shared {
             pools: Arc::new(Pools::new(
                 settings.pool_sizes,

@@ -318,11 +318,18 @@ pub struct Budgeted {
     inner: deadpool_postgres::Manager,
     budget: Arc<Budget>,
     server: String,
+    /// Counts the sessions this pool opens.
+    opened: prometheus_client::metrics::counter::Counter,
 }
 
 impl Budgeted {
-    pub fn new(inner: deadpool_postgres::Manager, budget: Arc<Budget>, server: String) -> Self {
-        Budgeted { inner, budget, server }
+    pub fn new(
+        inner: deadpool_postgres::Manager,
+        budget: Arc<Budget>,
+        server: String,
+        opened: prometheus_client::metrics::counter::Counter,
+    ) -> Self {
+        Budgeted { inner, budget, server, opened }
     }
 }
 
@@ -333,6 +340,7 @@ impl managed::Manager for Budgeted {
     async fn create(&self) -> Result<Session, SessionError> {
         let permits = self.budget.acquire(&self.server).await.map_err(SessionError::Busy)?;
         let client = managed::Manager::create(&self.inner).await?;
+        self.opened.inc();
         Ok(Session { client, _permits: permits })
     }
 

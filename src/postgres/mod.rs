@@ -95,6 +95,9 @@ pub struct Counters {
     /// Sessions open now, and new ones that waited for their permits.
     pub sessions: prometheus_client::metrics::gauge::Gauge,
     pub session_waits: prometheus_client::metrics::counter::Counter,
+    /// Sessions opened, by pool.
+    pub sessions_opened:
+        prometheus_client::metrics::family::Family<crate::metrics::PoolLabels, prometheus_client::metrics::counter::Counter>,
 }
 
 static NEXT_DATABASE_ID: AtomicU64 = AtomicU64::new(1);

@@ -45,16 +45,16 @@ impl Database {
         };
         let parts =
             PoolParts { server: server_of(&config), config, tls: tls.clone(), budget: budget.clone(), pin: pin.clone(), id, timeouts };
-        let pool = |size: usize, checked: bool| parts.pool(size, checked);
-        let sessions = |size: usize| -> Result<Sessions, Failure> {
+        let opened = |pool: &'static str| counters.sessions_opened.get_or_create(&crate::metrics::PoolLabels { pool }).clone();
+        let sessions = |size: usize, kind: &'static str| -> Result<Sessions, Failure> {
             let suspects = Arc::new(tokio::sync::Semaphore::new(size.saturating_sub(1).max(1)));
-            Ok(Sessions { pool: pool(size, true)?, suspects })
+            Ok(Sessions { pool: parts.pool(size, true, opened(kind))?, suspects })
         };
         Ok(Database {
             id,
-            work: sessions(sizes.work)?,
-            tests: sessions(sizes.tests)?,
-            observe: pool(1, false)?,
+            work: sessions(sizes.work, "work")?,
+            tests: sessions(sizes.tests, "tests")?,
+            observe: parts.pool(1, false, opened("observe"))?,
             tls,
             timeouts,
             counters,
@@ -194,10 +194,10 @@ impl PoolParts {
     /// A pool of `size` sessions. `checked`: every new session checks the
     /// pin before it is handed out (the observation's checks it in its own
     /// query instead).
-    fn pool(&self, size: usize, checked: bool) -> Result<Pool, Failure> {
+    fn pool(&self, size: usize, checked: bool, opened: prometheus_client::metrics::counter::Counter) -> Result<Pool, Failure> {
         let manager =
             Manager::from_config(self.config.clone(), self.tls.clone(), ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let manager = Budgeted::new(manager, self.budget.clone(), self.server.clone());
+        let manager = Budgeted::new(manager, self.budget.clone(), self.server.clone(), opened);
         // A new session's wait for its permits is bounded by the budget
         // (`--session-wait`), its connect by `timeouts.connect`.
         let create = self.budget.settings().wait + self.timeouts.connect;
