@@ -17,7 +17,21 @@ pub fn classify(err: &tokio_postgres::Error, secrets: &[&str]) -> Failure {
         // No server response: the workspace connection itself broke.
         return Failure::new(Reason::WorkspaceUnreachable, scrub(&format!("workspace database: {}", chain(err)), secrets));
     };
-    Failure::new(reason_of(db.code(), db.message(), db.detail()), scrub(&text_of(db.message(), db.detail()), secrets))
+    let mut text = text_of(db.message(), db.detail());
+    if let Some(advice) = advice(db.code(), db.message()) {
+        text = format!("{text}. {advice}");
+    }
+    Failure::new(reason_of(db.code(), db.message(), db.detail()), scrub(&text, secrets))
+}
+
+/// What to do about an error that a person cannot act on from its text.
+pub fn advice(code: &SqlState, message: &str) -> Option<&'static str> {
+    (*code == SqlState::OUT_OF_MEMORY && message.contains("shared memory")).then_some(
+        "The transaction needed more locks than the server's lock table holds (max_locks_per_transaction × \
+         max_connections): an aggregator locks every member's foreign tables while it rebuilds its views, so \
+         100 members of 450 tables need about 46,000. Raise max_locks_per_transaction on the workspace's server \
+         (a restart is needed), or split the aggregator",
+    )
 }
 
 /// The message and its detail, as a person reads them.
@@ -88,6 +102,14 @@ pub fn chain(err: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_lock_table_says_what_to_raise() {
+        let given = advice(&SqlState::OUT_OF_MEMORY, "out of shared memory").expect("advice");
+        assert!(given.contains("max_locks_per_transaction"), "{given}");
+        assert!(advice(&SqlState::OUT_OF_MEMORY, "out of memory").is_none(), "a backend's own memory is another matter");
+        assert!(advice(&SqlState::QUERY_CANCELED, "out of shared memory").is_none());
+    }
 
     /// Errors as Postgres, postgres_fdw, libpq and mysql_fdw word them.
     #[test]
