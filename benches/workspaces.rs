@@ -231,14 +231,7 @@ async fn bench(ws_count: usize, c: usize) {
     let args = ["--namespaces", w.t.ns.as_str(), "--resync", resync, "--session-idle", "5s"];
     let postmaster = postmaster(w.pg);
     let _ = admin.batch_execute("SELECT pg_stat_statements_reset()").await;
-    let backends = || async {
-        admin
-            .query_one("SELECT coalesce(sum(sessions), 0)::bigint FROM pg_stat_database WHERE datname LIKE 'bench_mws%'", &[])
-            .await
-            .map(|r| r.get::<_, i64>(0))
-            .unwrap_or(0)
-    };
-    let backends_before = backends().await;
+    let backends_before = sessions_total().await;
     let started = Instant::now();
     let op = Operator::start(&control_plane().kubeconfig, &args);
     let cpu_before = parts_cpu(op.pid(), postmaster);
@@ -266,7 +259,7 @@ async fn bench(ws_count: usize, c: usize) {
     let cpu: Vec<String> =
         cpu_before.iter().zip(parts_cpu(op.pid(), postmaster)).map(|((name, b), (_, a))| format!("{name} {:.1} s", a - b)).collect();
     let bulk_rss = status_kib(op.pid(), "VmHWM:");
-    let bulk_backends = backends().await - backends_before;
+    let bulk_backends = sessions_total().await - backends_before;
     let bulk_statements = statement_profile(&admin).await;
     let opened_by_pool: Vec<String> = op
         .admin_get("/metrics")

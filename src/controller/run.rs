@@ -218,7 +218,7 @@ pub async fn run(
     let attachment_stores: Vec<Store<WorkspaceConnection>> = scopes.iter().map(|s| s.ctx.stores.attachments.clone()).collect();
     shared.metrics.add_state_source(Box::new(move || attachment_states(&attachment_stores)));
     health.set_ready();
-    info!(scopes = scopes.len(), secret_selector = %shared.settings.secret_selector, "caches synced");
+    info!(scopes = scopes.len(), watched_secrets_label_selector = %shared.settings.secret_selector, "caches synced");
 
     tokio::select! {
         _ = leader => {}
